@@ -1,0 +1,63 @@
+"""`driftcheck matrix`: scan many releases, one report each, plus the matrix table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from driftcheck.catalog import SURFACES
+from driftcheck.errors import DriftcheckError
+from driftcheck.report import to_json, to_markdown, write_atomic
+from driftcheck.scan import ScanResult, scan_tree
+from driftcheck.source_tree import fetch_release
+
+
+def run_matrix(releases: list[str], out_dir: Path, progress=None) -> tuple[list[ScanResult], dict[str, str]]:
+    scans: list[ScanResult] = []
+    failures: dict[str, str] = {}
+    for release in releases:
+        try:
+            scan = scan_tree(fetch_release(release))
+        except DriftcheckError as exc:
+            failures[release] = str(exc)
+            continue
+        finally:
+            if progress:
+                progress(release)
+        scan.version = release  # the release asked for, as the index names it
+        scans.append(scan)
+        write_atomic(out_dir / "releases" / f"{release}.md", to_markdown(scan))
+        write_atomic(out_dir / "releases" / f"{release}.json", json.dumps(to_json(scan), indent=2) + "\n")
+    write_atomic(out_dir / "matrix.md", matrix_markdown(scans, failures))
+    return scans, failures
+
+
+def matrix_markdown(scans: list[ScanResult], failures: dict[str, str]) -> str:
+    surfaces = [s for s in SURFACES if len(s.contracts) > 1 or s.required]
+    lines = [
+        "# driftcheck matrix: ESamp surfaces across vLLM releases",
+        "",
+        "Each cell is the contract the static scan matched (see driftcheck/catalog.py);",
+        "**UNKNOWN**/**MISSING** are unhandled drifts. Produced by `driftcheck matrix`.",
+        "",
+        "| release | fingerprint | unhandled | " + " | ".join(f"`{s.id}`" for s in surfaces) + " |",
+        "|---|---|---|" + "---|" * len(surfaces),
+    ]
+    for scan in scans:
+        by_id = {r.surface.id: r for r in scan.results}
+        cells = []
+        for s in surfaces:
+            r = by_id.get(s.id)
+            cells.append("-" if r is None else (r.contract.id.split("/", 1)[1] if r.contract else f"**{r.status}**"))
+        lines.append(
+            f"| [{scan.version}](releases/{scan.version}.md) | `{scan.fingerprint.digest}` | "
+            f"{len(scan.unhandled)} | " + " | ".join(cells) + " |"
+        )
+    for release, why in failures.items():
+        lines.append(f"| {release} | - | not scanned: {why} |" + " |" * len(surfaces))
+    lines += ["", "Contracts:", ""]
+    for s in SURFACES:
+        for c in s.contracts:
+            lines.append(f"- `{c.id}` ({s.id}, seen in {c.seen_in}): {c.summary}")
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,199 @@
+"""Turns what the static reader finds into each surface's aspect values.
+
+One function per surface kind (see Surface.kind in the catalog); each reads
+only the files its surface names.
+"""
+
+from __future__ import annotations
+
+import re
+
+from driftcheck.catalog import SURFACES, Surface
+from driftcheck.observation import FunctionObservation, SurfaceObservation
+from driftcheck.source_tree import SourceTree
+from driftcheck.static_reader import StaticReader, SurfaceNotFound, find_methods, imported_names
+
+
+def return_arity(fn: FunctionObservation) -> str:
+    """'value' or 'tuple/N' over the function's return statements (bare returns ignored)."""
+    arities = {r.arity for r in fn.returns if r.arity != 0}
+    if not arities and fn.annotation_arity:
+        return f"tuple/{fn.annotation_arity}"
+    if arities == {None} or not arities:
+        return "value"
+    if len(arities) == 1:
+        return f"tuple/{arities.pop()}"
+    return "mixed/" + "|".join(sorted("value" if a is None else str(a) for a in arities))
+
+
+def return_names(fn: FunctionObservation) -> str:
+    """Names of the returned tuple's elements; positions that differ between statements join with '|'."""
+    tuples = [r for r in fn.returns if r.arity]
+    if not tuples:
+        return "value"
+    width = max(r.arity for r in tuples)
+    columns: list[list[str]] = [[] for _ in range(width)]
+    for r in tuples:
+        for i, name in enumerate(r.elements):
+            if name not in columns[i]:
+                columns[i].append(name)
+    if len({r.arity for r in tuples}) > 1:
+        return "mixed/" + " | ".join(r.render() for r in tuples)
+    return "(" + ", ".join("|".join(col) for col in columns) + ")"
+
+
+def function_aspects(fn: FunctionObservation) -> dict:
+    return {
+        "present": "yes",
+        "signature": fn.signature(),
+        "descriptor": fn.descriptor,
+        "return_arity": return_arity(fn),
+        "return_names": return_names(fn),
+    }
+
+
+def function_detail(fn: FunctionObservation) -> dict:
+    return {
+        "params": [p.__dict__ for p in fn.params],
+        "return_annotation": fn.return_annotation,
+        "returns": [r.render() for r in fn.returns],
+        "defined_in": fn.defined_in,
+    }
+
+
+def _observe_function(reader: StaticReader, s: Surface, obs: SurfaceObservation) -> None:
+    fn = reader.function(s.module, s.qualname)
+    obs.where = fn.where
+    obs.aspects = function_aspects(fn)
+    if "final_norm" in s.aspects:
+        norm_calls = sorted({c for c in fn.calls if c.rsplit(".", 1)[-1] == "norm"})
+        obs.aspects["final_norm"] = _norm_call_text(fn.source) if norm_calls else "none"
+    obs.detail = function_detail(fn)
+
+
+def _norm_call_text(text: str) -> str:
+    m = re.search(r"=\s*(self\.norm\([^()]*\))", text)
+    return " ".join(m.group(1).split()) if m else "self.norm(...)"
+
+
+def _observe_members(reader: StaticReader, s: Surface, obs: SurfaceObservation) -> None:
+    cls = reader.klass(s.module, s.qualname)
+    obs.where = cls.where
+    names = {n for n, _ in cls.members}
+    obs.aspects = {"present": "yes", "members": ", ".join(m for m in s.options["members"] if m in names)}
+
+
+def _observe_bases(reader: StaticReader, s: Surface, obs: SurfaceObservation) -> None:
+    cls = reader.klass(s.module, s.qualname)
+    obs.where = cls.where
+    obs.aspects = {"present": "yes", "bases": ", ".join(cls.bases)}
+
+
+def _observe_fields(reader: StaticReader, s: Surface, obs: SurfaceObservation) -> None:
+    cls = reader.klass(s.module, s.qualname)
+    obs.where = cls.where
+    have = [f for f in s.options["fields"] if f in cls.fields]
+    obs.aspects = {"present": "yes", "fields": ", ".join(have)}
+    obs.detail = {"missing": [f for f in s.options["fields"] if f not in cls.fields]}
+
+
+def _observe_min_p(reader: StaticReader, s: Surface, obs: SurfaceObservation) -> None:
+    cls_module, index, block = reader.resolve(s.module, s.qualname)
+    obs.where = f"{index.relpath}:{block.header + 1}"
+    sampler_module, sampler_qualname = s.options["sampler"].split(":")
+    sample = reader.function(sampler_module, sampler_qualname)
+    text = sample.source
+    applied = text.find(s.options["applied_via"])
+    topk = text.find(s.options["topk_topp_call"])
+    obs.aspects = {
+        "present": "yes",
+        "module": cls_module,
+        "before_topk_topp": "yes" if 0 <= applied < topk else "no",
+    }
+
+
+def _observe_request_ids(reader: StaticReader, s: Surface, obs: SurfaceObservation) -> None:
+    """passthrough, or where the engine rewrites the caller's request id.
+
+    Looks at add_request itself and at every `self.<x>.<method>(...)` it calls whose
+    method is defined in a vllm.v1.engine module that llm_engine imports. An assignment
+    to `.request_id` outside a loop (loops are the n>1 child fan-out) is a rewrite,
+    unless it merely stores a plain parameter name.
+    """
+    fn = reader.function(s.module, s.qualname)
+    obs.where = fn.where
+    index = reader.index(s.module)
+    engine_modules = sorted({m for m in imported_names(index).values() if m.startswith("vllm.v1.engine")})
+    functions = [fn]
+    for call in fn.calls:
+        parts = call.split(".")
+        if len(parts) >= 3 and parts[0] == "self":
+            for module in engine_modules:
+                functions += find_methods(reader, module, parts[-1])
+    rewrites = []
+    for f in functions:
+        for a in f.assignments:
+            if a.in_loop or a.value_kind == "name":
+                continue  # loops: the n>1 fan-out; a plain name: the caller's id passed along
+            mutates_request = a.target.endswith(".request_id")
+            rebinds_parameter = f is fn and a.target == "request_id"
+            if mutates_request or rebinds_parameter:
+                rewrites.append(a)
+    if not rewrites:
+        behaviour = "passthrough"
+    elif rewrites[0].function == s.qualname:
+        behaviour = "reassigned inline"
+    else:
+        behaviour = f"reassigned by {rewrites[0].function}"
+    obs.aspects = {"present": "yes", "request_ids": behaviour}
+    obs.detail = {"rewrites": [f"{a.function}: {a.target} = {a.value}" for a in rewrites]}
+
+
+def _observe_child_ids(reader: StaticReader, s: Surface, obs: SurfaceObservation) -> None:
+    fn = reader.function(s.module, s.qualname)
+    obs.where = fn.where
+    formats = [a.value for a in fn.assignments if a.target.endswith("req_id") or a.target.endswith("request_id")]
+    obs.aspects = {"present": "yes", "child_ids": formats[0] if formats else "none"}
+
+
+def _observe_plugins(reader: StaticReader, s: Surface, obs: SurfaceObservation) -> None:
+    module, loader = s.target.split(":")
+    fn = reader.function(module, loader)
+    obs.where = fn.where
+    groups = [g for g in reader.string_constants(module) if g == s.options["group"]]
+    index = reader.index(module)
+    if not groups and index is not None and f'"{s.options["group"]}"' in index.text:
+        groups = [s.options["group"]]
+    obs.aspects = {
+        "present": "yes",
+        "group": groups[0] if groups else "none",
+        "loaded_in": ", ".join(reader.modules_calling(loader, list(s.options["loaders"]))),
+    }
+
+
+_KINDS = {
+    "function": _observe_function,
+    "members": _observe_members,
+    "bases": _observe_bases,
+    "fields": _observe_fields,
+    "min_p": _observe_min_p,
+    "request_ids": _observe_request_ids,
+    "child_ids": _observe_child_ids,
+    "plugins": _observe_plugins,
+}
+
+
+def observe_surface(reader: StaticReader, surface: Surface) -> SurfaceObservation:
+    obs = SurfaceObservation(surface=surface.id, reader="static", found=True)
+    try:
+        _KINDS[surface.kind](reader, surface, obs)
+    except SurfaceNotFound as exc:
+        obs.found = False
+        obs.aspects = {"present": "no"}
+        obs.note = str(exc)
+    return obs
+
+
+def observe_tree(tree: SourceTree, surfaces=SURFACES) -> dict[str, SurfaceObservation]:
+    reader = StaticReader(tree)
+    return {s.id: observe_surface(reader, s) for s in surfaces}
