@@ -15,6 +15,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from packaging.version import InvalidVersion, Version
+
 from driftcheck.catalog import SURFACES, Contract, Surface
 from driftcheck.observation import SurfaceObservation
 
@@ -100,7 +102,10 @@ def signature_drifts(expected: str, seen: str) -> list[Drift]:
 
 
 def _names(text: str) -> list[str]:
-    return [] if text in ("value", "") else [n.strip() for n in text.strip("()").split(",")]
+    if text in ("value", ""):
+        return []
+    inner = text[1:-1] if text.startswith("(") and text.endswith(")") else text
+    return [n.strip() for n in inner.split(",")]
 
 
 def return_names_drifts(expected: str, seen: str) -> list[Drift]:
@@ -150,36 +155,60 @@ def aspect_drifts(aspect: str, expected: str, seen: str | None) -> list[Drift]:
     return [Drift(f"{aspect}-changed", f"{expected} -> {seen}")]
 
 
-def contract_drifts(contract: Contract, aspects: dict) -> list[Drift]:
-    if aspects.get("present") == "no" and contract.aspects.get("present", "yes") == "yes":
+def expected_aspects(surface: Surface, contract: Contract) -> dict:
+    """A contract's aspects plus the ones every surface of its kind has by default:
+    present=yes, and for functions the descriptor kind (a wrapper depends on it)."""
+    expected = {"present": "yes"}
+    if surface.kind == "function" and contract.aspects.get("present", "yes") == "yes":
+        expected["descriptor"] = "instance" if "." in surface.qualname else "function"
+    expected.update(contract.aspects)
+    return expected
+
+
+def contract_drifts(surface: Surface, contract: Contract, aspects: dict) -> list[Drift]:
+    expected = expected_aspects(surface, contract)
+    if aspects.get("present") == "no" and expected["present"] == "yes":
         return [Drift("surface-missing", "not found")]
     drifts: list[Drift] = []
-    for aspect, expected in contract.aspects.items():
-        drifts += aspect_drifts(aspect, expected, aspects.get(aspect))
+    for aspect, value in expected.items():
+        drifts += aspect_drifts(aspect, value, aspects.get(aspect))
     return drifts
 
 
-def _matches(contract: Contract, aspects: dict) -> bool:
-    expected = dict(contract.aspects)
-    expected.setdefault("present", "yes")
-    return all(aspects.get(k) == v for k, v in expected.items())
+def _matches(surface: Surface, contract: Contract, aspects: dict) -> bool:
+    return all(aspects.get(k) == v for k, v in expected_aspects(surface, contract).items())
 
 
-def match_surface(surface: Surface, obs: SurfaceObservation) -> SurfaceResult:
+def seen_in(contract: Contract, version: str | None) -> bool:
+    """Whether `version` lies in the contract's catalogued range ('a-b' or 'a')."""
+    if not version:
+        return False
+    try:
+        v = Version(version)
+        lo, _, hi = contract.seen_in.partition("-")
+        return Version(lo) <= v <= Version(hi or lo)
+    except InvalidVersion:
+        return False
+
+
+def match_surface(surface: Surface, obs: SurfaceObservation, version: str | None = None) -> SurfaceResult:
     for contract in surface.contracts:
-        if _matches(contract, obs.aspects):
+        if _matches(surface, contract, obs.aspects):
             status = BASELINE if contract is surface.baseline else KNOWN
-            since = [] if status == BASELINE else contract_drifts(surface.baseline, obs.aspects)
+            since = [] if status == BASELINE else contract_drifts(surface, surface.baseline, obs.aspects)
             return SurfaceResult(surface, obs, contract, status, since_baseline=since)
+    # Nearest: fewest differing aspects; then a contract catalogued for this very
+    # release (what the user had before the edit); then the newest.
     ranked = sorted(
         enumerate(surface.contracts),
-        key=lambda ic: (len(contract_drifts(ic[1], obs.aspects)), -ic[0]),
+        key=lambda ic: (len(contract_drifts(surface, ic[1], obs.aspects)),
+                        not seen_in(ic[1], version), -ic[0]),
     )
     nearest = ranked[0][1]
-    drifts = contract_drifts(nearest, obs.aspects)
+    drifts = contract_drifts(surface, nearest, obs.aspects)
     status = MISSING if obs.aspects.get("present") == "no" else UNKNOWN
     return SurfaceResult(surface, obs, None, status, drifts, nearest,
-                         since_baseline=contract_drifts(surface.baseline, obs.aspects))
+                         since_baseline=contract_drifts(surface, surface.baseline, obs.aspects))
 
 
 @dataclass
@@ -197,7 +226,9 @@ class Fingerprint:
         return {"digest": self.digest, "contracts": self.contracts}
 
 
-def match_all(observations: dict[str, SurfaceObservation], surfaces=SURFACES) -> tuple[list[SurfaceResult], Fingerprint]:
-    results = [match_surface(s, observations[s.id]) for s in surfaces if s.id in observations]
+def match_all(
+    observations: dict[str, SurfaceObservation], surfaces=SURFACES, version: str | None = None
+) -> tuple[list[SurfaceResult], Fingerprint]:
+    results = [match_surface(s, observations[s.id], version) for s in surfaces if s.id in observations]
     fp = Fingerprint({r.surface.id: (r.contract.id if r.contract else None) for r in results})
     return results, fp

@@ -41,7 +41,7 @@ class ScanResult:
 def scan_tree(tree: SourceTree) -> ScanResult:
     t0 = time.perf_counter()
     observations: dict[str, SurfaceObservation] = observe_tree(tree, SURFACES)
-    results, fingerprint = match_all(observations, SURFACES)
+    results, fingerprint = match_all(observations, SURFACES, tree.version)
     return ScanResult(
         source=tree.label,
         distribution=tree.distribution,

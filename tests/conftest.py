@@ -1,0 +1,55 @@
+"""Shared fixtures: a copy of the real installed vLLM's surface files to drift."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from driftcheck.scan import scan_tree
+from driftcheck.source_tree import locate_installed
+
+
+@pytest.fixture(scope="session")
+def installed_tree():
+    return locate_installed()
+
+
+@pytest.fixture(scope="session")
+def installed_scan(installed_tree):
+    return scan_tree(installed_tree)
+
+
+@pytest.fixture(scope="session")
+def surface_files(installed_tree, installed_scan):
+    """Every file the scan of the installed vLLM read (scan_tree caches each read)."""
+    files = [rel for rel, text in installed_tree._cache.items() if text is not None]
+    return sorted(set(files) | {"vllm/__init__.py"})
+
+
+class DriftedTree:
+    """A copy of the installed vLLM's surface files that a test edits."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def edit(self, relpath: str, old: str, new: str, count: int = 1) -> None:
+        path = self.root / relpath
+        text = path.read_text()
+        assert old in text, f"{old!r} not in {relpath}: the real source moved, update the test"
+        path.write_text(text.replace(old, new, count))
+
+    def scan(self):
+        from driftcheck.source_tree import open_directory
+
+        return scan_tree(open_directory(self.root))
+
+
+@pytest.fixture
+def drifted(tmp_path, installed_tree, surface_files) -> DriftedTree:
+    for rel in surface_files:
+        dest = tmp_path / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(installed_tree.root / rel, dest)
+    return DriftedTree(tmp_path)
