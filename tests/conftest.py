@@ -25,7 +25,7 @@ def installed_scan(installed_tree):
 def surface_files(installed_tree, installed_scan):
     """Every file the scan of the installed vLLM read (scan_tree caches each read)."""
     files = [rel for rel, text in installed_tree._cache.items() if text is not None]
-    return sorted(set(files) | {"vllm/__init__.py"})
+    return sorted(set(files) | {"vllm/__init__.py", "vllm/_version.py"})
 
 
 class DriftedTree:
