@@ -13,7 +13,7 @@ import pytest
 from driftcheck.errors import EXIT_BAD_INPUT, EXIT_FETCH_FAILED, EXIT_OK, EXIT_UNHANDLED_DRIFT
 
 
-def run_cli(*args, env=None, cwd=None):
+def run_cli(*args, env=None, cwd=os.path.dirname(__file__)):
     proc = subprocess.run(
         [sys.executable, "-m", "driftcheck", *args],
         capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=300,

