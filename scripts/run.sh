@@ -25,7 +25,8 @@ if [ ! -f "$MARKER" ] || [ "$(cat "$MARKER")" != "$DEPS" ]; then
   echo "$DEPS" > "$MARKER"
 fi
 "$PY" -m pip install -q --no-deps --force-reinstall . 2>&1 | grep -v -i "warning" || true
-"$PY" -c "import driftcheck.cli, driftcheck.adapters, driftcheck.shims, driftcheck.probes, esamp" \
+# -P: do not put the checkout first on sys.path (its driftcheck/ has no adapters/ inside)
+"$PY" -P -c "import driftcheck.cli, driftcheck.adapters, driftcheck.shims, driftcheck.probes, esamp" \
   || { echo "run.sh: the installed package does not import" >&2; exit 1; }
 
 export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"

@@ -1,0 +1,51 @@
+"""What `_prepare_inputs` returned, as one normalized view of this step's rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def positions_of(return_names: str) -> dict[str, int]:
+    """'(logits_indices, spec_decode_metadata)' -> {'logits_indices': 0, ...} (from the catalog)."""
+    inner = return_names[1:-1]
+    return {name.strip(): i for i, name in enumerate(inner.split(","))}
+
+
+@dataclass
+class PrepareView:
+    """This step's packed batch, whatever the contract returned.
+
+    rows i < num_reqs are requests in input-batch order; the sampler's logits row i
+    is request `req_ids[i]`, whose sampled token's hidden state sits at packed
+    token index `logits_indices[i]`.
+    """
+
+    req_ids: list[str]
+    logits_indices: Any  # torch.Tensor [num_reqs] (more with spec decode)
+    num_scheduled_tokens: list[int]
+    sampled_rows: list[int]  # rows whose sample is kept (not a partial prefill chunk)
+    decode_rows: list[int]  # rows generating (not prefill) this step
+    spec_decode: bool
+    runner: Any = field(repr=False, default=None)
+
+
+def build_view(runner, result: tuple, positions: dict[str, int], num_scheduled=None) -> PrepareView:
+    """`result` is what `_prepare_inputs` returned; `positions` maps names to tuple slots."""
+    batch = runner.input_batch
+    num_reqs = batch.num_reqs
+    req_ids = list(batch.req_ids[:num_reqs])
+    logits_indices = result[positions["logits_indices"]]
+    spec = result[positions["spec_decode_metadata"]] is not None
+    if num_scheduled is None:
+        num_scheduled = result[positions["num_scheduled_tokens"]]
+    scheduled = [int(x) for x in list(num_scheduled)[:num_reqs]]
+    computed = batch.num_computed_tokens_cpu[:num_reqs]
+    prompt = batch.num_prompt_tokens[:num_reqs]
+    sampled, decode = [], []
+    for i in range(num_reqs):
+        if int(computed[i]) + scheduled[i] >= int(prompt[i]):
+            sampled.append(i)
+            if int(computed[i]) >= int(prompt[i]):
+                decode.append(i)
+    return PrepareView(req_ids, logits_indices, scheduled, sampled, decode, spec, runner)

@@ -1,0 +1,82 @@
+"""Run the built-in tiny model on a real engine, optionally with the shims and the
+recording probe, and print what came out (tokens and the hook counters) as JSON.
+
+Run as a script (`python -m driftcheck.probes.engine_run '{...}'`) in a fresh
+process: vLLM's engine-core process is spawned, and shims must not leak
+between runs. Options (JSON object):
+  multiproc  bool  VLLM_ENABLE_V1_MULTIPROCESSING (default true)
+  eager      bool  enforce_eager (default true; false = torch.compile + graphs)
+  shims      bool  import esamp.runtime first (default true)
+  probes     bool  attach the recording probe (default = shims)
+  n, max_tokens, seeds ...  the workload (see WORKLOAD)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+WORKLOAD = {
+    "prompts": ["hello world", "the quick brown fox jumps over the lazy dog and then",
+                "a", "once upon a time in a land far away there lived"],
+    "max_tokens": [24, 7, 15, 31],  # mixed lengths: requests finish at different steps
+    "n": 3,
+    "temperature": 0.9,
+    "top_p": 0.9,
+    "top_k": 50,
+    "min_p": 0.02,
+}
+
+
+def main(options: dict) -> dict:
+    stats_dir = tempfile.mkdtemp(prefix="driftcheck-stats-")
+    os.environ["DRIFTCHECK_STATS_DIR"] = stats_dir
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if options.get("multiproc", True) else "0"
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    shims = options.get("shims", True)
+    if options.get("probes", shims):
+        os.environ["DRIFTCHECK_PROBES"] = "1"
+    if shims:
+        import esamp.runtime  # noqa: F401 - binds the shims here and, via the plugin, in the engine
+        if options.get("probes", shims):
+            from driftcheck.probes.recorder import attach
+
+            attach()
+    from vllm import LLM, SamplingParams
+
+    from driftcheck.tiny_model import ensure_tiny_model, tiny_engine_kwargs
+
+    work = {**WORKLOAD, **options.get("workload", {})}
+    t0 = time.perf_counter()
+    llm = LLM(model=str(ensure_tiny_model()), enforce_eager=options.get("eager", True), **tiny_engine_kwargs())
+    load_s = time.perf_counter() - t0
+    params = [
+        SamplingParams(n=work["n"], max_tokens=m, temperature=work["temperature"], top_p=work["top_p"],
+                       top_k=work["top_k"], min_p=work["min_p"], seed=100 + i)
+        for i, m in enumerate(work["max_tokens"])
+    ]
+    t0 = time.perf_counter()
+    outputs = llm.generate(work["prompts"], params, use_tqdm=False)
+    gen_s = time.perf_counter() - t0
+    tokens = [[list(c.token_ids) for c in out.outputs] for out in outputs]
+    del llm
+    from driftcheck.shims.hook_points import read_stats
+
+    return {
+        "tokens": tokens,
+        "request_ids": [out.request_id for out in outputs],
+        "stats": read_stats(stats_dir),
+        "load_s": round(load_s, 1),
+        "generate_s": round(gen_s, 2),
+        "main_pid": os.getpid(),
+    }
+
+
+if __name__ == "__main__":
+    result = main(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})
+    print("DRIFTCHECK_RUN " + json.dumps(result))
+    sys.stdout.flush()
+    os._exit(0)  # vLLM's background threads sometimes hold exit; the result is out

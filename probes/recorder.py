@@ -1,0 +1,77 @@
+"""Recording probe: counts every hook, checks tapped rows against the logits.
+
+Attached in the process where the model runs. Every sampling step with a
+prepare view it (1) checks each tap's device stamp advanced (the layer really
+wrote this step), (2) reads the tapped rows at this step's logits indices (a
+port hit per layer), and (3) recomputes logits from the deep tap through the
+model's own final norm and LM head and compares them with the logits the
+sampler received: a stale or misattributed row cannot match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from driftcheck.shims.hook_points import HOOKS
+
+
+@dataclass
+class Record:
+    steps: int = 0
+    stale_taps: dict = field(default_factory=dict)  # layer -> steps where the stamp did not move
+    deep_max_abs_err: float = 0.0
+    rows_checked: int = 0
+    attributions: list = field(default_factory=list)  # (req_id, logits index) of each checked row, capped
+    requests: list = field(default_factory=list)  # (kind, engine id, caller id, group)
+
+
+RECORD = Record()
+_MAX_ATTRIBUTIONS = 2000
+
+
+def _logits_from_hidden(model, hidden):
+    normed = model.model.norm(hidden)
+    try:
+        return model.compute_logits(normed)
+    except TypeError:  # older contract: compute_logits(hidden_states, sampling_metadata)
+        return model.compute_logits(normed, None)
+
+
+def on_sample(logits, view) -> None:
+    if view is None or not HOOKS.taps:
+        return
+    import torch
+
+    RECORD.steps += 1
+    n = len(view.req_ids)
+    rows = view.logits_indices[:n]
+    for layer in sorted(HOOKS.taps):
+        if not HOOKS.tap_fired(layer):
+            RECORD.stale_taps[layer] = RECORD.stale_taps.get(layer, 0) + 1
+        tapped = HOOKS.tapped_rows(layer, rows)
+        if layer == max(HOOKS.taps):
+            with torch.no_grad():
+                recomputed = _logits_from_hidden(view.runner.get_model(), tapped).float()
+            width = min(recomputed.shape[-1], logits.shape[-1])
+            err = (recomputed[:, :width] - logits[:, :width].float()).abs().max().item()
+            RECORD.deep_max_abs_err = max(RECORD.deep_max_abs_err, err)
+            RECORD.rows_checked += n
+    if len(RECORD.attributions) < _MAX_ATTRIBUTIONS:
+        RECORD.attributions += [(view.req_ids[i], int(rows[i])) for i in range(n)]
+
+
+def on_request(event) -> None:
+    RECORD.requests.append((event.kind, event.engine_id, event.caller_id, event.group))
+
+
+_attached = False
+
+
+def attach() -> None:
+    global _attached
+    if _attached:
+        return
+    HOOKS.sampler_listeners.append(on_sample)
+    HOOKS.request_listeners.append(on_request)
+    HOOKS.extra_stats = lambda: {"probe": asdict(RECORD)}
+    _attached = True

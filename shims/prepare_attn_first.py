@@ -1,0 +1,34 @@
+"""Prepare-inputs view for the attn-metadata-first family (vLLM 0.10.0-0.11.0).
+
+`_prepare_inputs(scheduler_output)` returns `(attn_metadata, ..., logits_indices,
+spec_decode_metadata, num_scheduled_tokens, ...)`; where each sits is read
+from the contract's return names.
+"""
+
+from __future__ import annotations
+
+from driftcheck.adapters.prepare import build_view, positions_of
+from driftcheck.shims.hook_points import HOOKS
+from driftcheck.shims.patching import Patch
+
+HOOK_POINT = "prepare_view"
+HANDLES = {
+    "runner.prepare_inputs": ("prepare/attn-first-cg", "prepare/attn-first-6", "prepare/attn-first-8"),
+    "input_batch.fields": ("input_batch/esamp-fields",),
+}
+
+
+def patches(ctx) -> list[Patch]:
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    positions = positions_of(ctx.contract("runner.prepare_inputs").aspects["return_names"])
+
+    def make(original):
+        def _prepare_inputs(self, scheduler_output, *args, **kwargs):
+            result = original(self, scheduler_output, *args, **kwargs)
+            HOOKS.publish_view(build_view(self, result, positions))
+            return result
+
+        return _prepare_inputs
+
+    return [Patch(GPUModelRunner, "_prepare_inputs", make, __name__)]

@@ -1,0 +1,34 @@
+"""Prepare-inputs view for the logits-first family (vLLM 0.11.1 and later).
+
+`_prepare_inputs(scheduler_output, num_scheduled_tokens, ...)` returns a tuple
+that starts `(logits_indices, spec_decode_metadata, ...)`; the scheduled-token
+counts are its second argument.
+"""
+
+from __future__ import annotations
+
+from driftcheck.adapters.prepare import build_view, positions_of
+from driftcheck.shims.hook_points import HOOKS
+from driftcheck.shims.patching import Patch
+
+HOOK_POINT = "prepare_view"
+HANDLES = {
+    "runner.prepare_inputs": ("prepare/logits-first-4", "prepare/logits-first-2", "prepare/logits-first-3"),
+    "input_batch.fields": ("input_batch/esamp-fields",),
+}
+
+
+def patches(ctx) -> list[Patch]:
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    positions = positions_of(ctx.contract("runner.prepare_inputs").aspects["return_names"])
+
+    def make(original):
+        def _prepare_inputs(self, scheduler_output, num_scheduled_tokens, *args, **kwargs):
+            result = original(self, scheduler_output, num_scheduled_tokens, *args, **kwargs)
+            HOOKS.publish_view(build_view(self, result, positions, num_scheduled=num_scheduled_tokens))
+            return result
+
+        return _prepare_inputs
+
+    return [Patch(GPUModelRunner, "_prepare_inputs", make, __name__)]
