@@ -30,6 +30,7 @@ def to_json(scan: ScanResult) -> dict:
                 "status": r.status,
                 "contract": r.contract.id if r.contract else None,
                 "nearest": r.nearest.id if r.nearest else None,
+                "shim": scan.shim(r.surface.id),
                 "drifts": [d.render() for d in r.drifts],
                 "since_baseline": [d.render() for d in r.since_baseline],
                 "where": r.observation.where,
@@ -38,6 +39,7 @@ def to_json(scan: ScanResult) -> dict:
             }
             for r in scan.results
         ],
+        "shims": scan.plan.to_json() if scan.plan else None,
         "live": scan.live,
         "disagreements": scan.disagreements,
     }
@@ -74,6 +76,7 @@ def print_table(scan: ScanResult, console=None) -> None:
     table.add_column("surface")
     table.add_column("status")
     table.add_column("contract")
+    table.add_column("shim")
     table.add_column("drift / contract")
     table.add_column("where", overflow="fold")
     style = {BASELINE: "green", KNOWN: "cyan", UNKNOWN: "bold red", MISSING: "bold red"}
@@ -83,6 +86,7 @@ def print_table(scan: ScanResult, console=None) -> None:
             r.surface.id,
             f"[{style[r.status]}]{status}[/]",
             r.contract.id if r.contract else "-",
+            scan.shim(r.surface.id),
             _verdict(r) if r.status in (UNKNOWN, MISSING) else r.contract.summary,
             (r.observation.where or r.observation.note).replace("vllm/", "", 1),
         )
@@ -91,6 +95,8 @@ def print_table(scan: ScanResult, console=None) -> None:
         console.print(f"live: {json.dumps(scan.live.get('summary', {}))}")
     for d in scan.disagreements:
         console.print(f"[bold red]static/live disagreement:[/] {d}")
+    for u in scan.plan.unbound if scan.plan else []:
+        console.print(f"[bold red]unbound:[/] {u.render()}")
     console.print(headline(scan))
 
 
@@ -104,13 +110,13 @@ def to_markdown(scan: ScanResult) -> str:
         f"- result: {headline(scan)}",
         f"- exit code: {scan.exit_code} ({EXIT_MEANINGS.get(scan.exit_code, '')})",
         "",
-        "| surface | status | contract | drift | where |",
-        "|---|---|---|---|---|",
+        "| surface | status | contract | shim | drift | where |",
+        "|---|---|---|---|---|---|",
     ]
     for r in scan.results:
         where = r.observation.where.split("/", 1)[-1] if r.observation.where else r.observation.note
         lines.append(
-            f"| `{r.surface.id}` | {r.status} | {r.contract.id if r.contract else '-'} | "
+            f"| `{r.surface.id}` | {r.status} | {r.contract.id if r.contract else '-'} | {scan.shim(r.surface.id)} | "
             f"{_verdict(r).replace('|', '/')} | `{where}` |"
         )
     if scan.live:

@@ -15,6 +15,7 @@ from driftcheck.errors import EXIT_OK, EXIT_UNHANDLED_DRIFT
 from driftcheck.matching import Fingerprint, SurfaceResult, match_all
 from driftcheck.observation import SurfaceObservation
 from driftcheck.observe_static import observe_tree
+from driftcheck.shims.plan import select_shims
 from driftcheck.source_tree import SourceTree
 
 
@@ -26,12 +27,23 @@ class ScanResult:
     results: list[SurfaceResult]
     fingerprint: Fingerprint
     static_seconds: float
+    plan: object = None  # driftcheck.shims.plan.ShimPlan: the shim each hook point gets
     live: dict | None = None  # live reader's findings, when --live
     disagreements: list[str] = field(default_factory=list)  # static vs live
 
     @property
     def unhandled(self) -> list[SurfaceResult]:
-        return [r for r in self.results if r.unhandled]
+        """Required surfaces with an unknown contract, or whose hook point no shim can bind."""
+        unbound = {u.surface for u in self.plan.unbound} if self.plan else set()
+        return [r for r in self.results if r.unhandled or r.surface.id in unbound]
+
+    def shim(self, surface_id: str) -> str:
+        """The shim that handles a surface, 'none fits', or '-' (no shim reads it)."""
+        if self.plan is None:
+            return "-"
+        if any(u.surface == surface_id for u in self.plan.unbound):
+            return "none fits"
+        return self.plan.shim_for(surface_id) or "-"
 
     @property
     def exit_code(self) -> int:
@@ -42,6 +54,7 @@ def scan_tree(tree: SourceTree) -> ScanResult:
     t0 = time.perf_counter()
     observations: dict[str, SurfaceObservation] = observe_tree(tree, SURFACES)
     results, fingerprint = match_all(observations, SURFACES, tree.version)
+    plan = select_shims(fingerprint.contracts)
     return ScanResult(
         source=tree.label,
         distribution=tree.distribution,
@@ -49,4 +62,5 @@ def scan_tree(tree: SourceTree) -> ScanResult:
         results=results,
         fingerprint=fingerprint,
         static_seconds=time.perf_counter() - t0,
+        plan=plan,
     )

@@ -36,7 +36,9 @@ def test_scan_installed_json_and_markdown(tmp_path):
     report = json.loads(proc.stdout)
     assert report["version"] == "0.32.0" and report["exit_code"] == 0
     assert {s["surface"] for s in report["surfaces"]} >= {"runner.prepare_inputs", "engine.request_ids"}
-    assert "| `runner.prepare_inputs` | known | prepare/logits-first-3 |" in md.read_text()
+    assert "| `runner.prepare_inputs` | known | prepare/logits-first-3 | prepare_logits_first |" in md.read_text()
+    assert report["shims"]["unbound"] == []
+    assert {s["surface"]: s["shim"] for s in report["surfaces"]}["sampler.sample"] == "sampler_post_filter"
 
 
 def test_drifted_tree_exits_1_and_names_the_surface(drifted):

@@ -131,3 +131,13 @@ def test_inherited_method_is_followed(drifted):
     (drifted.root / path).write_text(text)
     r = _result(drifted.scan(), "sampler.apply_temperature")
     assert r.contract is not None and r.contract.id == "temperature/static"
+
+
+def test_scan_names_the_shim_or_that_none_fits(drifted, installed_scan):
+    assert installed_scan.shim("runner.prepare_inputs") == "prepare_logits_first"
+    assert installed_scan.shim("model.qwen2.decoder_layer") == "layer_taps"
+    assert installed_scan.shim("runner.step_api") == "-"  # informational, no shim reads it
+    drifted.edit("vllm/v1/sample/sampler.py", "    def sample(\n        self,\n", "    @staticmethod\n    def sample(\n")
+    scan = drifted.scan()
+    assert scan.shim("sampler.sample") == "none fits"
+    assert [r.surface.id for r in scan.unhandled] == ["sampler.sample"]
