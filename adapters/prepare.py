@@ -26,6 +26,7 @@ class PrepareView:
     num_scheduled_tokens: list[int]
     sampled_rows: list[int]  # rows whose sample is kept (not a partial prefill chunk)
     decode_rows: list[int]  # rows generating (not prefill) this step
+    positions: list[int]  # per row: sequence position of the token whose hidden state is at logits_indices[i]
     spec_decode: bool
     runner: Any = field(repr=False, default=None)
 
@@ -43,9 +44,10 @@ def build_view(runner, result: tuple, positions: dict[str, int], num_scheduled=N
     computed = batch.num_computed_tokens_cpu[:num_reqs]
     prompt = batch.num_prompt_tokens[:num_reqs]
     sampled, decode = [], []
+    positions = [int(computed[i]) + scheduled[i] - 1 for i in range(num_reqs)]
     for i in range(num_reqs):
         if int(computed[i]) + scheduled[i] >= int(prompt[i]):
             sampled.append(i)
             if int(computed[i]) >= int(prompt[i]):
                 decode.append(i)
-    return PrepareView(req_ids, logits_indices, scheduled, sampled, decode, spec, runner)
+    return PrepareView(req_ids, logits_indices, scheduled, sampled, decode, positions, spec, runner)

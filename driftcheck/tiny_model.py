@@ -23,7 +23,21 @@ them at start)::
     llm = vllm.LLM(model=str(ensure_tiny_model()), **tiny_engine_kwargs())
 
 Pass ``dtype="float32"`` (as :func:`tiny_engine_kwargs` does): with
-``dtype="auto"`` vLLM downcasts float32 checkpoints to a 16-bit type.
+``dtype="auto"`` vLLM 0.32 on CPU logs "Downcasting torch.float32 to
+torch.bfloat16." and runs the model in bf16.
+
+Measured on the 2-core CPU box (vLLM 0.32.0 CPU, torch 2.13), for reference:
+
+* ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` runs the engine in this process: it
+  seeds the global RNGs (``seed``), replaces ``torch.set_num_threads`` with a
+  no-op that logs a warning, and sets torch threads for serving.  ``=1``
+  spawns an engine-core and a worker process, each re-importing vLLM (~25 s
+  more start-up) and ~5 s of shutdown at exit.
+* The very first engine on a machine spends ~13 s inspecting the model
+  architecture in a subprocess (cached afterwards in ``~/.cache/vllm``).
+* Even with ``enforce_eager=True``, the first request that asks for
+  ``logprobs``/``prompt_logprobs`` triggers a ``torch.compile`` of a sampler
+  helper (~20 s cold, a few s with a warm inductor cache).
 
 This module imports nothing heavy at import time: torch, transformers and
 tokenizers are imported inside the build, so driftcheck's static scanner can
@@ -118,11 +132,14 @@ def cpu_engine_env() -> dict[str, str]:
     * ``VLLM_CPU_KVCACHE_SPACE=1`` -- 1 GiB of KV cache (~524k tokens for the
       tiny model).  Setting it also skips vLLM's start-up check that
       ``gpu_memory_utilization`` x node memory is free.
-    * ``OMP_NUM_THREADS`` -- 2 (the cores here).  With
-      ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` the model runs in this process and
-      2 threads were ~1.8x faster than 1 for the tiny model; with
-      multiprocessing vLLM binds its worker to 1 core itself (reserving the
-      other for the engine loop), which measured fastest, so it is left alone.
+    * ``OMP_NUM_THREADS=1`` -- one torch/OpenMP thread.  With
+      ``VLLM_ENABLE_V1_MULTIPROCESSING=1`` vLLM binds its worker to one core
+      anyway (the other is reserved for the engine-core loop).  In-process
+      (``=0``), 2 threads were ~1.8x faster on an idle 2-core machine, but
+      30x slower (seconds per batch: OpenMP spin-wait) as soon as anything
+      else ran -- other tests, another engine -- so 1 is the robust choice.
+      If torch is already imported, also call ``torch.set_num_threads(1)``:
+      vLLM respects an explicit ``OMP_NUM_THREADS`` and will not lower it.
     * ``VLLM_USE_AOT_COMPILE=0`` -- vLLM 0.32 + torch 2.13 on CPU cannot load
       its own AOT compile cache ("Compiling model again due to a load failure
       ... 'function' object has no attribute 'finalize_loading'"), so every
@@ -130,13 +147,9 @@ def cpu_engine_env() -> dict[str, str]:
       cache is hit and a warm compiled start takes ~11 s.
     * offline / quiet tokenizer settings.
     """
-    try:
-        ncpu = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        ncpu = os.cpu_count() or 1
     return {
         "VLLM_CPU_KVCACHE_SPACE": "1",
-        "OMP_NUM_THREADS": str(max(1, min(ncpu, 2))),
+        "OMP_NUM_THREADS": "1",
         "VLLM_USE_AOT_COMPILE": "0",
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",
@@ -148,7 +161,7 @@ def tiny_engine_kwargs() -> dict[str, Any]:
     """Keyword arguments for ``vllm.LLM(model=..., **kwargs)`` with the tiny model.
 
     * ``dtype="float32"``: with ``"auto"`` vLLM downcasts float32 checkpoints
-      to a 16-bit type; float32 keeps vLLM's logprobs within ~5e-6 of
+      to bfloat16 on CPU; float32 keeps vLLM's logprobs within ~5e-6 of
       transformers'.
     * ``max_model_len=512``: short context, small warm-up/profiling work.
     * ``max_num_seqs=16``: small batches are all the tests need.

@@ -20,6 +20,7 @@ class Record:
     steps: int = 0
     stale_taps: dict = field(default_factory=dict)  # layer -> steps where the stamp did not move
     deep_max_abs_err: float = 0.0
+    row_count_mismatches: int = 0  # steps where the tap read more/fewer rows than live requests
     rows_checked: int = 0
     attributions: list = field(default_factory=list)  # (req_id, logits index) of each checked row, capped
     requests: list = field(default_factory=list)  # (kind, engine id, caller id, group)
@@ -44,15 +45,18 @@ def on_sample(logits, view) -> None:
 
     RECORD.steps += 1
     n = len(view.req_ids)
-    rows = view.logits_indices[:n]
+    rows = HOOKS.live_rows(view)
     for layer in sorted(HOOKS.taps):
-        if not HOOKS.tap_fired(layer):
+        if not HOOKS.tap_fired(layer, view):
             RECORD.stale_taps[layer] = RECORD.stale_taps.get(layer, 0) + 1
-        tapped = HOOKS.tapped_rows(layer, rows)
+        tapped = HOOKS.tapped_rows(layer, view)
         if layer == max(HOOKS.taps):
             with torch.no_grad():
                 recomputed = _logits_from_hidden(view.runner.get_model(), tapped).float()
             width = min(recomputed.shape[-1], logits.shape[-1])
+            if recomputed.shape[0] != logits.shape[0]:
+                RECORD.row_count_mismatches += 1
+                continue
             err = (recomputed[:, :width] - logits[:, :width].float()).abs().max().item()
             RECORD.deep_max_abs_err = max(RECORD.deep_max_abs_err, err)
             RECORD.rows_checked += n

@@ -23,6 +23,8 @@ ENV_ENABLE = "DRIFTCHECK_SHIMS"  # "1": the vllm.general_plugins entry point app
 ENV_TAP_LAYERS = "DRIFTCHECK_TAP_LAYERS"  # e.g. "0,-1" (default): shallow and deep tap layers
 ENV_STATS_DIR = "DRIFTCHECK_STATS_DIR"  # if set, each process writes its counters there every step
 ENV_ALLOW_UNBOUND = "DRIFTCHECK_ALLOW_UNBOUND"  # "1": warn instead of refusing on unknown contracts
+ENV_FAULT = "DRIFTCHECK_FAULT"  # probes' own tests: reintroduce a known bug (one of FAULTS)
+FAULTS = ("stale_rows", "drop_id_map", "silent_tap")
 
 DEFAULT_TAP_LAYERS = (0, -1)
 
@@ -63,6 +65,8 @@ class Tap:
     buffer: Any  # torch.Tensor [max_tokens, hidden]
     stamp: Any  # torch.Tensor [1] int64, +1 per forward of the layer
     last_stamp: int = 0
+    checked_view: Any = None  # the step (prepare view) the stamp was last read for
+    fired: bool = False
 
 
 class HookPoints:
@@ -82,6 +86,9 @@ class HookPoints:
         self.sampler_listeners: list[Callable] = []  # (logits_at_sample_entry, view) -> None
         self.bound: dict[str, str] = {}  # hook point -> shim module that bound it
         self.extra_stats: Callable[[], dict] | None = None  # a probe's own findings, for write_stats
+        self.returns: dict[str, set] = {}  # surface -> shapes it returned (return-shape probe)
+        self.fault = os.environ.get(ENV_FAULT) or None
+        self._scratch = None
 
     # -- publishing (called by shims)
     def publish_view(self, view) -> None:
@@ -90,7 +97,6 @@ class HookPoints:
         self.counters.sampled_rows += len(view.sampled_rows)
         for listener in self.prepare_listeners:
             listener(view)
-        self.write_stats()
 
     def publish_request(self, event: RequestEvent) -> None:
         if event.kind == "added":
@@ -100,18 +106,44 @@ class HookPoints:
         for listener in self.request_listeners:
             listener(event)
 
-    def tapped_rows(self, layer: int, rows):
-        """This step's rows of one tap, at the given packed-token indices (a port hit)."""
+    def live_rows(self, view):
+        """Packed-token indices of this step's sampled rows: one per live request, never more.
+
+        Fault `stale_rows` (DRIFTCHECK_FAULT) reintroduces the decode-shrink bug: index
+        with a persistent scratch buffer sliced to the largest batch seen, not the live count.
+        """
+        rows = view.logits_indices[: len(view.req_ids)]
+        if self.fault == "stale_rows":
+            import torch
+
+            if self._scratch is None or self._scratch.shape[0] < rows.shape[0]:
+                grown = torch.zeros(max(rows.shape[0], 1), dtype=rows.dtype, device=rows.device)
+                if self._scratch is not None:
+                    grown[: self._scratch.shape[0]] = self._scratch
+                self._scratch = grown
+            self._scratch[: rows.shape[0]] = rows
+            return self._scratch
+        return rows
+
+    def tapped_rows(self, layer: int, view):
+        """This step's rows of one tap for the view's live requests (a port hit)."""
         tap = self.taps[layer]
         self.counters.port_hits[layer] = self.counters.port_hits.get(layer, 0) + 1
-        return tap.buffer.index_select(0, rows)
+        return tap.buffer.index_select(0, self.live_rows(view))
 
-    def tap_fired(self, layer: int) -> bool:
-        """Whether the layer wrote its buffer since the last check (reads a device counter)."""
+    def observe_return(self, surface: str, result) -> None:
+        """Record the shape a wrapped surface actually returned ('value' or 'tuple/N')."""
+        shape = f"tuple/{len(result)}" if isinstance(result, tuple) else "value"
+        self.returns.setdefault(surface, set()).add(shape)
+
+    def tap_fired(self, layer: int, view) -> bool:
+        """Whether the layer wrote its buffer during the forward that produced `view`'s step
+        (reads a device counter once per step, however many subscribers ask)."""
         tap = self.taps[layer]
-        now = int(tap.stamp.item())
-        fired, tap.last_stamp = now != tap.last_stamp, now
-        return fired
+        if tap.checked_view is not view:
+            now = int(tap.stamp.item())
+            tap.fired, tap.last_stamp, tap.checked_view = now != tap.last_stamp, now, view
+        return tap.fired
 
     # -- stats export, so a parent process can read an engine-core process's counters
     def write_stats(self) -> None:
@@ -119,7 +151,8 @@ class HookPoints:
         if not out_dir:
             return
         payload = {"pid": os.getpid(), "counters": asdict(self.counters), "bound": self.bound,
-                   "taps": sorted(self.taps), **(self.extra_stats() if self.extra_stats else {})}
+                   "taps": sorted(self.taps), "returns": {k: sorted(v) for k, v in self.returns.items()},
+                   **(self.extra_stats() if self.extra_stats else {})}
         fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".stats-")
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f)

@@ -56,7 +56,9 @@ def attach_tap(layer, index: int | None) -> None:
                           persistent=False)
     layer.register_buffer("_driftcheck_stamp", torch.zeros(1, dtype=torch.int64, device=param.device),
                           persistent=False)
-    layer._driftcheck_tapped = True
+    # Fault `silent_tap` (probes' own tests): the buffer exists but is never written,
+    # the "port hits stay 0" drift the zero-hit alarm must catch.
+    layer._driftcheck_tapped = HOOKS.fault != "silent_tap"
     HOOKS.taps[index] = Tap(index, layer._driftcheck_tap, layer._driftcheck_stamp)
 
 

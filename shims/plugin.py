@@ -13,7 +13,7 @@ from driftcheck.shims.hook_points import ENV_ENABLE
 
 HOOK_POINT = "engine_process"
 HANDLES = {"plugins.general_plugins": ("plugins/worker-v0-path", "plugins/worker-v1-path")}
-ENV_PROBES = "DRIFTCHECK_PROBES"  # "1": also attach the recording probe (tests, `driftcheck stress`)
+ENV_PROBES = "DRIFTCHECK_PROBES"  # "1": attach the recording probe; "stress": the stress checks too
 
 
 def register() -> None:
@@ -22,8 +22,13 @@ def register() -> None:
     from driftcheck.shims.install import install
 
     install()
-    if os.environ.get(ENV_PROBES) == "1":
+    probes = os.environ.get(ENV_PROBES)
+    if probes == "1":
         from driftcheck.probes.recorder import attach
+
+        attach()
+    elif probes == "stress":
+        from driftcheck.probes.stress_checks import attach
 
         attach()
 

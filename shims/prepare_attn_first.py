@@ -26,6 +26,7 @@ def patches(ctx) -> list[Patch]:
     def make(original):
         def _prepare_inputs(self, scheduler_output, *args, **kwargs):
             result = original(self, scheduler_output, *args, **kwargs)
+            HOOKS.observe_return("runner.prepare_inputs", result)
             HOOKS.publish_view(build_view(self, result, positions))
             return result
 

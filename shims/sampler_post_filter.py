@@ -56,7 +56,9 @@ def patches(ctx) -> list[Patch]:
             for listener in HOOKS.sampler_listeners:
                 listener(logits, view)
             try:
-                return original(self, logits, sampling_metadata, *args, **kwargs)
+                result = original(self, logits, sampling_metadata, *args, **kwargs)
+                HOOKS.observe_return("sampler.sample", result)
+                return result
             finally:
                 HOOKS.sampling_metadata = None
                 HOOKS.view = None  # a view serves exactly one sampling step
@@ -65,10 +67,14 @@ def patches(ctx) -> list[Patch]:
         return sample
 
     def make_entry(original):
+        surface = f"topk_topp.{original.__name__}"
+
         def entry(self, logits, generators, k, p, *args, **kwargs):
             hook, view = HOOKS.post_filter, HOOKS.view
             if hook is None or view is None or view.spec_decode or logits.shape[0] != len(view.req_ids):
-                return original(self, logits, generators, k, p, *args, **kwargs)
+                result = original(self, logits, generators, k, p, *args, **kwargs)
+                HOOKS.observe_return(surface, result)
+                return result
             HOOKS.counters.post_filter_calls += 1
             HOOKS.counters.post_filter_rows += logits.shape[0]
             filtered = tt.apply_top_k_top_p(logits, k, p)
@@ -76,7 +82,9 @@ def patches(ctx) -> list[Patch]:
             if changed is not None:
                 HOOKS.counters.interventions += 1
                 filtered = changed
-            return original(self, filtered, generators, None, None, *args, **kwargs)
+            result = original(self, filtered, generators, None, None, *args, **kwargs)
+            HOOKS.observe_return(surface, result)
+            return result
 
         return entry
 

