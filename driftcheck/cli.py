@@ -57,8 +57,14 @@ def scan(source, wheel, release, live, as_json, markdown_path) -> None:
     result = scan_tree(tree)
     if live:
         from driftcheck.live_reader import run_live
+        from driftcheck.probes.stress_cli import problems, run_stress
 
         run_live(result)
+        probes = run_stress({"seed": 0, "examples": 2})
+        result.live["probes"] = {"passed": not problems(probes), "problems": problems(probes)[:10],
+                                 "counters": probes.get("counters"), "returns": probes.get("returns"),
+                                 "seconds": probes.get("seconds")}
+        result.disagreements += [f"probe: {p}" for p in problems(probes)]
     if markdown_path:
         write_atomic(markdown_path, to_markdown(result))
     if as_json:
@@ -66,6 +72,33 @@ def scan(source, wheel, release, live, as_json, markdown_path) -> None:
     else:
         print_table(result)
     sys.exit(result.exit_code)
+
+
+@main.command()
+@click.option("--shrink", is_flag=True, required=True, help="the decode-shrink smoke (the only stress so far)")
+@click.option("--seed", default=0, show_default=True, help="hypothesis seed for the schedules")
+@click.option("--examples", default=6, show_default=True, help="how many schedules to run")
+@click.option("--multiproc/--inproc", default=False, show_default=True, help="engine core in its own process")
+@click.option("--compiled", is_flag=True, help="torch.compile the model (default: eager)")
+@click.option("--fault", type=click.Choice(["stale_rows", "drop_id_map", "silent_tap"]),
+              help="reintroduce a known bug, to see the probes catch it")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def stress(shrink, seed, examples, multiproc, compiled, fault, as_json) -> None:
+    """Decode-shrink smoke on the tiny model with the shims and probes bound.
+
+    Exit codes: 0 passed, 1 a probe failed (the message names it), 4 the engine did not run.
+    """
+    from driftcheck.probes.stress_cli import print_summary, problems, run_stress
+
+    if examples < 1:
+        raise DriftcheckError("--examples must be at least 1")
+    result = run_stress({"seed": seed, "examples": examples, "multiproc": multiproc, "compiled": compiled,
+                         "fault": fault})
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        print_summary(result)
+    sys.exit(1 if problems(result) else 0)
 
 
 @main.command()

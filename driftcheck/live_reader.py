@@ -35,9 +35,9 @@ _KIND = {
 
 def run_live(scan) -> None:
     """Run the child, attach its findings to `scan`, record static/live disagreements."""
-    env = dict(os.environ)
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    from driftcheck.tiny_model import cpu_engine_env
+
+    env = {**cpu_engine_env(), **os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -12,13 +11,8 @@ import threading
 
 import pytest
 
-# Make the repo importable when pytest is run without the package installed.
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from driftcheck import tiny_model  # noqa: E402
-from driftcheck.tiny_model import (  # noqa: E402
+from driftcheck import tiny_model
+from driftcheck.tiny_model import (
     TINY_MODEL_HIDDEN,
     TINY_MODEL_LAYERS,
     cpu_engine_env,
@@ -266,14 +260,17 @@ def test_concurrent_builders_build_once(tmp_path, monkeypatch):
     assert (results[0] / tiny_model._MARKER).is_file()
 
 
-def test_module_imports_without_torch():
+def test_module_imports_without_torch(tmp_path):
+    # Import the very copy under test (installed or checkout) in a fresh process.
+    pkg_parent = str(pathlib.Path(tiny_model.__file__).resolve().parents[1])
     code = (
         "import sys; sys.path.insert(0, %r); import driftcheck.tiny_model as m; "
+        "assert m.__file__ == %r, m.__file__; "
         "m.tiny_engine_kwargs(); m.cpu_engine_env(); m._model_dir_name(m._DEFAULT_RECIPE); "
         "heavy = [k for k in ('torch', 'transformers', 'tokenizers', 'vllm') if k in sys.modules]; "
-        "assert not heavy, heavy" % str(_ROOT)
+        "assert not heavy, heavy" % (pkg_parent, tiny_model.__file__)
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    subprocess.run([sys.executable, "-P", "-c", code], check=True, timeout=60, cwd=tmp_path)
 
 
 def test_engine_helpers():

@@ -1,0 +1,85 @@
+"""Parent side of `driftcheck stress --shrink`: run the worker, print a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from driftcheck.errors import LiveCheckFailed
+
+STRESS_TIMEOUT_S = 900
+
+
+def run_stress(options: dict) -> dict:
+    """Run probes/stress.py in a fresh process; its JSON result."""
+    from driftcheck.tiny_model import cpu_engine_env
+
+    env = {**cpu_engine_env(), **os.environ}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "driftcheck.probes.stress", json.dumps(options)],
+            capture_output=True, text=True, timeout=STRESS_TIMEOUT_S, env=env,
+        )
+    except subprocess.TimeoutExpired:
+        raise LiveCheckFailed(f"stress did not finish in {STRESS_TIMEOUT_S} s") from None
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DRIFTCHECK_STRESS ")]
+    if not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise LiveCheckFailed(f"stress run failed (exit {proc.returncode}): {tail}")
+    return json.loads(lines[-1][len("DRIFTCHECK_STRESS "):])
+
+
+def problems(result: dict) -> list[str]:
+    """Every failure, most telling first: an alarm, engine-side checks, per-schedule checks."""
+    out = []
+    engine = result.get("engine", {})
+    if engine.get("alarm"):
+        out.append(engine["alarm"])
+    out += engine.get("violations") or []
+    for example in result.get("examples", []):
+        out += [f"schedule {example['tag']}: {v}" for v in example["violations"]]
+    out += result.get("return_violations", [])
+    if result.get("failure") and not engine.get("alarm"):
+        out.append(f"the engine failed: {result['failure']}")
+    if not result.get("examples") and not out:
+        out.append("no schedule ran")
+    return out
+
+
+def print_summary(result: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=None if sys.stdout.isatty() else 140)
+    opts = result["options"]
+    mode = ("multiprocess" if opts.get("multiproc") else "in-process") + (
+        ", compiled" if opts.get("compiled") else ", eager")
+    table = Table(title=f"driftcheck stress --shrink ({mode}, seed {opts.get('seed', 0)}"
+                        + (f", fault {opts['fault']}" if opts.get("fault") else "") + ")")
+    for col in ("schedule", "requests", "samples", "engine steps", "rows checked", "max |Δ| shallow",
+                "max |Δ| deep", "violations"):
+        table.add_column(col)
+    for e in result["examples"]:
+        errs = list(e["max_err"].values())
+        table.add_row(e["tag"], str(e["requests"]), str(e["children"]), str(e["steps"]), str(e["rows_checked"]),
+                      f"{errs[0]:.1e}", f"{errs[-1]:.1e}", str(len(e["violations"])))
+    console.print(table)
+    engine, counters = result.get("engine", {}), result.get("counters", {})
+    console.print(
+        f"engine side: {engine.get('steps')} steps, max live rows {engine.get('max_live_rows')}, "
+        f"{engine.get('shrink_steps')} shrinking steps, tap writes {engine.get('tap_writes')}"
+    )
+    console.print(
+        f"hooks: prepare views {counters.get('prepare_views')}, port hits {counters.get('port_hits')}, "
+        f"sampler calls {counters.get('sampler_calls')}, requests added/finished "
+        f"{counters.get('requests_added')}/{counters.get('requests_finished')}; returns {result.get('returns')}"
+    )
+    found = problems(result)
+    for line in found[:12]:
+        console.print(f"[bold red]FAIL[/] {line}")
+    if len(found) > 12:
+        console.print(f"... and {len(found) - 12} more")
+    console.print(("[bold red]stress FAILED[/]" if found else "[green]stress passed[/]")
+                  + f" in {result['seconds']} s")
