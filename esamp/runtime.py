@@ -14,11 +14,13 @@ import os
 
 from driftcheck.shims.hook_points import ENV_ENABLE, HOOKS
 from driftcheck.shims.install import ShimRefused, install, installed, uninstall
+from esamp.controller import attach as attach_esamp
 
 __all__ = ["HOOKS", "PLAN", "ShimRefused", "remove", "installed"]
 
 PLAN = install()
 os.environ[ENV_ENABLE] = "1"
+CONTROLLER = attach_esamp()  # in-process engines; idle unless additional_config["esamp"]["enable"]
 
 
 def remove() -> None:

@@ -100,6 +100,8 @@ def run_schedule(llm, schedule: list[Req], tag: str, vocab: int):
     prompts, outputs, submitted = {}, {}, {}
     step = 0
     while pending or engine.has_unfinished_requests():
+        if pending and not engine.has_unfinished_requests():
+            step = max(step, pending[0][1].arrive)  # idle engine: step() would wait forever (multiprocess)
         while pending and pending[0][1].arrive <= step:
             i, r = pending.pop(0)
             caller = f"{tag}-r{i}"
@@ -253,6 +255,7 @@ def main(options: dict) -> dict:
             import traceback
 
             traceback.print_exc()
+    _shutdown(llm)
     stats = _engine_stats(read_stats(stats_dir))
     engine = stats.get("stress", {})
     returns = stats.get("returns", {})
@@ -267,6 +270,16 @@ def main(options: dict) -> dict:
         "failure": failure,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
+
+
+def _shutdown(llm) -> None:
+    """Stop the engine (and its processes) before this process exits."""
+    client = getattr(llm.llm_engine, "engine_core", None)
+    try:
+        if client is not None and hasattr(client, "shutdown"):
+            client.shutdown()
+    except Exception:  # noqa: BLE001 - an engine that died (e.g. the zero-hit alarm) may not shut down cleanly
+        pass
 
 
 def _engine_stats(all_stats: list[dict]) -> dict:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 from driftcheck.errors import LiveCheckFailed
 
@@ -17,17 +18,24 @@ def run_stress(options: dict) -> dict:
     from driftcheck.tiny_model import cpu_engine_env
 
     env = {**cpu_engine_env(), **os.environ}
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "driftcheck.probes.stress", json.dumps(options)],
-            capture_output=True, text=True, timeout=STRESS_TIMEOUT_S, env=env,
-        )
-    except subprocess.TimeoutExpired:
-        raise LiveCheckFailed(f"stress did not finish in {STRESS_TIMEOUT_S} s") from None
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DRIFTCHECK_STRESS ")]
-    if not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise LiveCheckFailed(f"stress run failed (exit {proc.returncode}): {tail}")
+    # Files, not pipes: vLLM's engine processes inherit the worker's stdout/stderr and may
+    # outlive it by seconds; a pipe would keep us waiting for them.
+    with tempfile.TemporaryDirectory(prefix="driftcheck-stress-") as tmp:
+        out_path, err_path = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+        with open(out_path, "w") as out, open(err_path, "w") as err:
+            try:
+                proc = subprocess.run(
+                    [sys.executable, "-m", "driftcheck.probes.stress", json.dumps(options)],
+                    stdout=out, stderr=err, text=True, timeout=STRESS_TIMEOUT_S, env=env,
+                )
+            except subprocess.TimeoutExpired:
+                raise LiveCheckFailed(f"stress did not finish in {STRESS_TIMEOUT_S} s") from None
+        with open(out_path) as f:
+            lines = [ln for ln in f.read().splitlines() if ln.startswith("DRIFTCHECK_STRESS ")]
+        if not lines:
+            with open(err_path) as f:
+                tail = (f.read().strip().splitlines() or ["no output"])[-1]
+            raise LiveCheckFailed(f"stress run failed (exit {proc.returncode}): {tail}")
     return json.loads(lines[-1][len("DRIFTCHECK_STRESS "):])
 
 

@@ -74,3 +74,7 @@ def uninstall() -> None:
 
 def installed() -> bool:
     return _applied is not None
+
+
+def current_plan() -> ShimPlan | None:
+    return _plan

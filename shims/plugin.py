@@ -22,6 +22,9 @@ def register() -> None:
     from driftcheck.shims.install import install
 
     install()
+    from esamp.controller import attach as attach_esamp
+
+    attach_esamp()  # stays idle unless additional_config["esamp"]["enable"]
     probes = os.environ.get(ENV_PROBES)
     if probes == "1":
         from driftcheck.probes.recorder import attach

@@ -1,0 +1,257 @@
+"""ESamp inside the process where the model runs: gate, online distiller, fused sampler.
+
+Configuration (engine-wide) rides in vLLM's `additional_config`, which reaches
+every engine process:
+
+    LLM(..., additional_config={"esamp": {"enable": True, "width": 256, "lr": 1e-3,
+                                          "sharing": "shared" | "group"}})
+
+Tap layers: `DRIFTCHECK_TAP_LAYERS` (default "0,-1": after the first decoder
+layer, and the last layer's output, i.e. the input of the final norm).
+Per request: `SamplingParams(extra_args={"esamp_beta": 0.8})`; absent or 0 = off.
+
+Each sampling step (in Sampler.sample, before the draw):
+  1. gate: during the first GATE_STEPS decoding steps nothing is trained or
+     changed; the probes check every tap wrote this step, the tap read exactly
+     the live rows, and the deep tap reproduces the sampler's logits through the
+     model's own norm and LM head. A failure raises ESampGateFailed naming the
+     surface: ESamp never runs on unverified hooks.
+  2. predict the deep state from the shallow one (distiller before this step's
+     update), for the post-filter hook to fuse;
+  3. train on this step's (shallow, deep) rows of the sampled tokens (MSE, Adam).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+from driftcheck.shims.hook_points import HOOKS
+
+GATE_STEPS = int(os.environ.get("ESAMP_GATE_STEPS", "2"))
+GATE_TOLERANCE = 1e-2  # |LM head(norm(deep tap)) - sampler logits|, fp32/bf16 rounding allowance
+BETA_KEY = "esamp_beta"
+DEFAULTS = {"enable": False, "width": 256, "lr": 1e-3, "sharing": "shared", "seed": 0}
+
+
+class ESampGateFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class ESampCounters:
+    enabled: bool = False
+    gate_steps: int = 0
+    gate_passed: bool = False
+    train_steps: int = 0
+    rows_trained: int = 0
+    loss_last: float | None = None
+    loss_sum: float = 0.0
+    loss_history: list = field(default_factory=list)  # (train step, loss), every LOSS_EVERY steps
+    intervention_calls: int = 0
+    rows_intervened: int = 0
+    candidates_sum: int = 0
+    groups_live: int = 0
+    groups_reset: int = 0
+
+    @property
+    def loss_mean(self) -> float | None:
+        return self.loss_sum / self.train_steps if self.train_steps else None
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["loss_mean"] = self.loss_mean
+        out["candidates_per_row"] = self.candidates_sum / self.rows_intervened if self.rows_intervened else None
+        return out
+
+
+LOSS_EVERY = 5
+
+
+class ESampController:
+    def __init__(self) -> None:
+        self.config: dict | None = None
+        self.counters = ESampCounters()
+        self.distillers: dict = {}  # group key (or "shared") -> OnlineDistiller
+        self.group_children: dict = {}  # group key -> live child requests
+        self.pending = None  # (prediction [n, hidden], betas [n], view) for this step's post-filter
+        self.id_map = None
+
+    # -- configuration, read lazily from the runner's vLLM config
+    def _configure(self, view) -> None:
+        extra = getattr(view.runner.vllm_config, "additional_config", None) or {}
+        self.config = {**DEFAULTS, **(extra.get("esamp") or {})}
+        self.counters.enabled = bool(self.config["enable"])
+        if self.counters.enabled:
+            HOOKS.post_filter = self.post_filter  # only then does the sampler shim take the fused path
+            from driftcheck.adapters.request_ids import id_map_for
+            from driftcheck.shims.install import current_plan
+
+            ctx = current_plan().context
+            self.id_map = id_map_for(ctx.contract_id("engine.request_ids"), ctx.contract_id("engine.child_ids"))
+
+    def _distiller(self, key, hidden, device):
+        from esamp.distiller import OnlineDistiller
+
+        if key not in self.distillers:
+            self.distillers[key] = OnlineDistiller(hidden, int(self.config["width"]), float(self.config["lr"]),
+                                                   seed=int(self.config["seed"]), device=device)
+            self.counters.groups_live = len(self.distillers)
+        return self.distillers[key]
+
+    def _group(self, req_id: str) -> str:
+        return "shared" if self.config["sharing"] == "shared" else self.id_map.split(req_id)[1]
+
+    # -- request events: per-group state lives exactly as long as the group's requests
+    def on_request(self, event) -> None:
+        if not self.counters.enabled or self.config["sharing"] != "group":
+            return
+        if event.kind == "added":
+            self.group_children[event.group] = self.group_children.get(event.group, 0) + 1
+        else:
+            left = self.group_children.get(event.group, 1) - 1
+            if left <= 0:
+                self.group_children.pop(event.group, None)
+                if self.distillers.pop(event.group, None) is not None:
+                    self.counters.groups_reset += 1
+                self.counters.groups_live = len(self.distillers)
+            else:
+                self.group_children[event.group] = left
+
+    # -- every sampling step
+    def on_sample(self, logits, view) -> None:
+        self.pending = None
+        if view is None or view.spec_decode:
+            return
+        if self.config is None:
+            self._configure(view)
+        if not self.counters.enabled:
+            return
+        import torch
+
+        layers = sorted(HOOKS.taps)
+        if len(layers) < 2:
+            raise ESampGateFailed("ESamp needs a shallow and a deep tap; bound taps: "
+                                  f"{layers} (surface model.*.decoder_layer)")
+        shallow_layer, deep_layer = layers[0], layers[-1]
+        n = len(view.req_ids)
+        fired = [HOOKS.tap_fired(layer, view) for layer in layers]
+        shallow = HOOKS.tapped_rows(shallow_layer, view)
+        deep = HOOKS.tapped_rows(deep_layer, view)
+        if not self.counters.gate_passed:
+            self._gate(logits, view, fired, shallow, deep, n)
+            return
+        keep = view.sampled_rows
+        if not keep:
+            return
+        betas = self._betas(view)
+        idx = torch.tensor(keep, device=shallow.device)
+        s_rows, d_rows = shallow.index_select(0, idx), deep.index_select(0, idx)
+        groups = [self._group(view.req_ids[i]) for i in keep]
+        pred = torch.empty(n, shallow.shape[1], dtype=torch.float32, device=shallow.device)
+        pred.copy_(shallow.float())  # rows not sampled: no intervention (β treated as 0 below)
+        for key in dict.fromkeys(groups):
+            rows = [j for j, g in enumerate(groups) if g == key]
+            sel = torch.tensor(rows, device=shallow.device)
+            distiller = self._distiller(key, shallow.shape[1], shallow.device)
+            pred[idx.index_select(0, sel)] = distiller.predict(s_rows.index_select(0, sel))
+            loss = distiller.train_step(s_rows.index_select(0, sel), d_rows.index_select(0, sel))
+            self._count_loss(loss, len(rows))
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[keep] = True
+        betas = torch.where(mask, betas, torch.zeros_like(betas))
+        if bool((betas != 0).any()):
+            self.pending = (pred, betas, view)
+
+    def _count_loss(self, loss: float, rows: int) -> None:
+        c = self.counters
+        c.train_steps += 1
+        c.rows_trained += rows
+        c.loss_last = loss
+        c.loss_sum += loss
+        if c.train_steps % LOSS_EVERY == 1:
+            c.loss_history.append((c.train_steps, loss))
+
+    def _betas(self, view):
+        import torch
+
+        requests = getattr(view.runner, "requests", {})
+        out = []
+        for req_id in view.req_ids:
+            state = requests.get(req_id)
+            params = getattr(state, "sampling_params", None)
+            extra = getattr(params, "extra_args", None) or {}
+            out.append(float(extra.get(BETA_KEY, 0.0) or 0.0))
+        return torch.tensor(out, dtype=torch.float32)
+
+    def _gate(self, logits, view, fired, shallow, deep, n) -> None:
+        import torch
+
+        if not view.decode_rows:
+            return
+        self.counters.gate_steps += 1
+        if not all(fired):
+            raise ESampGateFailed("ESamp gate: a tap did not write this step (surface model.*.decoder_layer); "
+                                  "the distiller would train on stale rows")
+        if shallow.shape[0] != n or deep.shape[0] != n:
+            raise ESampGateFailed(f"ESamp gate: the tap read {deep.shape[0]} rows for {n} live requests "
+                                  "(surface runner.prepare_inputs)")
+        model = view.runner.get_model()
+        with torch.no_grad():
+            recomputed = _lm_logits(model, deep)
+        width = min(recomputed.shape[-1], logits.shape[-1])
+        err = float((recomputed[:, :width].float() - logits[:, :width].float()).abs().max())
+        if err > GATE_TOLERANCE * max(1.0, float(logits[:, :width].abs().max())):
+            raise ESampGateFailed(f"ESamp gate: deep tap rows do not reproduce the sampler's logits "
+                                  f"(max |Δ| {err:.3g}; surfaces runner.prepare_inputs / model.*.final_norm)")
+        if self.counters.gate_steps >= GATE_STEPS:
+            self.counters.gate_passed = True
+
+    # -- post-filter hook: fuse over the surviving candidates
+    def post_filter(self, batch):
+        if self.pending is None:
+            return None
+        pred, betas, view = self.pending
+        self.pending = None
+        if view is not batch.view:
+            return None
+        import torch
+
+        from esamp.fused import fused_logits
+
+        model = view.runner.get_model()
+        ref = batch.logits
+        with torch.no_grad():
+            dist = _lm_logits(model, pred.to(next(model.parameters()).dtype))[:, : ref.shape[1]]
+        temperature = batch.sampling_metadata.temperature
+        if temperature is None:
+            return None
+        out = fused_logits(ref, dist, betas.to(ref.device), temperature.to(ref.device))
+        active = betas != 0
+        self.counters.intervention_calls += 1
+        self.counters.rows_intervened += int(active.sum())
+        self.counters.candidates_sum += int(torch.isfinite(ref[active.to(ref.device)]).sum())
+        return out
+
+
+def _lm_logits(model, hidden):
+    normed = model.model.norm(hidden)
+    try:
+        return model.compute_logits(normed)
+    except TypeError:  # older contract: compute_logits(hidden_states, sampling_metadata)
+        return model.compute_logits(normed, None)
+
+
+CONTROLLER: ESampController | None = None
+
+
+def attach() -> ESampController:
+    """Subscribe ESamp to the hook points in this process (idempotent)."""
+    global CONTROLLER
+    if CONTROLLER is None:
+        CONTROLLER = ESampController()
+        HOOKS.sampler_listeners.append(CONTROLLER.on_sample)
+        HOOKS.request_listeners.append(CONTROLLER.on_request)
+        previous = HOOKS.extra_stats
+        HOOKS.extra_stats = lambda: {**(previous() if previous else {}), "esamp": CONTROLLER.counters.to_json()}
+    return CONTROLLER
