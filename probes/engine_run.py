@@ -55,17 +55,26 @@ def main(options: dict) -> dict:
 
     work = {**WORKLOAD, **options.get("workload", {})}
     t0 = time.perf_counter()
-    llm = LLM(model=str(ensure_tiny_model()), enforce_eager=options.get("eager", True), **tiny_engine_kwargs())
+    extra = {"additional_config": {"esamp": options["esamp"]}} if options.get("esamp") else {}
+    llm = LLM(model=str(ensure_tiny_model()), enforce_eager=options.get("eager", True), **tiny_engine_kwargs(),
+              **extra)
     load_s = time.perf_counter() - t0
+    betas = options.get("beta")  # None: no extra_args at all; a number or a list per prompt
+    if betas is not None and not isinstance(betas, list):
+        betas = [betas] * len(work["prompts"])
     params = [
         SamplingParams(n=work["n"], max_tokens=m, temperature=work["temperature"], top_p=work["top_p"],
-                       top_k=work["top_k"], min_p=work["min_p"], seed=100 + i)
+                       top_k=work["top_k"], min_p=work["min_p"], seed=100 + i,
+                       extra_args={"esamp_beta": betas[i]} if betas is not None else None)
         for i, m in enumerate(work["max_tokens"])
     ]
     t0 = time.perf_counter()
-    outputs = llm.generate(work["prompts"], params, use_tqdm=False)
+    tokens = []
+    for _ in range(options.get("rounds", 1)):  # successive generate() calls reuse batch slots
+        outputs = llm.generate(work["prompts"], params, use_tqdm=False)
+        tokens.append([[list(c.token_ids) for c in out.outputs] for out in outputs])
     gen_s = time.perf_counter() - t0
-    tokens = [[list(c.token_ids) for c in out.outputs] for out in outputs]
+    tokens = tokens[0] if options.get("rounds", 1) == 1 else tokens
     del llm
     from driftcheck.shims.hook_points import read_stats
 
