@@ -82,8 +82,9 @@ def scan(source, wheel, release, live, as_json, markdown_path) -> None:
 @click.option("--compiled", is_flag=True, help="torch.compile the model (default: eager)")
 @click.option("--fault", type=click.Choice(["stale_rows", "drop_id_map", "silent_tap"]),
               help="reintroduce a known bug, to see the probes catch it")
+@click.option("--esamp-beta", type=float, help="run with ESamp enabled at this β for every request")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-def stress(shrink, seed, examples, multiproc, compiled, fault, as_json) -> None:
+def stress(shrink, seed, examples, multiproc, compiled, fault, esamp_beta, as_json) -> None:
     """Decode-shrink smoke on the tiny model with the shims and probes bound.
 
     Exit codes: 0 passed, 1 a probe failed (the message names it), 4 the engine did not run.
@@ -93,12 +94,24 @@ def stress(shrink, seed, examples, multiproc, compiled, fault, as_json) -> None:
     if examples < 1:
         raise DriftcheckError("--examples must be at least 1")
     result = run_stress({"seed": seed, "examples": examples, "multiproc": multiproc, "compiled": compiled,
-                         "fault": fault})
+                         "fault": fault, "esamp_beta": esamp_beta})
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
         print_summary(result)
     sys.exit(1 if problems(result) else 0)
+
+
+@main.command()
+@click.option("--out", "out_path", default="reports/exploration.md", show_default=True,
+              type=click.Path(dir_okay=False))
+def explore(out_path) -> None:
+    """ESamp on the tiny model at β 0, 0.4, 0.8: sample diversity and the distiller's loss."""
+    import subprocess
+
+    out_path = str(Path(out_path).resolve())
+    proc = subprocess.run([sys.executable, "-m", "esamp.explore", out_path])
+    sys.exit(0 if proc.returncode == 0 and Path(out_path).is_file() else 4)
 
 
 @main.command()

@@ -252,6 +252,5 @@ def attach() -> ESampController:
         CONTROLLER = ESampController()
         HOOKS.sampler_listeners.append(CONTROLLER.on_sample)
         HOOKS.request_listeners.append(CONTROLLER.on_request)
-        previous = HOOKS.extra_stats
-        HOOKS.extra_stats = lambda: {**(previous() if previous else {}), "esamp": CONTROLLER.counters.to_json()}
+        HOOKS.stats_providers["esamp"] = CONTROLLER.counters.to_json
     return CONTROLLER

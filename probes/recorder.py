@@ -77,5 +77,5 @@ def attach() -> None:
         return
     HOOKS.sampler_listeners.append(on_sample)
     HOOKS.request_listeners.append(on_request)
-    HOOKS.extra_stats = lambda: {"probe": asdict(RECORD)}
+    HOOKS.stats_providers["probe"] = lambda: asdict(RECORD)
     _attached = True

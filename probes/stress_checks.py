@@ -126,10 +126,6 @@ def on_sample(logits, view) -> None:
     check_alarm()
 
 
-def stats() -> dict:
-    return {"stress": asdict(STATE)}
-
-
 _attached = False
 
 
@@ -141,7 +137,6 @@ def attach() -> None:
 
     recorder.attach()
     HOOKS.sampler_listeners.append(on_sample)
-    previous = HOOKS.extra_stats
-    HOOKS.extra_stats = lambda: {**(previous() if previous else {}), **stats()}
+    HOOKS.stats_providers["stress"] = lambda: asdict(STATE)
     _attached = True
 

@@ -53,6 +53,9 @@ def problems(result: dict) -> list[str]:
         out.append(f"the engine failed: {result['failure']}")
     if not result.get("examples") and not out:
         out.append("no schedule ran")
+    esamp = result.get("esamp")
+    if result.get("options", {}).get("esamp_beta") and (not esamp or not esamp.get("intervention_calls")):
+        out.append("ESamp was enabled but never intervened (post-filter hook silent)")
     return out
 
 
@@ -84,6 +87,11 @@ def print_summary(result: dict, console=None) -> None:
         f"sampler calls {counters.get('sampler_calls')}, requests added/finished "
         f"{counters.get('requests_added')}/{counters.get('requests_finished')}; returns {result.get('returns')}"
     )
+    if result.get("esamp"):
+        e = result["esamp"]
+        console.print(f"esamp: gate passed {e['gate_passed']}, train steps {e['train_steps']}, rows trained "
+                      f"{e['rows_trained']}, loss mean/last {e['loss_mean']}/{e['loss_last']}, interventions "
+                      f"{e['intervention_calls']}, candidates per row {e['candidates_per_row']}")
     found = problems(result)
     for line in found[:12]:
         console.print(f"[bold red]FAIL[/] {line}")

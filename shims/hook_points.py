@@ -85,7 +85,7 @@ class HookPoints:
         self.request_listeners: list[Callable] = []
         self.sampler_listeners: list[Callable] = []  # (logits_at_sample_entry, view) -> None
         self.bound: dict[str, str] = {}  # hook point -> shim module that bound it
-        self.extra_stats: Callable[[], dict] | None = None  # a probe's own findings, for write_stats
+        self.stats_providers: dict[str, Callable[[], dict]] = {}  # subscribers' own findings, for write_stats
         self.returns: dict[str, set] = {}  # surface -> shapes it returned (return-shape probe)
         self.fault = os.environ.get(ENV_FAULT) or None
         self._scratch = None
@@ -152,7 +152,7 @@ class HookPoints:
             return
         payload = {"pid": os.getpid(), "counters": asdict(self.counters), "bound": self.bound,
                    "taps": sorted(self.taps), "returns": {k: sorted(v) for k, v in self.returns.items()},
-                   **(self.extra_stats() if self.extra_stats else {})}
+                   **{name: provide() for name, provide in self.stats_providers.items()}}
         fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".stats-")
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +57,26 @@ def drifted(tmp_path, installed_tree, surface_files) -> DriftedTree:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(installed_tree.root / rel, dest)
     return DriftedTree(tmp_path)
+
+
+def _engine_run(options: dict) -> dict:
+    """The tiny model on a real engine in a fresh process (probes/engine_run.py); its JSON result."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "driftcheck.probes.engine_run", json.dumps(options)],
+        capture_output=True, text=True, timeout=600, cwd=os.path.dirname(__file__),
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DRIFTCHECK_RUN ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[-1][len("DRIFTCHECK_RUN "):])
+
+
+@pytest.fixture(scope="session")
+def vanilla():
+    """Tokens of the default workload on vLLM without any shim (same seeds)."""
+    return _engine_run({"multiproc": False, "eager": True, "shims": False})
+
+
+@pytest.fixture(scope="session")
+def engine_run():
+    """Run the tiny model on a real engine: engine_run(options) -> result (see probes/engine_run.py)."""
+    return _engine_run

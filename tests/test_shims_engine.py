@@ -6,10 +6,6 @@ mixed lengths)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -24,23 +20,8 @@ MODES = [
 ]
 
 
-def engine_run(options: dict) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-m", "driftcheck.probes.engine_run", json.dumps(options)],
-        capture_output=True, text=True, timeout=600, cwd=os.path.dirname(__file__),
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DRIFTCHECK_RUN ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    return json.loads(lines[-1][len("DRIFTCHECK_RUN "):])
-
-
-@pytest.fixture(scope="module")
-def vanilla():
-    return engine_run({"multiproc": False, "eager": True, "shims": False})
-
-
 @pytest.mark.parametrize("mode", MODES)
-def test_hooks_fire_rows_attributed_tokens_identical(mode, vanilla):
+def test_hooks_fire_rows_attributed_tokens_identical(mode, vanilla, engine_run):
     run = engine_run(mode)
     # identical tokens: shims bound, probes reading, ESamp off
     assert run["tokens"] == vanilla["tokens"]

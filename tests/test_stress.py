@@ -29,7 +29,7 @@ def _all_problems(result):
 
 
 @pytest.mark.parametrize("args", [
-    pytest.param(("--examples", "3"), id="inproc-eager"),
+    pytest.param(("--examples", "3", "--esamp-beta", "0.8"), id="inproc-eager-esamp"),
     pytest.param(("--examples", "2", "--multiproc", "--compiled"), id="multiproc-compiled"),
 ])
 def test_stress_passes(args):
