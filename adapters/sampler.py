@@ -1,15 +1,8 @@
-"""What the sampler surfaces produced, normalized: (tokens, processed logprobs or None)."""
+"""What the sampler surfaces hand over, normalized across contracts."""
 
 from __future__ import annotations
 
-from typing import Any
-
-
-def tokens_and_logprobs(result: Any) -> tuple[Any, Any]:
-    """`Sampler.sample` / top-k-top-p entry results: a tensor (older contracts) or a pair."""
-    if isinstance(result, tuple):
-        return result[0], result[1] if len(result) > 1 else None
-    return result, None
+SAMPLING_EPS = 1e-5  # vLLM's threshold below which a row is greedy
 
 
 def effective_temperature(temperature):
@@ -18,5 +11,4 @@ def effective_temperature(temperature):
     takes the greedy token for that row anyway. Either way ESamp leaves greedy rows alone."""
     import torch
 
-    eps = 1e-5
-    return torch.where(temperature < eps, torch.ones_like(temperature), temperature)
+    return torch.where(temperature < SAMPLING_EPS, torch.ones_like(temperature), temperature)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
+from driftcheck.adapters.model import logits_from_hidden
 from driftcheck.shims.hook_points import HOOKS
 
 GATE_STEPS = int(os.environ.get("ESAMP_GATE_STEPS", "2"))
@@ -198,7 +199,7 @@ class ESampController:
                                   "(surface runner.prepare_inputs)")
         model = view.runner.get_model()
         with torch.no_grad():
-            recomputed = _lm_logits(model, deep)
+            recomputed = logits_from_hidden(model, deep)
         width = min(recomputed.shape[-1], logits.shape[-1])
         err = float((recomputed[:, :width].float() - logits[:, :width].float()).abs().max())
         if err > GATE_TOLERANCE * max(1.0, float(logits[:, :width].abs().max())):
@@ -222,7 +223,7 @@ class ESampController:
         model = view.runner.get_model()
         ref = batch.logits
         with torch.no_grad():
-            dist = _lm_logits(model, pred.to(next(model.parameters()).dtype))[:, : ref.shape[1]]
+            dist = logits_from_hidden(model, pred.to(next(model.parameters()).dtype))[:, : ref.shape[1]]
         temperature = batch.sampling_metadata.temperature
         if temperature is None:
             return None
@@ -232,14 +233,6 @@ class ESampController:
         self.counters.rows_intervened += int(active.sum())
         self.counters.candidates_sum += int(torch.isfinite(ref[active.to(ref.device)]).sum())
         return out
-
-
-def _lm_logits(model, hidden):
-    normed = model.model.norm(hidden)
-    try:
-        return model.compute_logits(normed)
-    except TypeError:  # older contract: compute_logits(hidden_states, sampling_metadata)
-        return model.compute_logits(normed, None)
 
 
 CONTROLLER: ESampController | None = None

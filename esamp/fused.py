@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-SAMPLING_EPS = 1e-5
+from driftcheck.adapters.sampler import SAMPLING_EPS, effective_temperature
 
 
 def fused_logits(ref: torch.Tensor, dist: torch.Tensor, beta: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
@@ -21,7 +21,7 @@ def fused_logits(ref: torch.Tensor, dist: torch.Tensor, beta: torch.Tensor, temp
     active = (beta != 0) & (temperature >= SAMPLING_EPS)
     if not bool(active.any()):
         return ref
-    t = torch.where(temperature < SAMPLING_EPS, torch.ones_like(temperature), temperature).to(ref.dtype)
+    t = effective_temperature(temperature).to(ref.dtype)
     b = beta.to(ref.dtype).unsqueeze(1)
     scaled = dist.to(ref.dtype) / t.unsqueeze(1)
     mixed = (1 + b) * ref - b * scaled

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from driftcheck.adapters.model import logits_from_hidden
 from driftcheck.shims.hook_points import HOOKS
 
 
@@ -30,14 +31,6 @@ RECORD = Record()
 _MAX_ATTRIBUTIONS = 2000
 
 
-def _logits_from_hidden(model, hidden):
-    normed = model.model.norm(hidden)
-    try:
-        return model.compute_logits(normed)
-    except TypeError:  # older contract: compute_logits(hidden_states, sampling_metadata)
-        return model.compute_logits(normed, None)
-
-
 def on_sample(logits, view) -> None:
     if view is None or not HOOKS.taps:
         return
@@ -52,7 +45,7 @@ def on_sample(logits, view) -> None:
         tapped = HOOKS.tapped_rows(layer, view)
         if layer == max(HOOKS.taps):
             with torch.no_grad():
-                recomputed = _logits_from_hidden(view.runner.get_model(), tapped).float()
+                recomputed = logits_from_hidden(view.runner.get_model(), tapped).float()
             width = min(recomputed.shape[-1], logits.shape[-1])
             if recomputed.shape[0] != logits.shape[0]:
                 RECORD.row_count_mismatches += 1
