@@ -93,6 +93,10 @@ def print_table(scan: ScanResult, console=None) -> None:
     console.print(table)
     if scan.live:
         console.print(f"live: {json.dumps(scan.live.get('summary', {}))}")
+        probes = scan.live.get("probes")
+        if probes:
+            verdict = "passed" if probes["passed"] else f"FAILED ({len(probes['problems'])} problems)"
+            console.print(f"live probes (driftcheck stress --shrink, 2 schedules): {verdict} in {probes['seconds']} s")
     for d in scan.disagreements:
         console.print(f"[bold red]static/live disagreement:[/] {d}")
     for u in scan.plan.unbound if scan.plan else []:

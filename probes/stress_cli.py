@@ -87,7 +87,7 @@ def print_summary(result: dict, console=None) -> None:
         f"sampler calls {counters.get('sampler_calls')}, requests added/finished "
         f"{counters.get('requests_added')}/{counters.get('requests_finished')}; returns {result.get('returns')}"
     )
-    if result.get("esamp"):
+    if (result.get("esamp") or {}).get("enabled"):
         e = result["esamp"]
         console.print(f"esamp: gate passed {e['gate_passed']}, train steps {e['train_steps']}, rows trained "
                       f"{e['rows_trained']}, loss mean/last {e['loss_mean']}/{e['loss_last']}, interventions "
