@@ -30,6 +30,7 @@ from driftcheck.adapters.model import logits_from_hidden
 from driftcheck.shims.hook_points import HOOKS
 
 GATE_STEPS = int(os.environ.get("ESAMP_GATE_STEPS", "2"))
+MISS_LIMIT = 4  # steps a required hook may stay silent before ESamp stops the run
 GATE_TOLERANCE = 1e-2  # |LM head(norm(deep tap)) - sampler logits|, fp32/bf16 rounding allowance
 BETA_KEY = "esamp_beta"
 DEFAULTS = {"enable": False, "width": 256, "lr": 1e-3, "sharing": "shared", "seed": 0}
@@ -76,6 +77,9 @@ class ESampController:
         self.distillers: dict = {}  # group key (or "shared") -> OnlineDistiller
         self.group_children: dict = {}  # group key -> live child requests
         self.pending = None  # (prediction [n, hidden], betas [n], view) for this step's post-filter
+        self.expect_post_filter = False  # the step that set `pending` samples randomly
+        self.missed_post_filter = 0
+        self.steps_without_view = 0
         self.id_map = None
 
     # -- configuration, read lazily from the runner's vLLM config
@@ -121,6 +125,7 @@ class ESampController:
 
     # -- every sampling step
     def on_sample(self, logits, view) -> None:
+        self._check_hooks_fired(logits, view)
         self.pending = None
         if view is None or view.spec_decode:
             return
@@ -142,6 +147,9 @@ class ESampController:
         if not self.counters.gate_passed:
             self._gate(logits, view, fired, shallow, deep, n)
             return
+        if not all(fired):
+            raise ESampGateFailed("ESamp: a tap stopped writing (surface model.*.decoder_layer); "
+                                  "the distiller would train on stale rows")
         keep = view.sampled_rows
         if not keep:
             return
@@ -163,6 +171,26 @@ class ESampController:
         betas = torch.where(mask, betas, torch.zeros_like(betas))
         if bool((betas != 0).any()):
             self.pending = (pred, betas, view)
+            metadata = HOOKS.sampling_metadata
+            self.expect_post_filter = not getattr(metadata, "all_greedy", False)
+
+    def _check_hooks_fired(self, logits, view) -> None:
+        """Never a silent no-op: ESamp on, yet no prepare view reaches the sampler, or the
+        post-filter hook leaves a step's fused logits unused, for MISS_LIMIT steps running."""
+        if self.pending is not None and self.expect_post_filter:
+            self.missed_post_filter += 1
+            if self.missed_post_filter >= MISS_LIMIT:
+                raise ESampGateFailed(f"ESamp: the post-filter hook did not fire for {MISS_LIMIT} steps with "
+                                      "β>0 rows (surface topk_topp.forward_* / sampler.sample)")
+        else:
+            self.missed_post_filter = 0
+        if view is None and logits.shape[0] > 0 and HOOKS.engine_esamp_enabled and HOOKS.counters.requests_added:
+            self.steps_without_view += 1
+            if self.steps_without_view >= MISS_LIMIT:
+                raise ESampGateFailed(f"ESamp is enabled but no prepare view reached the sampler for {MISS_LIMIT} "
+                                      "steps (surface runner.prepare_inputs)")
+        elif view is not None:
+            self.steps_without_view = 0
 
     def _count_loss(self, loss: float, rows: int) -> None:
         c = self.counters

@@ -80,6 +80,7 @@ class HookPoints:
         self.taps: dict[int, Tap] = {}
         self.tap_layers = tap_layers_from_env()
         self.num_layers: int | None = None
+        self.engine_esamp_enabled = False  # additional_config["esamp"]["enable"], seen at model build
         self.post_filter: Callable | None = None  # (PostFilterBatch) -> logits | None
         self.prepare_listeners: list[Callable] = []
         self.request_listeners: list[Callable] = []

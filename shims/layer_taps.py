@@ -44,6 +44,8 @@ def attach_tap(layer, index: int | None) -> None:
     if index is None:
         return
     config = get_current_vllm_config()
+    esamp = (getattr(config, "additional_config", None) or {}).get("esamp") or {}
+    HOOKS.engine_esamp_enabled = bool(esamp.get("enable"))  # so ESamp can tell "no view" from "off"
     num_layers = config.model_config.hf_text_config.num_hidden_layers
     HOOKS.num_layers = num_layers
     wanted = {t if t >= 0 else num_layers + t for t in HOOKS.tap_layers}

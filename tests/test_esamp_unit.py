@@ -87,3 +87,43 @@ def test_training_works_under_inference_mode():
         for _ in range(50):
             last = d.train_step(x, x * 2)
     assert last < first
+
+
+def test_silent_post_filter_hook_stops_the_run():
+    """ESamp prepared fused logits for 4 random-sampling steps and the sampler hook never used them."""
+    import pytest
+
+    from esamp.controller import MISS_LIMIT, ESampController, ESampGateFailed
+
+    c = ESampController()
+    logits = torch.zeros(2, 10)
+    with pytest.raises(ESampGateFailed, match=r"post-filter hook did not fire .*topk_topp\.forward_"):
+        for _ in range(MISS_LIMIT + 1):
+            c.pending, c.expect_post_filter = (None, None, None), True  # what on_sample leaves for the hook
+            c._check_hooks_fired(logits, object())
+    # a hook that consumes the fused logits resets the count
+    c = ESampController()
+    for _ in range(2 * MISS_LIMIT):
+        c.pending, c.expect_post_filter = None, True
+        c._check_hooks_fired(logits, object())
+
+
+def test_missing_prepare_view_stops_an_enabled_run():
+    import pytest
+
+    from driftcheck.shims.hook_points import HOOKS
+    from esamp.controller import MISS_LIMIT, ESampController, ESampGateFailed
+
+    saved = (HOOKS.engine_esamp_enabled, HOOKS.counters.requests_added)
+    HOOKS.engine_esamp_enabled, HOOKS.counters.requests_added = True, 3
+    try:
+        c = ESampController()
+        with pytest.raises(ESampGateFailed, match=r"no prepare view .*runner\.prepare_inputs"):
+            for _ in range(MISS_LIMIT):
+                c._check_hooks_fired(torch.zeros(3, 10), None)
+        HOOKS.engine_esamp_enabled = False  # ESamp off: no view is nobody's business
+        c = ESampController()
+        for _ in range(2 * MISS_LIMIT):
+            c._check_hooks_fired(torch.zeros(3, 10), None)
+    finally:
+        HOOKS.engine_esamp_enabled, HOOKS.counters.requests_added = saved
