@@ -179,6 +179,19 @@ def _params(ps: cst.Parameters, drop_first: bool) -> tuple[Param, ...]:
     return tuple(out)
 
 
+def mangled(params: tuple[Param, ...], cls_name: str) -> tuple[Param, ...]:
+    """Parameter names as Python compiles them in a class body: `__x` becomes `_Cls__x`
+    (what inspect and keyword calls see)."""
+    owner = cls_name.lstrip("_")
+    if not owner:
+        return params
+    return tuple(
+        Param(**{**p.__dict__, "name": f"_{owner}{p.name}"})
+        if p.name.startswith("__") and not p.name.endswith("__") else p
+        for p in params
+    )
+
+
 def _dotted(node: cst.BaseExpression) -> str | None:
     if isinstance(node, cst.Name):
         return node.value
@@ -455,7 +468,7 @@ class StaticReader:
             if block.name == member and block.kind == "def":
                 node = self._node(index, block, (cls_name, member))
                 obs = function_facts(node, qualname, f"{index.relpath}:{block.header + 1}", in_class=True)
-                return obs
+                return FunctionObservation(**{**obs.__dict__, "params": mangled(obs.params, cls_name)})
         # Not defined here: an inherited method lives in a base class.
         if _hops > 0:
             for base_mod, base_name in self._bases(mod, index, cls_block):
