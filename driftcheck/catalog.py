@@ -26,8 +26,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-BASELINE_RELEASE = "0.10.0"  # where the reference ESamp runtime was validated
-
 
 @dataclass(frozen=True)
 class Contract:
@@ -58,6 +56,7 @@ class Surface:
 
     @property
     def baseline(self) -> Contract:
+        """The first contract: the shape in 0.10.0, where the reference ESamp runtime was validated."""
         return self.contracts[0]
 
     def contract(self, contract_id: str) -> Contract | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from driftcheck.errors import EXIT_BAD_INPUT, DriftcheckError
+from driftcheck.shims.hook_points import FAULTS
 
 
 def _fail(exc: DriftcheckError) -> None:
@@ -80,7 +81,7 @@ def scan(source, wheel, release, live, as_json, markdown_path) -> None:
 @click.option("--examples", default=6, show_default=True, help="how many schedules to run")
 @click.option("--multiproc/--inproc", default=False, show_default=True, help="engine core in its own process")
 @click.option("--compiled", is_flag=True, help="torch.compile the model (default: eager)")
-@click.option("--fault", type=click.Choice(["stale_rows", "drop_id_map", "silent_tap"]),
+@click.option("--fault", type=click.Choice(FAULTS),
               help="reintroduce a known bug, to see the probes catch it")
 @click.option("--esamp-beta", type=float, help="run with ESamp enabled at this β for every request")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")

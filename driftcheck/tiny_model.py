@@ -64,6 +64,7 @@ __all__ = [
     "ensure_tiny_model",
     "tiny_engine_kwargs",
     "cpu_engine_env",
+    "use_cpu_engine_env",
 ]
 
 TINY_MODEL_LAYERS = 4
@@ -155,6 +156,13 @@ def cpu_engine_env() -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
     }
+
+
+def use_cpu_engine_env() -> None:
+    """Put :func:`cpu_engine_env` into ``os.environ`` where the caller has not set a value
+    (call it before torch is imported)."""
+    for key, value in cpu_engine_env().items():
+        os.environ.setdefault(key, value)
 
 
 def tiny_engine_kwargs() -> dict[str, Any]:

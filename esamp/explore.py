@@ -49,10 +49,9 @@ def _stats(stats_dir):
 
 
 def run() -> dict:
-    from driftcheck.tiny_model import cpu_engine_env
+    from driftcheck.tiny_model import use_cpu_engine_env
 
-    for key, value in cpu_engine_env().items():
-        os.environ.setdefault(key, value)
+    use_cpu_engine_env()
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     stats_dir = tempfile.mkdtemp(prefix="driftcheck-explore-")
     os.environ["DRIFTCHECK_STATS_DIR"] = stats_dir

@@ -33,10 +33,9 @@ WORKLOAD = {
 
 def main(options: dict) -> dict:
     stats_dir = tempfile.mkdtemp(prefix="driftcheck-stats-")
-    from driftcheck.tiny_model import cpu_engine_env
+    from driftcheck.tiny_model import use_cpu_engine_env
 
-    for key, value in cpu_engine_env().items():  # before torch is imported; the caller's values win
-        os.environ.setdefault(key, value)
+    use_cpu_engine_env()  # before torch is imported; the caller's values win
     os.environ["DRIFTCHECK_STATS_DIR"] = stats_dir
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if options.get("multiproc", True) else "0"
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

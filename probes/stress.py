@@ -191,10 +191,9 @@ def check_example(tag, prompts, outputs, submitted, rows_files, events, id_map, 
 
 def main(options: dict) -> dict:
     t_start = time.perf_counter()
-    from driftcheck.tiny_model import cpu_engine_env
+    from driftcheck.tiny_model import use_cpu_engine_env
 
-    for key, value in cpu_engine_env().items():  # before torch is imported; the caller's values win
-        os.environ.setdefault(key, value)
+    use_cpu_engine_env()  # before torch is imported; the caller's values win
     multiproc = options.get("multiproc", False)
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if multiproc else "0"
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
