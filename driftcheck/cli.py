@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from driftcheck.errors import EXIT_BAD_INPUT, DriftcheckError
+from driftcheck.errors import EXIT_BAD_INPUT, EXIT_LIVE_FAILED, BadInput, DriftcheckError
 from driftcheck.shims.hook_points import FAULTS
 
 
@@ -140,6 +140,87 @@ def matrix(releases, out_dir) -> None:
         click.echo(f"{release:>9}  not scanned: {why}", err=True)
     click.echo(f"wrote {Path(out_dir) / 'matrix.md'} and {len(scans)} release reports")
     sys.exit(EXIT_BAD_INPUT if failures else 0)
+
+
+@main.command()
+@click.argument("what", type=click.Choice(["throughput", "scan", "render"]))
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--shape", default="cpu-mid", show_default=True, help="model shape (driftcheck/throughput.py SHAPES)")
+@click.option("--mode", type=click.Choice(["eager", "graphs"]), default="eager", show_default=True)
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 50), help="timed rounds per variant")
+@click.option("--profile", is_flag=True, help="also profile one round of each variant (top operators)")
+@click.option("--results", "json_path", default="reports/benchmarks.json", show_default=True,
+              type=click.Path(dir_okay=False), help="results file the run is merged into")
+@click.option("--out", "md_path", default="reports/benchmarks.md", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--log-dir", type=click.Path(file_okay=False), help="keep the workers' engine logs here")
+def bench(what, device, shape, mode, rounds, profile, json_path, md_path, log_dir) -> None:
+    """Benchmarks: ESamp vs vanilla throughput, scan timings; results merged into --results, table into --out."""
+    from driftcheck import throughput
+    from driftcheck.report import write_atomic
+
+    if shape not in throughput.SHAPES:
+        _fail(BadInput(f"unknown shape {shape!r}; known: {', '.join(throughput.SHAPES)}"))
+    json_file = Path(json_path)
+    if what == "throughput":
+        if log_dir:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            result = throughput.run_benchmark(device, shape, mode, rounds, profile=profile,
+                                              log_dir=Path(log_dir) if log_dir else None)
+        except RuntimeError as exc:
+            # recorded, so the report says which configuration could not run and why
+            throughput.record({"label": f"{device}-{shape}-{mode}", "error": str(exc)}, json_file)
+            write_atomic(Path(md_path), throughput.render_markdown(json.loads(json_file.read_text())))
+            click.echo(f"driftcheck: benchmark failed: {exc}", err=True)
+            sys.exit(EXIT_LIVE_FAILED)
+        for variant, v in result["variants"].items():
+            click.echo(f"{result['label']} {variant}: ratio {v['ratio_median']:.3f} "
+                       f"[{v['ratio_min']:.3f}-{v['ratio_max']:.3f}] vanilla {v['vanilla_tok_s']} esamp {v['esamp_tok_s']}")
+        throughput.record(result, json_file)
+    elif what == "scan":
+        result = throughput.bench_scan(rounds)
+        click.echo(f"static scan median {result['static_s']:.3f} s (torch imported: "
+                   f"{result['static_torch_imported']}); scan --live median {result['live_s']:.1f} s")
+        throughput.record(result, json_file)
+    if not json_file.is_file():
+        _fail(BadInput(f"no results file {json_file}"))
+    write_atomic(Path(md_path), throughput.render_markdown(json.loads(json_file.read_text())))
+    click.echo(f"wrote {md_path}")
+
+
+@main.command()
+@click.option("--releases", default="0.10.2,0.20.0,0.32.0", show_default=True, help="comma-separated releases")
+@click.option("--project", default=".", show_default=True, type=click.Path(file_okay=False, exists=True),
+              help="this project's checkout, installed into each venv")
+@click.option("--results", "json_path", default="reports/compat.json", show_default=True,
+              type=click.Path(dir_okay=False))
+@click.option("--out", "md_path", default="reports/compat.md", show_default=True, type=click.Path(dir_okay=False))
+def compat(releases, project, json_path, md_path) -> None:
+    """Per release: an isolated venv, then scan --live, stress --shrink and the β=0 identity check."""
+    from driftcheck import compat as compat_run
+    from driftcheck.releases import RELEASES
+    from driftcheck.report import write_atomic
+
+    chosen = [r.strip() for r in releases.split(",") if r.strip()]
+    unknown = [r for r in chosen if r not in RELEASES]
+    if not chosen or unknown:
+        _fail(BadInput(f"unknown release(s): {', '.join(unknown) or '(none given)'}"))
+    if not (Path(project) / "pyproject.toml").is_file():
+        _fail(BadInput(f"{project} is not this project's checkout (no pyproject.toml)"))
+    json_file = Path(json_path)
+    results = json.loads(json_file.read_text()) if json_file.is_file() else {}
+    failed = False
+    for release in chosen:
+        click.echo(f"vLLM {release}: building/using venv, then scan --live, stress --shrink, β=0 identity ...")
+        r = compat_run.run_release(release, Path(project).resolve(), compat_run.cache_root() / "logs")
+        results[release] = r
+        write_atomic(json_file, json.dumps(results, indent=1, sort_keys=True) + "\n")
+        write_atomic(Path(md_path), compat_run.render_markdown(results))
+        checks = ", ".join(f"{k} {'pass' if c['ok'] else 'FAIL'}" for k, c in r["checks"].items()) or "not run"
+        click.echo(f"vLLM {release}: install {'ok' if r['install'].get('ok') else 'FAILED'}; {checks} ({r['s']} s)")
+        failed = failed or not r.get("ok")
+    click.echo(f"wrote {md_path}")
+    sys.exit(EXIT_LIVE_FAILED if failed else 0)
 
 
 if __name__ == "__main__":  # python -m driftcheck.cli

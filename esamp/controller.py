@@ -24,6 +24,7 @@ Each sampling step (in Sampler.sample, before the draw):
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import asdict, dataclass, field
 
 from driftcheck.adapters.model import logits_from_hidden
@@ -81,6 +82,8 @@ class ESampController:
         self.missed_post_filter = 0
         self.steps_without_view = 0
         self.id_map = None
+        self.unread_losses = deque()  # (loss tensor, rows, ready event | None), oldest first
+        self.candidates_total = None  # device tensor: surviving candidates over intervened rows
 
     # -- configuration, read lazily from the runner's vLLM config
     def _configure(self, view) -> None:
@@ -141,38 +144,56 @@ class ESampController:
                                   f"{layers} (surface model.*.decoder_layer)")
         shallow_layer, deep_layer = layers[0], layers[-1]
         n = len(view.req_ids)
-        fired = [HOOKS.tap_fired(layer, view) for layer in layers]
-        shallow = HOOKS.tapped_rows(shallow_layer, view)
-        deep = HOOKS.tapped_rows(deep_layer, view)
         if not self.counters.gate_passed:
-            self._gate(logits, view, fired, shallow, deep, n)
+            fired = [HOOKS.tap_fired(layer, view) for layer in layers]
+            self._gate(logits, view, fired, HOOKS.tapped_rows(shallow_layer, view),
+                       HOOKS.tapped_rows(deep_layer, view), n)
             return
-        if not all(fired):
+        # Past the gate, nothing here waits for the device: the tap check reads the
+        # previous step's counter, losses are read once their step is done.
+        if not all([HOOKS.tap_fired(layer, view, sync=False) for layer in layers]):
             raise ESampGateFailed("ESamp: a tap stopped writing (surface model.*.decoder_layer); "
                                   "the distiller would train on stale rows")
+        self._read_losses(block=False)
         keep = view.sampled_rows
         if not keep:
             return
         betas = self._betas(view)
-        idx = torch.tensor(keep, device=shallow.device)
-        s_rows, d_rows = shallow.index_select(0, idx), deep.index_select(0, idx)
+        shallow = HOOKS.tapped_rows(shallow_layer, view)
+        deep = HOOKS.tapped_rows(deep_layer, view)
+        device = shallow.device
+        every_row = len(keep) == n  # plain decode: no partial prefill among the rows
+        if not every_row:
+            idx = torch.tensor(keep, device=device)
+            shallow, deep = shallow.index_select(0, idx), deep.index_select(0, idx)
         groups = [self._group(view.req_ids[i]) for i in keep]
-        pred = torch.empty(n, shallow.shape[1], dtype=torch.float32, device=shallow.device)
-        pred.copy_(shallow.float())  # rows not sampled: no intervention (β treated as 0 below)
-        for key in dict.fromkeys(groups):
-            rows = [j for j, g in enumerate(groups) if g == key]
-            sel = torch.tensor(rows, device=shallow.device)
-            distiller = self._distiller(key, shallow.shape[1], shallow.device)
-            pred[idx.index_select(0, sel)] = distiller.predict(s_rows.index_select(0, sel))
-            loss = distiller.train_step(s_rows.index_select(0, sel), d_rows.index_select(0, sel))
-            self._count_loss(loss, len(rows))
-        mask = torch.zeros(n, dtype=torch.bool)
-        mask[keep] = True
-        betas = torch.where(mask, betas, torch.zeros_like(betas))
-        if bool((betas != 0).any()):
+        if len(set(groups)) == 1:
+            pred_kept = self._predict_and_train(groups[0], shallow, deep)
+        else:
+            pred_kept = torch.empty(len(keep), shallow.shape[1], dtype=torch.float32, device=device)
+            for key in dict.fromkeys(groups):
+                sel = torch.tensor([j for j, g in enumerate(groups) if g == key], device=device)
+                pred_kept[sel] = self._predict_and_train(key, shallow.index_select(0, sel), deep.index_select(0, sel))
+        if every_row:
+            pred = pred_kept
+        else:
+            pred = torch.zeros(n, shallow.shape[1], dtype=torch.float32, device=device)  # β is 0 on these rows
+            pred[idx] = pred_kept
+            mask = torch.zeros(n, dtype=torch.bool)
+            mask[keep] = True
+            betas = torch.where(mask, betas, torch.zeros_like(betas))
+        if bool((betas != 0).any()):  # betas live on the host: no device read
             self.pending = (pred, betas, view)
             metadata = HOOKS.sampling_metadata
             self.expect_post_filter = not getattr(metadata, "all_greedy", False)
+
+    def _predict_and_train(self, key, shallow, deep):
+        """The prediction for this step's intervention (before this step's update), then the update."""
+        distiller = self._distiller(key, shallow.shape[1], shallow.device)
+        pred = distiller.predict(shallow)
+        loss, ready = distiller.train_async(shallow, deep)
+        self.unread_losses.append((loss, shallow.shape[0], ready))
+        return pred
 
     def _check_hooks_fired(self, logits, view) -> None:
         """Never a silent no-op: ESamp on, yet no prepare view reaches the sampler, or the
@@ -192,14 +213,31 @@ class ESampController:
         elif view is not None:
             self.steps_without_view = 0
 
-    def _count_loss(self, loss: float, rows: int) -> None:
+    def _read_losses(self, block: bool) -> None:
+        """Fold finished training steps' losses into the counters, oldest first; with
+        block=False, stop at the first step the device has not finished."""
         c = self.counters
-        c.train_steps += 1
-        c.rows_trained += rows
-        c.loss_last = loss
-        c.loss_sum += loss
-        if c.train_steps % LOSS_EVERY == 1:
-            c.loss_history.append((c.train_steps, loss))
+        while self.unread_losses:
+            loss, rows, ready = self.unread_losses[0]
+            if ready is not None and not block and not ready.query():
+                break
+            if ready is not None:
+                ready.synchronize()
+            self.unread_losses.popleft()
+            value = float(loss)
+            c.train_steps += 1
+            c.rows_trained += rows
+            c.loss_last = value
+            c.loss_sum += value
+            if c.train_steps % LOSS_EVERY == 1:
+                c.loss_history.append((c.train_steps, value))
+
+    def stats(self) -> dict:
+        """The counters, with every queued training step's loss read (waits for the device)."""
+        self._read_losses(block=True)
+        if self.candidates_total is not None:
+            self.counters.candidates_sum = int(self.candidates_total)
+        return self.counters.to_json()
 
     def _betas(self, view):
         import torch
@@ -259,7 +297,9 @@ class ESampController:
         active = betas != 0
         self.counters.intervention_calls += 1
         self.counters.rows_intervened += int(active.sum())
-        self.counters.candidates_sum += int(torch.isfinite(ref[active.to(ref.device)]).sum())
+        # counted on the device, read by stats(): no host sync per step
+        candidates = torch.isfinite(ref[active.to(ref.device)]).sum()
+        self.candidates_total = candidates if self.candidates_total is None else self.candidates_total + candidates
         return out
 
 
@@ -273,5 +313,5 @@ def attach() -> ESampController:
         CONTROLLER = ESampController()
         HOOKS.sampler_listeners.append(CONTROLLER.on_sample)
         HOOKS.request_listeners.append(CONTROLLER.on_request)
-        HOOKS.stats_providers["esamp"] = CONTROLLER.counters.to_json
+        HOOKS.stats_providers["esamp"] = CONTROLLER.stats
     return CONTROLLER

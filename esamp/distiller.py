@@ -29,7 +29,14 @@ class Distiller(nn.Module):
 
 
 class OnlineDistiller:
-    """A distiller with its optimizer; `predict` without grad, `train_step` with MSE + Adam."""
+    """A distiller with its optimizer: `predict` without grad, `train_async` with MSE + Adam.
+
+    On a CUDA device the training step runs on a side stream, so it overlaps the next
+    forward instead of delaying it; `predict` makes the current stream wait for the
+    last step queued there, so a prediction always sees every update queued before it
+    (on the device, in stream order: no host synchronisation). On the CPU all of it
+    is synchronous.
+    """
 
     # vLLM samples under torch.inference_mode(); the distiller's parameters, its optimizer
     # state and its training graph must live outside it, so each entry point leaves it.
@@ -38,13 +45,38 @@ class OnlineDistiller:
         with torch.inference_mode(False):
             self.model = Distiller(hidden, width, seed=seed, device=device)
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+        on_cuda = torch.device(device or "cpu").type == "cuda"
+        self.stream = torch.cuda.Stream(device=device) if on_cuda else None
+        self.trained = None  # event: the last training step queued on `stream` is done
         self.steps = 0
 
     def predict(self, shallow: torch.Tensor) -> torch.Tensor:
+        if self.trained is not None:
+            torch.cuda.current_stream().wait_event(self.trained)
         with torch.inference_mode(False), torch.no_grad():
             return self.model(shallow.float().clone())
 
+    def train_async(self, shallow: torch.Tensor, deep: torch.Tensor):
+        """Queue one training step; returns (loss tensor, event that marks it ready, or None on the CPU)."""
+        if self.stream is None:
+            return self._train(shallow, deep), None
+        self.stream.wait_stream(torch.cuda.current_stream())  # the rows (and the last predict) are ready
+        with torch.cuda.stream(self.stream):
+            loss = self._train(shallow, deep)
+        for t in (shallow, deep):
+            t.record_stream(self.stream)  # the caller's rows stay allocated until the step used them
+        self.trained = torch.cuda.Event()
+        self.trained.record(self.stream)
+        return loss, self.trained
+
     def train_step(self, shallow: torch.Tensor, deep: torch.Tensor) -> float:
+        """One synchronous training step; returns the loss."""
+        loss, ready = self.train_async(shallow, deep)
+        if ready is not None:
+            ready.synchronize()
+        return float(loss)
+
+    def _train(self, shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(False), torch.enable_grad():
             pred = self.model(shallow.float().clone())
             loss = nn.functional.mse_loss(pred, deep.float().clone())
@@ -52,4 +84,4 @@ class OnlineDistiller:
             loss.backward()
             self.optimizer.step()
         self.steps += 1
-        return float(loss.detach())
+        return loss.detach()

@@ -84,7 +84,7 @@ def run() -> dict:
     params = SamplingParams(n=4, max_tokens=256, temperature=0.8, top_p=0.95, ignore_eos=True, seed=7,
                             extra_args={"esamp_beta": 0.8})
     llm.generate(PROMPTS[:4], params, use_tqdm=False)
-    curve = controller.CONTROLLER.counters.to_json()
+    curve = controller.CONTROLLER.stats()
     return {"rows": rows, "interventions": interventions, "curve": curve}
 
 

@@ -18,9 +18,9 @@ from driftcheck.adapters.sampler import SAMPLING_EPS, effective_temperature
 
 def fused_logits(ref: torch.Tensor, dist: torch.Tensor, beta: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
     """ref, dist: [rows, vocab]; beta, temperature: [rows]. Returns a new [rows, vocab] tensor."""
+    # No early exit on "no active row": deciding it would read the device (a host sync);
+    # the caller already skips steps whose β are all 0.
     active = (beta != 0) & (temperature >= SAMPLING_EPS)
-    if not bool(active.any()):
-        return ref
     t = effective_temperature(temperature).to(ref.dtype)
     b = beta.to(ref.dtype).unsqueeze(1)
     scaled = dist.to(ref.dtype) / t.unsqueeze(1)

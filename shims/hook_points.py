@@ -67,6 +67,7 @@ class Tap:
     last_stamp: int = 0
     checked_view: Any = None  # the step (prepare view) the stamp was last read for
     fired: bool = False
+    in_flight: Any = None  # (host copy of the stamp, ready event) of the last unsynced read
 
 
 class HookPoints:
@@ -137,13 +138,35 @@ class HookPoints:
         shape = f"tuple/{len(result)}" if isinstance(result, tuple) else "value"
         self.returns.setdefault(surface, set()).add(shape)
 
-    def tap_fired(self, layer: int, view) -> bool:
-        """Whether the layer wrote its buffer during the forward that produced `view`'s step
-        (reads a device counter once per step, however many subscribers ask)."""
+    def tap_fired(self, layer: int, view, *, sync: bool = True) -> bool:
+        """Whether the layer wrote its buffer during the forward that produced `view`'s step.
+
+        sync=True reads the device counter now (once per step, however many subscribers
+        ask). sync=False is for the hot path on an accelerator: it queues a non-blocking
+        copy of the counter and answers for the previous step's copy, which is long done,
+        so no step waits for the device; a tap that stops writing is seen one step late.
+        """
         tap = self.taps[layer]
-        if tap.checked_view is not view:
+        if tap.checked_view is view:
+            return tap.fired
+        if sync or tap.stamp.device.type == "cpu":
             now = int(tap.stamp.item())
-            tap.fired, tap.last_stamp, tap.checked_view = now != tap.last_stamp, now, view
+            tap.in_flight = None
+        else:
+            import torch
+
+            previous = tap.in_flight
+            host = torch.empty(1, dtype=tap.stamp.dtype, pin_memory=True)
+            host.copy_(tap.stamp, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+            tap.in_flight = (host, ready)
+            if previous is None:  # first unsynced step: nothing to judge yet
+                tap.checked_view = view
+                return tap.fired
+            previous[1].synchronize()
+            now = int(previous[0])
+        tap.fired, tap.last_stamp, tap.checked_view = now != tap.last_stamp, now, view
         return tap.fired
 
     # -- stats export, so a parent process can read an engine-core process's counters

@@ -1,0 +1,174 @@
+"""Build the carry bundle that runs vLLM + driftcheck + ESamp on the GPU device machine.
+
+The device has torch 2.11 + Triton 3.6 but no vLLM and no network, and a call carries
+at most 64 MiB. Route (measured in ../shared/gpu/README.md): the Python-only tree of a
+vLLM release pinned to torch 2.11 (0.20.x-0.27.x), a stub for its compiled extension,
+and the pure dependency wheels the device lacks.
+
+usage (here):   python benchmarks/gpu_bundle.py [--vllm 0.20.0]     -> .gpu-bundle/
+then one device call (the `run` tool, carry [".gpu-bundle"]):
+                bash benchmarks/gpu_device.sh qwen2.5-0.5b:eager qwen2.5-7b:graphs ...
+and here:       python benchmarks/gpu_bundle.py --merge DIR   (DIR: the call's files, holding gpu.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLE = ROOT / ".gpu-bundle"
+CARRY_LIMIT = 64 * 2 ** 20
+STUB = Path(__file__).resolve().parent / "gpu" / "vllm_C_stub.py"
+
+#: What the device image already has (its package list), so the closure skips them.
+DEVICE_HAS = set(canonicalize_name(x) for x in """absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal
+annotated-doc anyio attrs certifi charset-normalizer click cloudpickle colorama einops filelock frozenlist fsspec
+h11 hf-xet httpcore httpx humanize hypothesis idna jinja2 joblib llvmlite markdown markdown-it-py markupsafe mdurl
+mpmath msgpack multidict networkx ninja numba numpy nvidia-ml-py opencv-python-headless packaging pillow pip pluggy
+prometheus-client propcache protobuf psutil py-cpuinfo pygments pyyaml regex requests rich safetensors
+sentencepiece setuptools six sympy tiktoken tokenizers torch tqdm transformers triton typing-extensions urllib3
+uvloop wheel xxhash yarl zipp""".split())
+#: GPU-kernel packages the Python-only route does not use (and too big to carry).
+SKIP = {canonicalize_name(x) for x in ["torch", "torchaudio", "torchvision", "flashinfer-python", "flashinfer-cubin",
+                                         "apache-tvm-ffi", "tilelang", "nvidia-cudnn-frontend", "fastsafetensors",
+                                         "nvidia-cutlass-dsl", "quack-kernels", "numba", "opencv-python-headless"]}
+#: Needed beyond vLLM's own requirements: xgrammar needs a newer tvm-ffi than vLLM pins for
+#: flashinfer; mistral_common needs pycountry; libcst is driftcheck's static reader.
+EXTRA = ["apache-tvm-ffi>=0.1.11", "pycountry", "libcst"]
+DEVICE_ENV = {"python_version": "3.12", "python_full_version": "3.12.3", "platform_system": "Linux",
+              "platform_machine": "x86_64", "sys_platform": "linux", "os_name": "posix",
+              "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+PLATFORMS = [f"--platform={p}_x86_64" for p in ("manylinux_2_35", "manylinux_2_34", "manylinux_2_31",
+                                                 "manylinux_2_28", "manylinux_2_27", "manylinux_2_24",
+                                                 "manylinux_2_17", "manylinux2014", "manylinux_2_5", "manylinux1")]
+
+
+def fetch_vllm_wheel(version: str, cache: Path) -> Path:
+    cache.mkdir(parents=True, exist_ok=True)
+    found = sorted(cache.glob(f"vllm-{version}-*.whl"))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                        "--python-version", "3.12", "--implementation", "cp", *PLATFORMS, f"vllm=={version}",
+                        "-d", str(cache)], check=True)
+        found = sorted(cache.glob(f"vllm-{version}-*.whl"))
+    return found[0]
+
+
+def python_tree(wheel: Path, out: Path) -> None:
+    """The wheel without compiled code and C/C++ headers, plus the stub extension modules."""
+    skip_ext = (".so", ".h", ".hpp", ".cuh", ".inl")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(wheel) as zf, tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        for name in zf.namelist():
+            if name.endswith(skip_ext) or name.endswith("/"):
+                continue
+            data = zf.read(name)
+            if name == "vllm/vllm_flash_attn/__init__.py":
+                # fa_utils imports this package on CUDA; without FA2/FA3 kernels it raises, and
+                # the Triton attention backend never calls into it.
+                data = data.replace(b"if not (FA2_AVAILABLE or FA3_AVAILABLE):\n    raise ImportError(",
+                                    b"if False:\n    raise ImportError(")
+            add(name, data)
+        add("vllm/_C.py", STUB.read_bytes())
+        for empty in ("vllm/_C_stable_libtorch.py", "vllm/_moe_C.py"):
+            add(empty, b"# stub: compiled extension not carried to the device\n")
+    (out / "vllm-tree.tgz").write_bytes(buf.getvalue())
+
+
+def dependency_wheels(wheel: Path, out: Path) -> list[str]:
+    """The cp312 wheels the device lacks: vLLM's Requires-Dist closure, minus what it has."""
+    wh = out / "wh"
+    wh.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as zf:
+        meta = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    queue = [Requirement(line.split(": ", 1)[1]) for line in meta.splitlines() if line.startswith("Requires-Dist:")]
+    queue += [Requirement(x) for x in EXTRA]
+    done, failed = set(), []
+    while queue:
+        req = queue.pop()
+        name = canonicalize_name(req.name)
+        if name in done or name in DEVICE_HAS or (name in SKIP and str(req) not in EXTRA):
+            continue
+        if req.marker and not req.marker.evaluate(DEVICE_ENV):
+            continue
+        done.add(name)
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--python-version", "3.12",
+                               "--implementation", "cp", "--only-binary=:all:", "-d", str(wh), *PLATFORMS,
+                               f"{req.name}{req.specifier}"], capture_output=True, text=True)
+        if proc.returncode:
+            failed.append(f"{req.name}{req.specifier}")
+            continue
+        for w in glob.glob(str(wh / "*.whl")):
+            if canonicalize_name(os.path.basename(w).split("-")[0]) != name:
+                continue
+            with zipfile.ZipFile(w) as zf:
+                md = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode(errors="replace")
+            queue += [Requirement(line.split(": ", 1)[1]) for line in md.splitlines()
+                      if line.startswith("Requires-Dist:")]
+    return failed
+
+
+def tree_size() -> int:
+    """Bytes of the working tree the device call copies (tracked + untracked, not ignored)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+                           check=True).stdout.split(b"\0")
+    return sum((ROOT / f.decode()).stat().st_size for f in files if f and (ROOT / f.decode()).is_file())
+
+
+def build(version: str) -> None:
+    wheel = fetch_vllm_wheel(version, Path(os.environ.get("DRIFTCHECK_CACHE", "~/.cache/driftcheck")).expanduser()
+                             / "wheels")
+    BUNDLE.mkdir(exist_ok=True)
+    python_tree(wheel, BUNDLE)
+    failed = dependency_wheels(wheel, BUNDLE)
+    bundle = sum(p.stat().st_size for p in BUNDLE.rglob("*") if p.is_file())
+    total = bundle + tree_size()
+    (BUNDLE / "manifest.json").write_text(json.dumps({"vllm": version, "wheel": wheel.name,
+                                                      "bundle_bytes": bundle, "failed": failed}, indent=1))
+    print(f"bundle {BUNDLE}: {bundle / 2**20:.1f} MiB; with the working tree {total / 2**20:.1f} MiB "
+          f"(carry limit {CARRY_LIMIT / 2**20:.0f} MiB)")
+    if failed:
+        print("could not download (the device may still have them):", ", ".join(failed))
+    if total > CARRY_LIMIT:
+        sys.exit("bundle too large to carry")
+    print("device call: run(carry=['.gpu-bundle'], command='bash benchmarks/gpu_device.sh "
+          "qwen2.5-0.5b:eager qwen2.5-0.5b:graphs qwen2.5-7b:eager qwen2.5-7b:graphs')")
+
+
+def merge(files_dir: Path) -> None:
+    """Merge the device call's results into reports/benchmarks.json and re-render the table."""
+    sys.path.insert(0, str(ROOT))
+    from driftcheck.report import write_atomic
+    from driftcheck.throughput import record, render_markdown
+
+    results = ROOT / "reports" / "benchmarks.json"
+    for path in sorted(files_dir.rglob("gpu.json")):
+        for result in json.loads(path.read_text()).values():
+            record(result, results)
+    write_atomic(ROOT / "reports" / "benchmarks.md", render_markdown(json.loads(results.read_text())))
+    print(f"merged into {results} and reports/benchmarks.md")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vllm", default="0.20.0", help="vLLM release (torch 2.11 pin: 0.20.x-0.27.x)")
+    ap.add_argument("--merge", type=Path, help="merge a device call's gpu.json files into reports/")
+    args = ap.parse_args()
+    merge(args.merge) if args.merge else build(args.vllm)

