@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs on the GPU device machine, from the repository root, with .gpu-bundle carried
 # (built here by benchmarks/gpu_bundle.py). Arguments: SHAPE:MODE ... (driftcheck bench shapes;
-# modes eager | graphs), optionally preceded by --rounds N. Results: $OUT/gpu.json, logs in $OUT/.
+# modes eager | graphs), optionally preceded by --rounds N, then --profile. Results: $OUT/gpu.json, logs in $OUT/.
 set -u
 OUT=${OUT:-/tmp/out}
-ROUNDS=3
+ROUNDS=3; PROFILE=
 if [ "${1:-}" = "--rounds" ]; then ROUNDS=$2; shift 2; fi
+if [ "${1:-}" = "--profile" ]; then PROFILE=--profile; shift; fi
 mkdir -p "$OUT" /tmp/vl /tmp/site
 t0=$(date +%s)
 tar xzf .gpu-bundle/vllm-tree.tgz -C /tmp/vl
@@ -17,7 +18,7 @@ status=0
 for cfg in "$@"; do
   shape=${cfg%%:*}; mode=${cfg##*:}
   t=$(date +%s)
-  python3 -m driftcheck bench throughput --device cuda --shape "$shape" --mode "$mode" --rounds "$ROUNDS" \
+  python3 -m driftcheck bench throughput --device cuda --shape "$shape" --mode "$mode" --rounds "$ROUNDS" $PROFILE \
     --log-dir "$OUT/logs" --results "$OUT/gpu.json" --out "$OUT/gpu.md" > "$OUT/$shape-$mode.log" 2>&1 || status=1
   echo "== $cfg ($(( $(date +%s) - t )) s)"; tail -4 "$OUT/$shape-$mode.log"
 done

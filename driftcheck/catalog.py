@@ -287,3 +287,22 @@ SURFACES: tuple[Surface, ...] = (
 )
 
 SURFACES_BY_ID = {s.id: s for s in SURFACES}
+
+
+def surfaces() -> tuple[Surface, ...]:
+    """The catalog plus the contracts that generated shims declare (`driftcheck propose`
+    writes them; DRIFTCHECK_SHIM_PATH points at them). Everything that matches
+    observations to contracts goes through here."""
+    from dataclasses import replace
+
+    from driftcheck.shims.plan import generated_contracts
+
+    extra = generated_contracts()
+    if not extra:
+        return SURFACES
+    return tuple(replace(s, contracts=s.contracts + tuple(c for c in extra.get(s.id, ()) if not s.contract(c.id)))
+                 for s in SURFACES)
+
+
+def surfaces_by_id() -> dict[str, Surface]:
+    return {s.id: s for s in surfaces()}

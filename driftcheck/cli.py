@@ -223,5 +223,76 @@ def compat(releases, project, json_path, md_path) -> None:
     sys.exit(EXIT_LIVE_FAILED if failed else 0)
 
 
+@main.command()
+@click.option("--source", type=click.Path(file_okay=False), help="scan a vLLM source tree (DIR/vllm/...)")
+@click.option("--wheel", type=click.Path(dir_okay=False), help="scan a vLLM wheel")
+@click.option("--vllm-version", "release", help="fetch that release's wheel and scan it")
+@click.option("--out", "out_dir", default="shims-generated", show_default=True, type=click.Path(file_okay=True),
+              help="directory the new shim and test modules go to (point DRIFTCHECK_SHIM_PATH at it)")
+@click.option("--diff", "show_diff", is_flag=True, help="print each shim as a unified diff against the shim it came from")
+@click.option("--dry-run", is_flag=True, help="write nothing")
+def propose(source, wheel, release, out_dir, show_diff, dry_run) -> None:
+    """For each surface with an unknown contract, generate a shim from the nearest known one.
+
+    Exit codes: 0 every unknown contract got a complete shim (or there was none), 1 some
+    surface needs a human (TODOs named), 2 bad input, 3 fetch failed.
+    """
+    from driftcheck import propose as gen
+    from driftcheck.scan import scan_tree
+    from driftcheck.source_tree import open_tree
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        _fail(BadInput(f"--out {out} exists and is not a directory"))
+    scan = scan_tree(open_tree(source=source, wheel=wheel, release=release))
+    proposals, notes = gen.propose(scan)
+    if not proposals and not notes:
+        click.echo(f"vLLM {scan.version}: every surface matches a known contract; nothing to propose")
+        sys.exit(0)
+    for p in proposals:
+        click.echo(f"{p.name}: from {p.nearest} for {', '.join(f'{s} -> {c}' for s, c in p.contracts.items())}")
+        for line in p.derived:
+            click.echo(f"  derived: {line}")
+        for line in p.todos:
+            click.echo(f"  {gen.TODO}: {line}")
+        if show_diff:
+            click.echo(p.diff())
+    for note in notes:
+        click.echo(f"needs a human: {note}")
+    if dry_run:
+        click.echo("dry run: nothing written")
+    elif proposals:
+        written = gen.write(proposals, out)
+        click.echo(f"wrote {', '.join(str(w) for w in written)}; use them with DRIFTCHECK_SHIM_PATH={out}")
+    sys.exit(1 if notes or any(p.todos for p in proposals) else 0)
+
+
+@main.command("shims")
+def list_shims() -> None:
+    """The installed shims, the contracts each handles, which the installed vLLM selects, which are generated."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from driftcheck.scan import scan_tree
+    from driftcheck.shims.plan import shim_modules
+    from driftcheck.source_tree import locate_installed
+
+    scan = scan_tree(locate_installed())  # static: no torch import
+    selected = set(scan.plan.selected.values())
+    table = Table(title=f"shims (selection for the installed vLLM {scan.version}, fingerprint {scan.fingerprint.digest})")
+    for col in ("shim", "hook point", "handles (surface: contracts)", "selected", "origin"):
+        table.add_column(col)
+    for module in shim_modules():
+        generated = getattr(module, "GENERATED", None)
+        origin = (f"generated from {generated['from']}, NOT reviewed" if generated and not generated.get("reviewed")
+                  else "generated, reviewed" if generated else "built in")
+        handles = "\n".join(f"{s}: {', '.join(c)}" for s, c in module.HANDLES.items())
+        table.add_row(module.__name__.rsplit(".", 1)[-1], module.HOOK_POINT, handles,
+                      "yes" if module in selected else "", origin)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    for u in scan.plan.unbound:
+        click.echo(f"unbound: {u.render()}")
+
+
 if __name__ == "__main__":  # python -m driftcheck.cli
     main()

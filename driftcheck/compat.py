@@ -91,7 +91,10 @@ def ensure_venv(release: str, project: Path, log) -> tuple[Path, dict]:
         _pip(python, "install", "-q", f"torch=={torch_pin}" if torch_pin else "torch", log=log)
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
             f.write("\n".join(others) + "\n")
-        _pip(python, "install", "-q", "-r", f.name, *PROJECT_DEPS, log=log)
+        # the torch just installed stays: another requirement must not upgrade it under vLLM's _C
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as pin:
+            pin.write(f"torch=={torch_pin}\n" if torch_pin else "")
+        _pip(python, "install", "-q", "-r", f.name, "-c", pin.name, *PROJECT_DEPS, log=log)
         _pip(python, "install", "-q", "--no-deps", str(wheel), log=log)
         _pip(python, "uninstall", "-y", *DROP, log=log)
         torch_version = subprocess.run([str(python), "-c", "import torch; print(torch.__version__)"],
@@ -131,7 +134,7 @@ def check_scan(python: Path, log) -> dict:
     result = {"ok": rc == 0, "exit": rc, "s": round(secs, 1)}
     try:
         report = json.loads(out[out.index("{"):])
-        result["shims"] = sorted({s["shim"] for s in report.get("surfaces", []) if s.get("shim")})
+        result["shims"] = sorted({s["shim"] for s in report.get("surfaces", []) if s.get("shim") not in (None, "-")})
         result["fingerprint"] = (report.get("fingerprint") or {}).get("digest")
         result["unhandled"] = [s["surface"] for s in report.get("surfaces", []) if s.get("status") == "unhandled"]
     except (ValueError, KeyError, TypeError):
@@ -180,6 +183,9 @@ def _why(log) -> str:
     """The last error-looking line of the log: what a reader needs first."""
     log.flush()
     lines = Path(log.name).read_text(errors="replace").splitlines()
+    root_causes = [ln for ln in lines if "Failed to import from vllm._C" in ln]  # later errors follow from it
+    if root_causes:
+        return root_causes[-1].strip()[-300:]
     for line in reversed(lines):
         if re.search(r"(Error|error:|Exception|FAILED|failed)", line):
             return line.strip()[-300:]

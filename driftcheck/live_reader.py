@@ -5,7 +5,9 @@ watch what the surfaces actually return and which request ids the runner sees.
 The live work runs in a child process (`python -m driftcheck.live_reader`):
 a crash or a hang there becomes one line and exit code 4, and the parent's
 process never imports torch. The child runs the engine in-process
-(VLLM_ENABLE_V1_MULTIPROCESSING=0) so its temporary observers see the runner.
+(VLLM_ENABLE_V1_MULTIPROCESSING=0) so its temporary observers see the runner;
+where a release still forks a worker for the model, the observers it inherits
+report through files. An observer that never fires fails the check (exit 4).
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
-from driftcheck.catalog import SURFACES
+from driftcheck.catalog import surfaces
 from driftcheck.errors import LiveCheckFailed
 from driftcheck.observation import Param
 
@@ -51,6 +55,11 @@ def run_live(scan) -> None:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise LiveCheckFailed(f"live check failed (exit {proc.returncode}): {tail}")
     live = json.loads(lines[-1][len("DRIFTCHECK_LIVE "):])
+    if not live.get("hits"):
+        # Observers that never fired would make every live finding vacuous ("passthrough" ids
+        # from an empty set): the model ran somewhere they could not see.
+        raise LiveCheckFailed(f"live check saw no call to {', '.join(OBSERVED_SURFACES)} in {live.get('steps')} "
+                              "engine steps: the model ran outside the observed process")
     live["seconds"] = round(time.perf_counter() - t0, 1)
     scan.live = live
     scan.disagreements = compare(scan, live)
@@ -118,7 +127,7 @@ def inspect_surfaces() -> dict:
     import importlib
 
     out = {}
-    for s in SURFACES:
+    for s in surfaces():
         if s.kind not in ("function", "request_ids", "child_ids", "plugins"):
             continue
         try:
@@ -149,23 +158,41 @@ def _arity(value) -> str:
     return f"tuple/{len(value)}" if isinstance(value, tuple) else "value"
 
 
-def observe_engine() -> dict:
-    """Run the tiny model with temporary observers on the surfaces whose returns matter."""
-    from vllm import LLM, SamplingParams
-    from vllm.v1.sample import sampler as sampler_mod
-    from vllm.v1.sample.ops import topk_topp_sampler as tt
-    from vllm.v1.worker import gpu_model_runner as gmr
+OBSERVED_SURFACES = ("runner.prepare_inputs", "sampler.sample", "topk_topp.forward_native", "topk_topp.forward_cpu")
 
-    from driftcheck.catalog import ESAMP_INPUT_BATCH_FIELDS
-    from driftcheck.tiny_model import ensure_tiny_model, tiny_engine_kwargs
 
-    returns: dict[str, set] = {}
-    hits: dict[str, int] = {}
-    runner_ids: set[str] = set()
-    missing_fields: set[str] = set()
-    originals = []
+ENV_LIVE_DIR = "DRIFTCHECK_LIVE_DIR"  # where observers in other processes report (set by the live child)
+ENV_LIVE_PID = "DRIFTCHECK_LIVE_PID"  # the live child's pid: it observes itself, others report by file
 
-    def observe(owner, name, surface, on_call=None):
+
+class Observers:
+    """Temporary wrappers on the surfaces whose runtime behaviour matters: hits, return
+    shapes, the request ids the runner sees, the input-batch fields it has."""
+
+    def __init__(self, report_dir: str | None = None) -> None:
+        self.hits: dict[str, int] = {}
+        self.returns: dict[str, set] = {}
+        self.runner_ids: set[str] = set()
+        self.missing_fields: set[str] = set()
+        self.report_dir = report_dir  # set in a process other than the live child's
+        self.originals: list = []
+
+    def install(self) -> None:
+        from vllm.v1.sample import sampler as sampler_mod
+        from vllm.v1.sample.ops import topk_topp_sampler as tt
+        from vllm.v1.worker import gpu_model_runner as gmr
+
+        self._observe(gmr.GPUModelRunner, "_prepare_inputs", "runner.prepare_inputs", self._see_batch)
+        self._observe(sampler_mod.Sampler, "sample", "sampler.sample")
+        self._observe(tt.TopKTopPSampler, "forward_native", "topk_topp.forward_native")
+        self._observe(tt.TopKTopPSampler, "forward_cpu", "topk_topp.forward_cpu")
+
+    def remove(self) -> None:
+        for owner, name, raw in reversed(self.originals):
+            setattr(owner, name, raw)
+        self.originals.clear()
+
+    def _observe(self, owner, name, surface, on_call=None) -> None:
         raw = inspect.getattr_static(owner, name, None)
         if raw is None:
             return
@@ -173,31 +200,75 @@ def observe_engine() -> dict:
 
         def wrapper(*args, **kwargs):
             result = fn(*args, **kwargs)
-            hits[surface] = hits.get(surface, 0) + 1
-            returns.setdefault(surface, set()).add(_arity(result))
+            self.hits[surface] = self.hits.get(surface, 0) + 1
+            self.returns.setdefault(surface, set()).add(_arity(result))
             if on_call:
                 on_call(args)
+            if self.report_dir:
+                self._report()
             return result
 
         wrapped = type(raw)(wrapper) if isinstance(raw, (staticmethod, classmethod)) else wrapper
-        originals.append((owner, name, raw))
+        self.originals.append((owner, name, raw))
         setattr(owner, name, wrapped)
 
-    def see_batch(args):
+    def _see_batch(self, args) -> None:
+        from driftcheck.catalog import ESAMP_INPUT_BATCH_FIELDS
+
         batch = getattr(args[0], "input_batch", None)
         if batch is None:
             return
         for f in ESAMP_INPUT_BATCH_FIELDS:
             if not hasattr(batch, f):
-                missing_fields.add(f)
-        runner_ids.update(r for r in getattr(batch, "req_ids", []) if r)
+                self.missing_fields.add(f)
+        self.runner_ids.update(r for r in getattr(batch, "req_ids", []) if r)
 
-    observe(gmr.GPUModelRunner, "_prepare_inputs", "runner.prepare_inputs", see_batch)
-    observe(sampler_mod.Sampler, "sample", "sampler.sample")
-    observe(tt.TopKTopPSampler, "forward_native", "topk_topp.forward_native")
-    observe(tt.TopKTopPSampler, "forward_cpu", "topk_topp.forward_cpu")
+    def _report(self) -> None:
+        payload = {"hits": self.hits, "returns": {k: sorted(v) for k, v in self.returns.items()},
+                   "runner_ids": sorted(self.runner_ids), "missing_fields": sorted(self.missing_fields)}
+        fd, tmp = tempfile.mkstemp(dir=self.report_dir, prefix=".part-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f)
+        os.replace(tmp, os.path.join(self.report_dir, f"findings-{os.getpid()}.json"))
+
+    def merge_reports(self, report_dir: str) -> None:
+        """Fold in what observers in other processes (workers) reported."""
+        for name in sorted(os.listdir(report_dir)):
+            if not name.startswith("findings-"):
+                continue
+            with open(os.path.join(report_dir, name)) as f:
+                part = json.load(f)
+            for surface, n in part["hits"].items():
+                self.hits[surface] = self.hits.get(surface, 0) + n
+            for surface, shapes in part["returns"].items():
+                self.returns.setdefault(surface, set()).update(shapes)
+            self.runner_ids.update(part["runner_ids"])
+            self.missing_fields.update(part["missing_fields"])
+
+
+def observe_in_worker() -> None:
+    """Called by the plugin entry point in every vLLM process: observe there too when a live
+    check runs (some releases put the model in a spawned worker whatever the settings:
+    0.20.x on the CPU forces the mp executor and spawn)."""
+    report_dir = os.environ.get(ENV_LIVE_DIR)
+    if not report_dir or os.environ.get(ENV_LIVE_PID) == str(os.getpid()):
+        return
+    Observers(report_dir).install()
+
+
+def observe_engine() -> dict:
+    """Run the tiny model with the observers on, here and in any process vLLM starts."""
+    from vllm import LLM, SamplingParams
+
+    from driftcheck.tiny_model import ensure_tiny_model, tiny_engine_kwargs
+
+    report_dir = tempfile.mkdtemp(prefix="driftcheck-live-")
+    os.environ[ENV_LIVE_DIR], os.environ[ENV_LIVE_PID] = report_dir, str(os.getpid())
+    seen = Observers()
+    seen.install()
     try:
-        llm = LLM(model=str(ensure_tiny_model()), **tiny_engine_kwargs())
+        # "uni": the worker in this process where the release allows it.
+        llm = LLM(model=str(ensure_tiny_model()), distributed_executor_backend="uni", **tiny_engine_kwargs())
         engine = llm.llm_engine
         caller_ids = ["dc-live-a", "dc-live-b"]
         params = SamplingParams(n=2, max_tokens=8, temperature=0.8, top_p=0.9, seed=7)
@@ -210,14 +281,15 @@ def observe_engine() -> dict:
                 output_ids.add(out.request_id)
             steps += 1
     finally:
-        for owner, name, raw in reversed(originals):
-            setattr(owner, name, raw)
+        seen.remove()
+    seen.merge_reports(report_dir)
+    shutil.rmtree(report_dir, ignore_errors=True)
     return {
-        "returns": {k: sorted(v) for k, v in returns.items()},
-        "hits": hits,
+        "returns": {k: sorted(v) for k, v in seen.returns.items()},
+        "hits": seen.hits,
         "steps": steps,
-        "missing_fields": sorted(missing_fields),
-        "request_ids": classify_request_ids(caller_ids, sorted(runner_ids), sorted(output_ids)),
+        "missing_fields": sorted(seen.missing_fields),
+        "request_ids": classify_request_ids(caller_ids, sorted(seen.runner_ids), sorted(output_ids)),
     }
 
 

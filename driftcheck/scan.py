@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from driftcheck.catalog import SURFACES
+from driftcheck.catalog import surfaces
 from driftcheck.errors import EXIT_OK, EXIT_UNHANDLED_DRIFT
 from driftcheck.matching import Fingerprint, SurfaceResult, match_all
 from driftcheck.observation import SurfaceObservation
@@ -52,8 +52,9 @@ class ScanResult:
 
 def scan_tree(tree: SourceTree) -> ScanResult:
     t0 = time.perf_counter()
-    observations: dict[str, SurfaceObservation] = observe_tree(tree, SURFACES)
-    results, fingerprint = match_all(observations, SURFACES, tree.version)
+    catalog = surfaces()  # with generated shims' contracts, if any
+    observations: dict[str, SurfaceObservation] = observe_tree(tree, catalog)
+    results, fingerprint = match_all(observations, catalog, tree.version)
     plan = select_shims(fingerprint.contracts)
     return ScanResult(
         source=tree.label,

@@ -53,7 +53,8 @@ class ESampCounters:
     loss_history: list = field(default_factory=list)  # (train step, loss), every LOSS_EVERY steps
     intervention_calls: int = 0
     rows_intervened: int = 0
-    candidates_sum: int = 0
+    candidates_sum: int = 0  # over the rows of every CANDIDATES_EVERY-th intervention
+    rows_counted: int = 0  # the rows those counts cover
     groups_live: int = 0
     groups_reset: int = 0
 
@@ -64,11 +65,12 @@ class ESampCounters:
     def to_json(self) -> dict:
         out = asdict(self)
         out["loss_mean"] = self.loss_mean
-        out["candidates_per_row"] = self.candidates_sum / self.rows_intervened if self.rows_intervened else None
+        out["candidates_per_row"] = self.candidates_sum / self.rows_counted if self.rows_counted else None
         return out
 
 
 LOSS_EVERY = 5
+CANDIDATES_EVERY = 8  # interventions between two candidate counts
 
 
 class ESampController:
@@ -164,7 +166,7 @@ class ESampController:
         device = shallow.device
         every_row = len(keep) == n  # plain decode: no partial prefill among the rows
         if not every_row:
-            idx = torch.tensor(keep, device=device)
+            idx = _to_device(keep, torch.long, device)
             shallow, deep = shallow.index_select(0, idx), deep.index_select(0, idx)
         groups = [self._group(view.req_ids[i]) for i in keep]
         if len(set(groups)) == 1:
@@ -172,7 +174,7 @@ class ESampController:
         else:
             pred_kept = torch.empty(len(keep), shallow.shape[1], dtype=torch.float32, device=device)
             for key in dict.fromkeys(groups):
-                sel = torch.tensor([j for j, g in enumerate(groups) if g == key], device=device)
+                sel = _to_device([j for j, g in enumerate(groups) if g == key], torch.long, device)
                 pred_kept[sel] = self._predict_and_train(key, shallow.index_select(0, sel), deep.index_select(0, sel))
         if every_row:
             pred = pred_kept
@@ -293,14 +295,30 @@ class ESampController:
         temperature = batch.sampling_metadata.temperature
         if temperature is None:
             return None
-        out = fused_logits(ref, dist, betas.to(ref.device), temperature.to(ref.device))
-        active = betas != 0
-        self.counters.intervention_calls += 1
-        self.counters.rows_intervened += int(active.sum())
-        # counted on the device, read by stats(): no host sync per step
-        candidates = torch.isfinite(ref[active.to(ref.device)]).sum()
-        self.candidates_total = candidates if self.candidates_total is None else self.candidates_total + candidates
+        beta_dev = _to_device(betas, torch.float32, ref.device)
+        out = fused_logits(ref, dist, beta_dev, temperature.to(ref.device),
+                           any_beta_at_most_minus_one=bool((betas <= -1).any()))
+        c = self.counters
+        c.intervention_calls += 1
+        if c.intervention_calls % CANDIDATES_EVERY == 1:
+            # a pass over the logits, so sampled; counted on the device, read by stats()
+            active = (beta_dev != 0).unsqueeze(1)
+            candidates = (torch.isfinite(ref) & active).sum()
+            self.candidates_total = candidates if self.candidates_total is None else self.candidates_total + candidates
+            c.rows_counted += int((betas != 0).sum())
+        c.rows_intervened += int((betas != 0).sum())
         return out
+
+
+def _to_device(values, dtype, device):
+    """Host values onto the device without a stream sync: a plain .to("cuda") of pageable
+    memory makes PyTorch wait for the whole stream (the forward in flight) first."""
+    import torch
+
+    host = values if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=dtype)
+    if torch.device(device).type != "cuda":
+        return host.to(device=device, dtype=dtype)
+    return host.to(dtype).pin_memory().to(device, non_blocking=True)
 
 
 CONTROLLER: ESampController | None = None

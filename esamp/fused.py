@@ -16,15 +16,18 @@ import torch
 from driftcheck.adapters.sampler import SAMPLING_EPS, effective_temperature
 
 
-def fused_logits(ref: torch.Tensor, dist: torch.Tensor, beta: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-    """ref, dist: [rows, vocab]; beta, temperature: [rows]. Returns a new [rows, vocab] tensor."""
-    # No early exit on "no active row": deciding it would read the device (a host sync);
-    # the caller already skips steps whose β are all 0.
-    active = (beta != 0) & (temperature >= SAMPLING_EPS)
+def fused_logits(ref: torch.Tensor, dist: torch.Tensor, beta: torch.Tensor, temperature: torch.Tensor, *,
+                 any_beta_at_most_minus_one: bool = False) -> torch.Tensor:
+    """ref, dist: [rows, vocab]; beta, temperature: [rows] on ref's device. Returns a new [rows, vocab] tensor.
+
+    Two passes over the logits, no host sync: for β > -1, (1+β)·(-inf) - finite stays -inf, so
+    filtered-out tokens need no mask; a row with β=0 (or greedy, where β is zeroed) is
+    ref·1 + dist·(-0) = ref exactly. Only β <= -1 (the caller knows, from the host-side
+    values) needs the explicit mask.
+    """
     t = effective_temperature(temperature).to(ref.dtype)
-    b = beta.to(ref.dtype).unsqueeze(1)
-    scaled = dist.to(ref.dtype) / t.unsqueeze(1)
-    mixed = (1 + b) * ref - b * scaled
-    candidate = torch.isfinite(ref)
-    mixed = torch.where(candidate, mixed, torch.full_like(ref, float("-inf")))
-    return torch.where(active.unsqueeze(1), mixed, ref)
+    b = torch.where(temperature >= SAMPLING_EPS, beta.to(ref.dtype), torch.zeros_like(t))
+    out = torch.addcmul(ref * (1 + b).unsqueeze(1), dist.to(ref.dtype), (-b / t).unsqueeze(1))
+    if any_beta_at_most_minus_one:
+        out = torch.where(torch.isfinite(ref), out, ref)
+    return out

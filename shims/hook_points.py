@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -67,7 +68,7 @@ class Tap:
     last_stamp: int = 0
     checked_view: Any = None  # the step (prepare view) the stamp was last read for
     fired: bool = False
-    in_flight: Any = None  # (host copy of the stamp, ready event) of the last unsynced read
+    in_flight: Any = field(default_factory=deque)  # (host copy of the stamp, ready event), oldest first
 
 
 class HookPoints:
@@ -143,30 +144,31 @@ class HookPoints:
 
         sync=True reads the device counter now (once per step, however many subscribers
         ask). sync=False is for the hot path on an accelerator: it queues a non-blocking
-        copy of the counter and answers for the previous step's copy, which is long done,
-        so no step waits for the device; a tap that stops writing is seen one step late.
+        copy of the counter and answers from the newest copy the device has finished, so
+        no step waits for the device; a tap that stops writing is seen a step or two late.
         """
         tap = self.taps[layer]
         if tap.checked_view is view:
             return tap.fired
+        tap.checked_view = view
         if sync or tap.stamp.device.type == "cpu":
+            tap.in_flight.clear()
             now = int(tap.stamp.item())
-            tap.in_flight = None
         else:
             import torch
 
-            previous = tap.in_flight
             host = torch.empty(1, dtype=tap.stamp.dtype, pin_memory=True)
             host.copy_(tap.stamp, non_blocking=True)
             ready = torch.cuda.Event()
             ready.record()
-            tap.in_flight = (host, ready)
-            if previous is None:  # first unsynced step: nothing to judge yet
-                tap.checked_view = view
-                return tap.fired
-            previous[1].synchronize()
-            now = int(previous[0])
-        tap.fired, tap.last_stamp, tap.checked_view = now != tap.last_stamp, now, view
+            tap.in_flight.append((host, ready))
+            done = None
+            while tap.in_flight and tap.in_flight[0][1].query():
+                done = tap.in_flight.popleft()[0]
+            if done is None:
+                return tap.fired  # nothing finished since the last verdict
+            now = int(done)
+        tap.fired, tap.last_stamp = now != tap.last_stamp, now
         return tap.fired
 
     # -- stats export, so a parent process can read an engine-core process's counters

@@ -13,7 +13,8 @@ import importlib
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from driftcheck.catalog import SURFACES_BY_ID, Contract
+from driftcheck.catalog import Contract, surfaces_by_id
+from driftcheck.errors import BadInput
 
 SHIM_MODULES = (
     "driftcheck.shims.prepare_attn_first",
@@ -24,10 +25,62 @@ SHIM_MODULES = (
     "driftcheck.shims.plugin",
 )
 HOOK_POINTS = ("prepare_view", "post_filter", "layer_taps", "request_events", "engine_process")
+ENV_SHIM_PATH = "DRIFTCHECK_SHIM_PATH"  # directories of generated shims (os.pathsep-separated)
+GENERATED_PACKAGE = "driftcheck_generated_shims"  # the import name generated shim modules get
+
+_generated: dict[str, ModuleType] = {}  # file path -> loaded module
+
+
+def builtin_shim_modules() -> list[ModuleType]:
+    return [importlib.import_module(name) for name in SHIM_MODULES]
+
+
+def generated_shim_modules() -> list[ModuleType]:
+    """Shim modules from DRIFTCHECK_SHIM_PATH (what `driftcheck propose` writes), in name order.
+    The variable reaches vLLM's engine processes, which inherit the environment."""
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    out = []
+    for folder in filter(None, os.environ.get(ENV_SHIM_PATH, "").split(os.pathsep)):
+        if not Path(folder).is_dir():
+            raise BadInput(f"{ENV_SHIM_PATH}: {folder} is not a directory")
+        for path in sorted(Path(folder).glob("*.py")):
+            if path.name.startswith(("_", "test_")):
+                continue
+            key = str(path.resolve())
+            if key not in _generated:
+                name = f"{GENERATED_PACKAGE}.{path.stem}"
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module  # before running it: dataclasses look their module up there
+                try:
+                    spec.loader.exec_module(module)
+                except Exception as exc:  # noqa: BLE001 - a broken generated file is bad input, named
+                    del sys.modules[name]
+                    raise BadInput(f"generated shim {path} does not load: {type(exc).__name__}: {exc}") from None
+                for needed in ("HOOK_POINT", "HANDLES", "patches"):
+                    if not hasattr(module, needed):
+                        raise BadInput(f"generated shim {path} has no {needed}")
+                _generated[key] = module
+            out.append(_generated[key])
+    return out
+
+
+def generated_contracts() -> dict[str, tuple[Contract, ...]]:
+    """surface id -> the contracts generated shims declare (their CONTRACTS)."""
+    out: dict[str, tuple] = {}
+    for module in generated_shim_modules():
+        for surface, contracts in getattr(module, "CONTRACTS", {}).items():
+            out[surface] = out.get(surface, ()) + tuple(contracts)
+    return out
 
 
 def shim_modules() -> list[ModuleType]:
-    return [importlib.import_module(name) for name in SHIM_MODULES]
+    """Built-in shims first (reviewed ones win a tie), then generated ones."""
+    return builtin_shim_modules() + generated_shim_modules()
 
 
 @dataclass
@@ -38,7 +91,7 @@ class ShimContext:
         return self.contracts.get(surface_id)
 
     def contract(self, surface_id: str) -> Contract:
-        return SURFACES_BY_ID[surface_id].contract(self.contracts[surface_id])
+        return surfaces_by_id()[surface_id].contract(self.contracts[surface_id])
 
 
 @dataclass

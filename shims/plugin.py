@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from driftcheck.live_reader import ENV_LIVE_DIR, observe_in_worker
 from driftcheck.shims.hook_points import ENV_ENABLE
 
 HOOK_POINT = "engine_process"
@@ -17,6 +18,8 @@ ENV_PROBES = "DRIFTCHECK_PROBES"  # "1": attach the recording probe; "stress": t
 
 
 def register() -> None:
+    if os.environ.get(ENV_LIVE_DIR):
+        observe_in_worker()  # `driftcheck scan --live` is running: observe here too
     if os.environ.get(ENV_ENABLE) != "1":
         return
     from driftcheck.shims.install import install

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 from driftcheck.adapters.prepare import build_view, positions_of
 from driftcheck.shims.hook_points import HOOKS
-from driftcheck.shims.patching import Patch
+from driftcheck.shims.patching import Patch, ShimError
 
 HOOK_POINT = "prepare_view"
 HANDLES = {
     "runner.prepare_inputs": ("prepare/attn-first-cg", "prepare/attn-first-6", "prepare/attn-first-8"),
     "input_batch.fields": ("input_batch/esamp-fields",),
 }
+#: The returned values the view is built from, found by name in the contract's return_names.
+RETURN_NAMES_USED = {"runner.prepare_inputs": ("logits_indices", "spec_decode_metadata", "num_scheduled_tokens")}
 
 
 def patches(ctx) -> list[Patch]:
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
     positions = positions_of(ctx.contract("runner.prepare_inputs").aspects["return_names"])
+    gone = [n for n in RETURN_NAMES_USED["runner.prepare_inputs"] if n not in positions]
+    if gone:
+        raise ShimError(f"{__name__}: _prepare_inputs no longer returns {', '.join(gone)}")
 
     def make(original):
         def _prepare_inputs(self, scheduler_output, *args, **kwargs):

