@@ -297,6 +297,13 @@ class _RenameAndCall(cst.CSTTransformer):
     def leave_Name(self, original: cst.Name, updated: cst.Name):
         return updated.with_changes(value=self.renames.get(updated.value, updated.value))
 
+    # attribute names (HOOKS.x) and keywords (f(x=...)) are not the parameter: keep them
+    def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute):
+        return updated.with_changes(attr=original.attr)
+
+    def leave_Arg(self, original: cst.Arg, updated: cst.Arg):
+        return updated.with_changes(keyword=original.keyword)
+
     def leave_Call(self, original: cst.Call, updated: cst.Call):
         if not (isinstance(updated.func, cst.Name) and updated.func.value == "original"):
             return updated

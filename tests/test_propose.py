@@ -91,3 +91,16 @@ def test_a_shared_wrapper_made_static_is_left_to_a_human(tmp_path, monkeypatch, 
     res = CliRunner().invoke(main, ["propose", "--source", str(src), "--out", str(out), "--dry-run", "--diff"])
     assert res.exit_code == 1 and gen.TODO in res.output and "+++ " in res.output
     assert not out.exists()  # --dry-run writes nothing
+
+
+def test_a_renamed_parameter_is_renamed_in_the_wrapper_only(tmp_path, monkeypatch):
+    edit = [("        num_scheduled_tokens: np.ndarray,\n    ) -> tuple[",
+             "        tokens_per_request: np.ndarray,\n    ) -> tuple[")]  # signature only: a static check
+    src, scan, proposals, notes = _propose(tmp_path, {RUNNER: edit})
+    (p,) = proposals
+    assert not p.todos, p.todos
+    assert "def _prepare_inputs(self, scheduler_output, tokens_per_request, *args, **kwargs):" in p.code
+    assert "original(self, scheduler_output, tokens_per_request, *args, **kwargs)" in p.code
+    assert "num_scheduled=tokens_per_request" in p.code  # the keyword is build_view's, not the parameter
+    gen.write(proposals, tmp_path / "gen")
+    assert _selected_with(tmp_path / "gen", src, monkeypatch).plan.selected["prepare_view"].__name__.endswith(p.name)
