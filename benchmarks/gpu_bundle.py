@@ -28,6 +28,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout: driftcheck's own wheel reader
+from driftcheck.source_tree import wheel_requirements  # noqa: E402
 BUNDLE = ROOT / ".gpu-bundle"
 CARRY_LIMIT = 64 * 2 ** 20
 STUB = Path(__file__).resolve().parent / "gpu" / "vllm_C_stub.py"
@@ -96,10 +98,7 @@ def dependency_wheels(wheel: Path, out: Path) -> list[str]:
     """The cp312 wheels the device lacks: vLLM's Requires-Dist closure, minus what it has."""
     wh = out / "wh"
     wh.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as zf:
-        meta = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
-    queue = [Requirement(line.split(": ", 1)[1]) for line in meta.splitlines() if line.startswith("Requires-Dist:")]
-    queue += [Requirement(x) for x in EXTRA]
+    queue = [Requirement(line) for line in wheel_requirements(wheel)] + [Requirement(x) for x in EXTRA]
     done, failed = set(), []
     while queue:
         req = queue.pop()
@@ -116,12 +115,8 @@ def dependency_wheels(wheel: Path, out: Path) -> list[str]:
             failed.append(f"{req.name}{req.specifier}")
             continue
         for w in glob.glob(str(wh / "*.whl")):
-            if canonicalize_name(os.path.basename(w).split("-")[0]) != name:
-                continue
-            with zipfile.ZipFile(w) as zf:
-                md = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode(errors="replace")
-            queue += [Requirement(line.split(": ", 1)[1]) for line in md.splitlines()
-                      if line.startswith("Requires-Dist:")]
+            if canonicalize_name(os.path.basename(w).split("-")[0]) == name:
+                queue += [Requirement(line) for line in wheel_requirements(w)]
     return failed
 
 
@@ -154,7 +149,6 @@ def build(version: str) -> None:
 
 def merge(files_dir: Path) -> None:
     """Merge the device call's results into reports/benchmarks.json and re-render the table."""
-    sys.path.insert(0, str(ROOT))
     from driftcheck.report import write_atomic
     from driftcheck.throughput import record, render_markdown
 

@@ -16,16 +16,7 @@ import statistics
 import subprocess
 import sys
 
-SCAN = """
-import sys, time, json
-t0 = time.perf_counter()
-from driftcheck.scan import scan_tree
-from driftcheck.source_tree import locate_installed
-result = scan_tree(locate_installed())
-elapsed = time.perf_counter() - t0
-print(json.dumps({"seconds": elapsed, "torch_imported": "torch" in sys.modules,
-                  "vllm_imported": "vllm" in sys.modules, "unhandled": len(result.unhandled)}))
-"""
+from driftcheck.throughput import STATIC_SCAN_CODE as SCAN
 
 NAIVE = """
 import time, json

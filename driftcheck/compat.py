@@ -27,10 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
-from driftcheck.source_tree import fetch_release
+from driftcheck.source_tree import fetch_release, wheel_requirements
 
 PROJECT_DEPS = ["libcst", "packaging", "click", "rich", "pytest", "hypothesis"]
 DROP = ("torchvision", "torchaudio", "torchcodec")  # PyPI builds break a CPU torch
@@ -47,16 +46,12 @@ def cache_root() -> Path:
 
 def requirements(wheel: Path) -> tuple[str | None, list[str]]:
     """(torch version the wheel pins for this machine, its other requirements)."""
-    with zipfile.ZipFile(wheel) as zf:
-        meta = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
     from packaging.requirements import Requirement
     from packaging.specifiers import SpecifierSet
 
     torch_pin, others = None, []
-    for line in meta.splitlines():
-        if not line.startswith("Requires-Dist:"):
-            continue
-        req = Requirement(line.split(": ", 1)[1])
+    for line in wheel_requirements(wheel):
+        req = Requirement(line)
         if req.marker and not req.marker.evaluate():
             continue
         if req.name in DROP or req.name in LEFT_TO_TORCH:

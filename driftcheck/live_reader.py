@@ -224,12 +224,11 @@ class Observers:
         self.runner_ids.update(r for r in getattr(batch, "req_ids", []) if r)
 
     def _report(self) -> None:
+        from driftcheck.report import write_atomic
+
         payload = {"hits": self.hits, "returns": {k: sorted(v) for k, v in self.returns.items()},
                    "runner_ids": sorted(self.runner_ids), "missing_fields": sorted(self.missing_fields)}
-        fd, tmp = tempfile.mkstemp(dir=self.report_dir, prefix=".part-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f)
-        os.replace(tmp, os.path.join(self.report_dir, f"findings-{os.getpid()}.json"))
+        write_atomic(os.path.join(self.report_dir, f"findings-{os.getpid()}.json"), json.dumps(payload))
 
     def merge_reports(self, report_dir: str) -> None:
         """Fold in what observers in other processes (workers) reported."""

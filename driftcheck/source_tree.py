@@ -250,3 +250,11 @@ def open_tree(source: str | None = None, wheel: str | None = None, release: str 
     if release:
         return fetch_release(release)
     return locate_installed()
+
+
+def wheel_requirements(wheel: str | os.PathLike) -> list[str]:
+    """The Requires-Dist lines of a wheel's METADATA (markers included), in order."""
+    with zipfile.ZipFile(wheel) as zf:
+        name = next(n for n in zf.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n))
+        msg = email.parser.Parser().parsestr(zf.read(name).decode("utf-8", errors="replace"), headersonly=True)
+    return msg.get_all("Requires-Dist") or []

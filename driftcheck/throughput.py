@@ -290,14 +290,25 @@ def render_markdown(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: A static scan of the installed vLLM timed in a fresh interpreter, imports included (also used by
+#: benchmarks/scan_speed.py); prints one JSON line.
+STATIC_SCAN_CODE = """
+import sys, time, json
+t0 = time.perf_counter()
+from driftcheck.scan import scan_tree
+from driftcheck.source_tree import locate_installed
+result = scan_tree(locate_installed())
+elapsed = time.perf_counter() - t0
+print(json.dumps({"seconds": elapsed, "torch_imported": "torch" in sys.modules,
+                  "vllm_imported": "vllm" in sys.modules, "unhandled": len(result.unhandled)}))
+"""
+
+
 def bench_scan(rounds: int) -> dict:
     """Static and live scan timings of the installed vLLM, each in a fresh interpreter."""
     static, live = [], []
-    code = ("import sys, time, json; t=time.perf_counter(); from driftcheck.scan import scan_tree; "
-            "from driftcheck.source_tree import locate_installed; scan_tree(locate_installed()); "
-            "print(json.dumps({'s': time.perf_counter()-t, 'torch': 'torch' in sys.modules}))")
     for _ in range(rounds):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", STATIC_SCAN_CODE], capture_output=True, text=True, check=True)
         static.append(json.loads(out.stdout.strip().splitlines()[-1]))
     for _ in range(rounds):
         t = time.perf_counter()
@@ -307,8 +318,8 @@ def bench_scan(rounds: int) -> dict:
         if out.returncode not in (0, 1):  # 1 = unhandled drift, still a complete scan
             raise RuntimeError(f"scan --live failed ({out.returncode}): {out.stderr.strip()[-300:]}")
     return {"label": "scan", "vllm": _installed_vllm(), "machine": _machine("cpu"),
-            "static_s": statistics.median(r["s"] for r in static), "static_rounds": rounds,
-            "static_torch_imported": any(r["torch"] for r in static),
+            "static_s": statistics.median(r["seconds"] for r in static), "static_rounds": rounds,
+            "static_torch_imported": any(r["torch_imported"] for r in static),
             "live_s": statistics.median(live), "live_rounds": rounds}
 
 
