@@ -6,12 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def positions_of(return_names: str) -> dict[str, int]:
-    """'(logits_indices, spec_decode_metadata)' -> {'logits_indices': 0, ...} (from the catalog)."""
-    inner = return_names[1:-1]
-    return {name.strip(): i for i, name in enumerate(inner.split(","))}
-
-
 @dataclass
 class PrepareView:
     """This step's packed batch, whatever the contract returned.
@@ -32,7 +26,8 @@ class PrepareView:
 
 
 def build_view(runner, result: tuple, positions: dict[str, int], num_scheduled=None) -> PrepareView:
-    """`result` is what `_prepare_inputs` returned; `positions` maps names to tuple slots."""
+    """`result` is what `_prepare_inputs` returned; `positions` maps names to tuple slots
+    (the contract's ReturnNames.positions())."""
     batch = runner.input_batch
     num_reqs = batch.num_reqs
     req_ids = list(batch.req_ids[:num_reqs])

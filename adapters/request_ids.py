@@ -36,10 +36,6 @@ class RequestIdMap:
 
 
 def id_map_for(request_ids_contract: str | None, child_ids_contract: str | None) -> RequestIdMap:
-    import os
-
-    if os.environ.get("DRIFTCHECK_FAULT") == "drop_id_map":  # probes' own test: forget the remapping
-        return RequestIdMap(reassigned=False, child_prefix=False)
     return RequestIdMap(
         reassigned=request_ids_contract == "request_ids/assign_request_id",
         child_prefix=child_ids_contract == "child_ids/index_prefix",

@@ -29,7 +29,7 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout: driftcheck's own wheel reader
-from driftcheck.source_tree import wheel_requirements  # noqa: E402
+from driftcheck.readers.source_tree import wheel_requirements  # noqa: E402
 BUNDLE = ROOT / ".gpu-bundle"
 CARRY_LIMIT = 64 * 2 ** 20
 STUB = Path(__file__).resolve().parent / "gpu" / "vllm_C_stub.py"
@@ -149,8 +149,8 @@ def build(version: str) -> None:
 
 def merge(files_dir: Path) -> None:
     """Merge the device call's results into reports/benchmarks.json and re-render the table."""
-    from driftcheck.report import write_atomic
-    from driftcheck.throughput import record, render_markdown
+    from driftcheck.bench.report import record, render_markdown
+    from driftcheck.files import write_atomic
 
     results = ROOT / "reports" / "benchmarks.json"
     for path in sorted(files_dir.rglob("gpu.json")):

@@ -16,14 +16,14 @@ import statistics
 import subprocess
 import sys
 
-from driftcheck.throughput import STATIC_SCAN_CODE as SCAN
+from driftcheck.bench.scan_timing import STATIC_SCAN_CODE as SCAN
 
 NAIVE = """
 import time, json
 t0 = time.perf_counter()
 import libcst
 from driftcheck.scan import scan_tree
-from driftcheck.source_tree import locate_installed
+from driftcheck.readers.source_tree import locate_installed
 tree = locate_installed()
 scan_tree(tree)  # only to learn which files a scan reads
 files = [rel for rel, text in tree._cache.items() if text is not None]

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from driftcheck.errors import EXIT_BAD_INPUT, EXIT_LIVE_FAILED, BadInput, DriftcheckError
-from driftcheck.shims.hook_points import FAULTS
+from driftcheck.probes.faults import FAULTS
 
 
 def _fail(exc: DriftcheckError) -> None:
@@ -48,16 +48,16 @@ def scan(source, wheel, release, live, as_json, markdown_path) -> None:
     Exit codes: 0 nothing unhandled, 1 unhandled drift, 2 bad input,
     3 fetch failed (network), 4 live check failed.
     """
-    from driftcheck.report import print_table, to_json, to_markdown, write_atomic
-    from driftcheck.scan import scan_tree
-    from driftcheck.source_tree import open_tree
+    from driftcheck.files import write_atomic
+    from driftcheck.readers.source_tree import open_tree
+    from driftcheck.report import print_table, to_json, to_markdown
+    from driftcheck.scan import run_live, scan_tree
 
     if live and (source or wheel or release):
         raise DriftcheckError("--live reads the installed vLLM; it cannot be combined with --source/--wheel/--vllm-version")
     tree = open_tree(source=source, wheel=wheel, release=release)
     result = scan_tree(tree)
     if live:
-        from driftcheck.live_reader import run_live
         from driftcheck.probes.stress_cli import problems, run_stress
 
         run_live(result)
@@ -81,7 +81,7 @@ def scan(source, wheel, release, live, as_json, markdown_path) -> None:
 @click.option("--examples", default=6, show_default=True, help="how many schedules to run")
 @click.option("--multiproc/--inproc", default=False, show_default=True, help="engine core in its own process")
 @click.option("--compiled", is_flag=True, help="torch.compile the model (default: eager)")
-@click.option("--fault", type=click.Choice(FAULTS),
+@click.option("--fault", type=click.Choice(sorted(FAULTS)),
               help="reintroduce a known bug, to see the probes catch it")
 @click.option("--esamp-beta", type=float, help="run with ESamp enabled at this β for every request")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
@@ -111,7 +111,7 @@ def explore(out_path) -> None:
     import subprocess
 
     out_path = str(Path(out_path).resolve())
-    proc = subprocess.run([sys.executable, "-m", "esamp.explore", out_path])
+    proc = subprocess.run([sys.executable, "-m", "driftcheck.explore", out_path])
     sys.exit(0 if proc.returncode == 0 and Path(out_path).is_file() else 4)
 
 
@@ -122,8 +122,8 @@ def matrix(releases, out_dir) -> None:
     """Scan many releases: a report per release and reports/matrix.md."""
     from rich.progress import Progress
 
+    from driftcheck.contracts.releases import RELEASES
     from driftcheck.matrix import run_matrix
-    from driftcheck.releases import RELEASES
 
     chosen = [r.strip() for r in releases.split(",") if r.strip()] if releases else list(RELEASES)
     with Progress(transient=not sys.stderr.isatty()) as progress:
@@ -145,7 +145,7 @@ def matrix(releases, out_dir) -> None:
 @main.command()
 @click.argument("what", type=click.Choice(["throughput", "scan", "render"]))
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--shape", default="cpu-mid", show_default=True, help="model shape (driftcheck/throughput.py SHAPES)")
+@click.option("--shape", default="cpu-mid", show_default=True, help="model shape (driftcheck/bench/shapes.py SHAPES)")
 @click.option("--mode", type=click.Choice(["eager", "graphs"]), default="eager", show_default=True)
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 50), help="timed rounds per variant")
 @click.option("--profile", is_flag=True, help="also profile one round of each variant (top operators)")
@@ -155,36 +155,39 @@ def matrix(releases, out_dir) -> None:
 @click.option("--log-dir", type=click.Path(file_okay=False), help="keep the workers' engine logs here")
 def bench(what, device, shape, mode, rounds, profile, json_path, md_path, log_dir) -> None:
     """Benchmarks: ESamp vs vanilla throughput, scan timings; results merged into --results, table into --out."""
-    from driftcheck import throughput
-    from driftcheck.report import write_atomic
+    from driftcheck.bench import report as bench_report
+    from driftcheck.bench.runner import run_benchmark
+    from driftcheck.bench.scan_timing import bench_scan
+    from driftcheck.bench.shapes import SHAPES
+    from driftcheck.files import write_atomic
 
-    if shape not in throughput.SHAPES:
-        _fail(BadInput(f"unknown shape {shape!r}; known: {', '.join(throughput.SHAPES)}"))
+    if shape not in SHAPES:
+        _fail(BadInput(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}"))
     json_file = Path(json_path)
     if what == "throughput":
         if log_dir:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
         try:
-            result = throughput.run_benchmark(device, shape, mode, rounds, profile=profile,
-                                              log_dir=Path(log_dir) if log_dir else None)
+            result = run_benchmark(device, shape, mode, rounds, profile=profile,
+                                   log_dir=Path(log_dir) if log_dir else None)
         except RuntimeError as exc:
             # recorded, so the report says which configuration could not run and why
-            throughput.record({"label": f"{device}-{shape}-{mode}", "error": str(exc)}, json_file)
-            write_atomic(Path(md_path), throughput.render_markdown(json.loads(json_file.read_text())))
+            bench_report.record({"label": f"{device}-{shape}-{mode}", "error": str(exc)}, json_file)
+            write_atomic(Path(md_path), bench_report.render_markdown(json.loads(json_file.read_text())))
             click.echo(f"driftcheck: benchmark failed: {exc}", err=True)
             sys.exit(EXIT_LIVE_FAILED)
         for variant, v in result["variants"].items():
             click.echo(f"{result['label']} {variant}: ratio {v['ratio_median']:.3f} "
                        f"[{v['ratio_min']:.3f}-{v['ratio_max']:.3f}] vanilla {v['vanilla_tok_s']} esamp {v['esamp_tok_s']}")
-        throughput.record(result, json_file)
+        bench_report.record(result, json_file)
     elif what == "scan":
-        result = throughput.bench_scan(rounds)
+        result = bench_scan(rounds)
         click.echo(f"static scan median {result['static_s']:.3f} s (torch imported: "
                    f"{result['static_torch_imported']}); scan --live median {result['live_s']:.1f} s")
-        throughput.record(result, json_file)
+        bench_report.record(result, json_file)
     if not json_file.is_file():
         _fail(BadInput(f"no results file {json_file}"))
-    write_atomic(Path(md_path), throughput.render_markdown(json.loads(json_file.read_text())))
+    write_atomic(Path(md_path), bench_report.render_markdown(json.loads(json_file.read_text())))
     click.echo(f"wrote {md_path}")
 
 
@@ -198,8 +201,8 @@ def bench(what, device, shape, mode, rounds, profile, json_path, md_path, log_di
 def compat(releases, project, json_path, md_path) -> None:
     """Per release: an isolated venv, then scan --live, stress --shrink and the β=0 identity check."""
     from driftcheck import compat as compat_run
-    from driftcheck.releases import RELEASES
-    from driftcheck.report import write_atomic
+    from driftcheck.contracts.releases import RELEASES
+    from driftcheck.files import write_atomic
 
     chosen = [r.strip() for r in releases.split(",") if r.strip()]
     unknown = [r for r in chosen if r not in RELEASES]
@@ -238,8 +241,8 @@ def propose(source, wheel, release, out_dir, show_diff, dry_run) -> None:
     surface needs a human (TODOs named), 2 bad input, 3 fetch failed.
     """
     from driftcheck import propose as gen
+    from driftcheck.readers.source_tree import open_tree
     from driftcheck.scan import scan_tree
-    from driftcheck.source_tree import open_tree
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -273,9 +276,9 @@ def list_shims() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from driftcheck.readers.source_tree import locate_installed
     from driftcheck.scan import scan_tree
     from driftcheck.shims.plan import shim_modules
-    from driftcheck.source_tree import locate_installed
 
     scan = scan_tree(locate_installed())  # static: no torch import
     selected = set(scan.plan.selected.values())
@@ -292,6 +295,19 @@ def list_shims() -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     for u in scan.plan.unbound:
         click.echo(f"unbound: {u.render()}")
+
+
+@main.command("plan")
+def plan() -> None:
+    """Print the shim plan for the vLLM this Python imports, as one JSON line (what
+    `import esamp.runtime` binds and hands down to vLLM's engine processes).
+
+    Exit codes: 0 the plan is printed (unbound hooks are in it), 2 bad input.
+    """
+    from driftcheck.readers.source_tree import locate_installed
+    from driftcheck.scan import scan_tree
+
+    click.echo(scan_tree(locate_installed()).plan.serialize())
 
 
 if __name__ == "__main__":  # python -m driftcheck.cli

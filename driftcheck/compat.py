@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from driftcheck.source_tree import fetch_release, wheel_requirements
+from driftcheck.readers.source_tree import fetch_release, wheel_requirements
 
 PROJECT_DEPS = ["libcst", "packaging", "click", "rich", "pytest", "hypothesis"]
 DROP = ("torchvision", "torchaudio", "torchcodec")  # PyPI builds break a CPU torch

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from driftcheck.catalog import SURFACES
+from driftcheck.contracts.catalog import SURFACES
 from driftcheck.errors import DriftcheckError
-from driftcheck.report import to_json, to_markdown, write_atomic
+from driftcheck.files import write_atomic
+from driftcheck.readers.source_tree import fetch_release
+from driftcheck.report import to_json, to_markdown
 from driftcheck.scan import ScanResult, scan_tree
-from driftcheck.source_tree import fetch_release
 
 
 def run_matrix(releases: list[str], out_dir: Path, progress=None) -> tuple[list[ScanResult], dict[str, str]]:

@@ -33,7 +33,9 @@ from pathlib import Path
 
 import libcst as cst
 
-from driftcheck.matching import MISSING, UNKNOWN, expected_aspects, parse_signature
+from driftcheck.contracts.drift import DriftKind
+from driftcheck.contracts.matching import MISSING, UNKNOWN, expected_aspects
+from driftcheck.contracts.values import ReturnNames, Signature
 
 TODO = "TODO(driftcheck propose)"
 SHAPE_ASPECTS = ("signature", "descriptor", "return_arity", "return_names", "present")
@@ -59,17 +61,17 @@ class Proposal:
 
 def new_contract(result, version: str | None):
     """The observed aspects as a catalog contract; the id says which family it extends."""
-    from driftcheck.catalog import C
+    from driftcheck.contracts.catalog import C
 
-    seen = result.observation.aspects
+    seen = {a: str(v) for a, v in result.observation.aspects.items()}
     aspects = {a: seen[a] for a in result.surface.aspects if a in seen}
     # aspects every surface of its kind has by default (present, descriptor): only where they differ
-    defaults = expected_aspects(result.surface, C("", "", ""))
-    aspects.update({a: seen[a] for a, v in defaults.items() if a in seen and seen[a] != v})
+    defaults = expected_aspects(result.surface, C("", "", "0.0.0"))
+    aspects.update({a: seen[a] for a, v in defaults.items() if a in seen and seen[a] != str(v)})
     digest = hashlib.sha1(json.dumps(aspects, sort_keys=True).encode()).hexdigest()[:6]
     family = (result.nearest or result.surface.baseline).id.split("/")[0]
     summary = "; ".join(d.render() for d in result.drifts) or "generated"
-    return C(f"{family}/gen-{digest}", summary, version or "unknown", **aspects)
+    return C(f"{family}/gen-{digest}", summary, f"{version}-{version}" if version else "0.0.0-", **aspects)
 
 
 def nearest_shim(result):
@@ -130,26 +132,17 @@ def _generate(module, results, scan) -> Proposal:
 
 
 def _aspect_of(drift) -> str:
-    kind = drift.kind
-    if kind.startswith("param-") or kind == "default-changed":
-        return "signature"
-    if kind.startswith("return-"):
-        return "return_names"
-    if kind == "descriptor-changed":
-        return "descriptor"
-    if kind in ("surface-appeared", "surface-missing"):
-        return "present"
-    return kind
+    return "return_names" if drift.aspect == "return_arity" else drift.aspect
 
 
 def _check_returns(module, result, contract, derived: list) -> list[str]:
-    if not any(d.kind.startswith("return-") for d in result.drifts):
+    if not any(_aspect_of(d) == "return_names" for d in result.drifts):
         return []
     used = getattr(module, "RETURN_NAMES_USED", {}).get(result.surface.id)
     if used is None:
         derived.append(f"{result.surface.id}: return shape changed; the shim passes the return through unread")
         return []
-    names = [n.strip() for n in contract.aspects.get("return_names", "").strip("()").split(",")]
+    names = contract.aspects.get("return_names", ReturnNames(None)).positions()
     gone = [n for n in used if n not in names]
     if gone:
         return [f"{result.surface.id}: the return no longer names {', '.join(gone)}; map it by hand"]
@@ -163,7 +156,7 @@ def _adapt_wrapper(tree, module, result, contract, todos: list):
     method = result.surface.qualname.rsplit(".", 1)[-1]
     makers = _patch_makers(tree)
     sig_drifts = [d for d in result.drifts if _aspect_of(d) == "signature"]
-    to_static = any(d.kind == "descriptor-changed" and d.detail.endswith("staticmethod") for d in result.drifts)
+    to_static = any(d.kind is DriftKind.DESCRIPTOR_CHANGED and d.new == "staticmethod" for d in result.drifts)
     if not sig_drifts and not to_static:
         return tree, []
     shared = makers.get(None, set())
@@ -174,7 +167,7 @@ def _adapt_wrapper(tree, module, result, contract, todos: list):
         return tree, []
     if method not in makers:
         # The shim does not wrap this method: only a call it makes can break.
-        breaking = [d for d in sig_drifts if d.kind != "param-added" or "(required)" in d.detail]
+        breaking = [d for d in sig_drifts if d.kind is not DriftKind.PARAM_ADDED or not d.new.has_default]
         if breaking and _calls(tree, method):
             todos.append(f"{result.surface.id}: the shim calls {method}(), whose parameters changed "
                          f"({'; '.join(d.render() for d in breaking)}); update the call by hand")
@@ -186,9 +179,9 @@ def _adapt_wrapper(tree, module, result, contract, todos: list):
         todos.append(f"{result.surface.id}: {maker}() wraps several methods; split it before changing its "
                      "signature")
         return tree, []
-    new_params = [p for p in parse_signature(contract.aspects.get("signature", "()")) if p[1] == ""]
-    renames = dict(tuple(x.strip() for x in d.detail.split("->")) for d in sig_drifts if d.kind == "param-renamed")
-    adapter = _WrapperRewrite(maker, [n for n, _, _ in new_params], renames, to_static)
+    new_params = contract.aspects.get("signature", Signature()).positional()
+    renames = {d.old.name: d.new.name for d in sig_drifts if d.kind is DriftKind.PARAM_RENAMED}
+    adapter = _WrapperRewrite(maker, list(new_params), renames, to_static)
     tree = tree.visit(adapter)
     todos += [f"{result.surface.id}: {t}" for t in adapter.todos]
     return tree, [f"{result.surface.id}: {n}" for n in adapter.notes]
@@ -358,8 +351,8 @@ class _Header(cst.CSTTransformer):
         out, imported = [], False
         for stmt in body:
             module = _imported_module(stmt)
-            if not imported and module.startswith("driftcheck.") and module > "driftcheck.catalog":
-                out.append(cst.parse_statement("from driftcheck.catalog import C\n"))  # in isort order
+            if not imported and module.startswith("driftcheck.") and module > "driftcheck.contracts.catalog":
+                out.append(cst.parse_statement("from driftcheck.contracts.catalog import C\n"))  # in isort order
                 imported = True
             out.append(stmt)
             if _assigns(stmt, "HANDLES"):
@@ -383,8 +376,8 @@ class _Header(cst.CSTTransformer):
                      "reviewed": False}
         entries = []
         for surface, c in self.added.items():
-            args = ", ".join([json.dumps(c.id), json.dumps(c.summary), json.dumps(c.seen_in)]
-                             + [f"{k}={json.dumps(v)}" for k, v in c.aspects.items()])
+            args = ", ".join([json.dumps(c.id), json.dumps(c.summary), json.dumps(str(c.seen_in))]
+                             + [f"{k}={json.dumps(str(v))}" for k, v in c.aspects.items()])
             entries.append(f"    {json.dumps(surface)}: (\n        C({args}),\n    ),")
         code = ("#: What generated this module; `driftcheck shims` lists it as not reviewed.\n"
                 f"GENERATED = {json.dumps(generated)}\n"
@@ -434,8 +427,8 @@ EXPECTED = {json.dumps(expected, indent=4)}
 @pytest.mark.skipif(not os.path.exists(SCANNED), reason="the scanned source is not on this machine")
 def test_{func}_matches_and_is_selected(monkeypatch):
     monkeypatch.setenv("DRIFTCHECK_SHIM_PATH", SHIM_DIR)
+    from driftcheck.readers.source_tree import open_tree
     from driftcheck.scan import scan_tree
-    from driftcheck.source_tree import open_tree
 
     kind = "wheel" if SCANNED.endswith(".whl") else "source"
     scan = scan_tree(open_tree(**{{kind: SCANNED}}))

@@ -1,14 +1,13 @@
-"""Reports of a scan: a terminal table, JSON, Markdown; and the release matrix."""
+"""Reports of one scan: a terminal table (rich), JSON, Markdown. (The release matrix is
+driftcheck/matrix.py; every file is written through driftcheck.files.write_atomic.)"""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
-from pathlib import Path
 
-from driftcheck.matching import BASELINE, KNOWN, MISSING, UNKNOWN
+from driftcheck.contracts.matching import BASELINE, KNOWN, MISSING, UNKNOWN
+from driftcheck.contracts.values import render_aspects
 from driftcheck.scan import ScanResult
 
 EXIT_MEANINGS = {0: "nothing unhandled", 1: "unhandled drift"}
@@ -34,7 +33,7 @@ def to_json(scan: ScanResult) -> dict:
                 "drifts": [d.render() for d in r.drifts],
                 "since_baseline": [d.render() for d in r.since_baseline],
                 "where": r.observation.where,
-                "aspects": r.observation.aspects,
+                "aspects": render_aspects(r.observation.aspects),
                 "note": r.observation.note,
             }
             for r in scan.results
@@ -128,17 +127,3 @@ def to_markdown(scan: ScanResult) -> str:
     if scan.disagreements:
         lines += ["", "## Static/live disagreements", ""] + [f"- {d}" for d in scan.disagreements]
     return "\n".join(lines) + "\n"
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write whole or not at all: a crash never leaves half a report."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,4 +1,2 @@
-"""ESamp: online latent distiller and post-filter fused-logit sampler.
-
-Empty until the runtime lands; `import esamp.runtime` will apply the shims.
-"""
+"""ESamp: an online latent distiller and a post-filter fused-logit sampler.
+`import esamp.runtime` binds the shims and subscribes ESamp to the hook points."""

@@ -33,15 +33,15 @@ WORKLOAD = {
 
 def main(options: dict) -> dict:
     stats_dir = tempfile.mkdtemp(prefix="driftcheck-stats-")
-    from driftcheck.tiny_model import use_cpu_engine_env
+    from driftcheck import env
+    from driftcheck.models.engine_env import use_cpu_engine_env
 
     use_cpu_engine_env()  # before torch is imported; the caller's values win
-    os.environ["DRIFTCHECK_STATS_DIR"] = stats_dir
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if options.get("multiproc", True) else "0"
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ[env.STATS_DIR] = stats_dir
+    os.environ[env.VLLM_MULTIPROCESSING] = "1" if options.get("multiproc", True) else "0"
     shims = options.get("shims", True)
     if options.get("probes", shims):
-        os.environ["DRIFTCHECK_PROBES"] = "1"
+        os.environ[env.PROBES] = "1"
     if shims:
         import esamp.runtime  # noqa: F401 - binds the shims here and, via the plugin, in the engine
         if options.get("probes", shims):
@@ -50,7 +50,8 @@ def main(options: dict) -> dict:
             attach()
     from vllm import LLM, SamplingParams
 
-    from driftcheck.tiny_model import ensure_tiny_model, tiny_engine_kwargs
+    from driftcheck.models.engine_env import tiny_engine_kwargs
+    from driftcheck.models.tiny import ensure_tiny_model
 
     work = {**WORKLOAD, **options.get("workload", {})}
     t0 = time.perf_counter()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from driftcheck.adapters.model import logits_from_hidden
+from driftcheck.adapters.model import reproduction_error
 from driftcheck.shims.hook_points import HOOKS
 
 
@@ -34,8 +34,6 @@ _MAX_ATTRIBUTIONS = 2000
 def on_sample(logits, view) -> None:
     if view is None or not HOOKS.taps:
         return
-    import torch
-
     RECORD.steps += 1
     n = len(view.req_ids)
     rows = HOOKS.live_rows(view)
@@ -44,13 +42,10 @@ def on_sample(logits, view) -> None:
             RECORD.stale_taps[layer] = RECORD.stale_taps.get(layer, 0) + 1
         tapped = HOOKS.tapped_rows(layer, view)
         if layer == max(HOOKS.taps):
-            with torch.no_grad():
-                recomputed = logits_from_hidden(view.runner.get_model(), tapped).float()
-            width = min(recomputed.shape[-1], logits.shape[-1])
-            if recomputed.shape[0] != logits.shape[0]:
+            err = reproduction_error(view.runner.get_model(), tapped, logits)
+            if err is None:
                 RECORD.row_count_mismatches += 1
                 continue
-            err = (recomputed[:, :width] - logits[:, :width].float()).abs().max().item()
             RECORD.deep_max_abs_err = max(RECORD.deep_max_abs_err, err)
             RECORD.rows_checked += n
     if len(RECORD.attributions) < _MAX_ATTRIBUTIONS:
@@ -68,7 +63,7 @@ def attach() -> None:
     global _attached
     if _attached:
         return
-    HOOKS.sampler_listeners.append(on_sample)
-    HOOKS.request_listeners.append(on_request)
-    HOOKS.stats_providers["probe"] = lambda: asdict(RECORD)
+    HOOKS.subscribe("sample", on_sample)
+    HOOKS.subscribe("request_event", on_request)
+    HOOKS.subscribe("stats", lambda: asdict(RECORD), key="probe")
     _attached = True

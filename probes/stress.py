@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
+from driftcheck import env
+
 #: reference tolerance for fp32 hidden states: |vllm - transformers| <= ATOL + RTOL * max|reference row|
 ATOL, RTOL = 1e-3, 1e-3
 MAX_BATCHED_TOKENS = 48  # small token budget: long prompts are prefilled in chunks beside decodes
@@ -160,7 +162,7 @@ def check_example(tag, prompts, outputs, submitted, rows_files, events, id_map, 
             if key not in seqs:
                 if len(violations) < 20:
                     violations.append(f"step {rec['step']}: tapped row of engine id {engine_id!r} maps to no request"
-                                      + (f" (known: {sorted(seqs)})" if os.environ.get("DRIFTCHECK_DEBUG") else ""))
+                                      + (f" (known: {sorted(seqs)})" if os.environ.get(env.DEBUG) else ""))
                 continue
             seen[(key, pos)] += 1
             full = seqs[key]
@@ -191,19 +193,21 @@ def check_example(tag, prompts, outputs, submitted, rows_files, events, id_map, 
 
 def main(options: dict) -> dict:
     t_start = time.perf_counter()
-    from driftcheck.tiny_model import use_cpu_engine_env
+    from driftcheck.models.engine_env import use_cpu_engine_env
 
     use_cpu_engine_env()  # before torch is imported; the caller's values win
     multiproc = options.get("multiproc", False)
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if multiproc else "0"
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ[env.VLLM_MULTIPROCESSING] = "1" if multiproc else "0"
     rows_dir = tempfile.mkdtemp(prefix="driftcheck-rows-")
     stats_dir = tempfile.mkdtemp(prefix="driftcheck-stats-")
-    os.environ["DRIFTCHECK_STRESS_DIR"] = rows_dir
-    os.environ["DRIFTCHECK_STATS_DIR"] = stats_dir
-    os.environ["DRIFTCHECK_PROBES"] = "stress"
+    os.environ[env.STRESS_DIR] = rows_dir
+    os.environ[env.STATS_DIR] = stats_dir
+    os.environ[env.PROBES] = "stress"
     if options.get("fault"):
-        os.environ["DRIFTCHECK_FAULT"] = options["fault"]
+        from driftcheck.probes import faults
+
+        os.environ[env.FAULT] = options["fault"]  # engine processes: the plugin injects it there
+        faults.inject(options["fault"])  # this process, before the shims bind here
     import esamp.runtime
     from driftcheck.adapters.request_ids import id_map_for
     from driftcheck.probes import stress_checks
@@ -213,7 +217,8 @@ def main(options: dict) -> dict:
         stress_checks.attach()
     from vllm import LLM
 
-    from driftcheck.tiny_model import ensure_tiny_model, tiny_engine_kwargs
+    from driftcheck.models.engine_env import tiny_engine_kwargs
+    from driftcheck.models.tiny import ensure_tiny_model
 
     model_dir = ensure_tiny_model()
     kwargs = {**tiny_engine_kwargs(), "max_num_batched_tokens": MAX_BATCHED_TOKENS, "max_num_seqs": 8,
@@ -254,7 +259,7 @@ def main(options: dict) -> dict:
         one()
     except Exception as exc:  # noqa: BLE001 - an engine failure (e.g. the zero-hit alarm) is the finding
         failure = f"{type(exc).__name__}: {exc}"
-        if os.environ.get("DRIFTCHECK_DEBUG"):
+        if os.environ.get(env.DEBUG):
             import traceback
 
             traceback.print_exc()
@@ -294,11 +299,7 @@ def _engine_stats(all_stats: list[dict]) -> dict:
 
 def return_shape_violations(ctx, returns: dict) -> list[str]:
     """What each wrapped surface actually returned vs the contract the scan selected."""
-    from driftcheck.matching import _names
-
-    expected = {}
-    prepare = ctx.contract("runner.prepare_inputs").aspects["return_names"]
-    expected["runner.prepare_inputs"] = f"tuple/{len(_names(prepare))}"
+    expected = {"runner.prepare_inputs": ctx.contract("runner.prepare_inputs").aspects["return_names"].arity}
     expected["sampler.sample"] = ctx.contract("sampler.sample").aspects["return_arity"]
     for entry in ("forward_native", "forward_cpu"):
         contract = ctx.contract(f"topk_topp.{entry}")
@@ -312,12 +313,6 @@ def return_shape_violations(ctx, returns: dict) -> list[str]:
     if "runner.prepare_inputs" not in returns:
         out.append("runner.prepare_inputs never returned through its shim")
     return out
-
-
-def passed(result: dict) -> bool:
-    return (not result["failure"] and not result["return_violations"] and result["examples"]
-            and not result["engine"].get("violations") and not result["engine"].get("alarm")
-            and all(not e["violations"] for e in result["examples"]))
 
 
 if __name__ == "__main__":

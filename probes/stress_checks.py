@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
+from driftcheck import env
 from driftcheck.shims.hook_points import HOOKS
 
-ENV_STRESS_DIR = "DRIFTCHECK_STRESS_DIR"
-ALARM_STEPS = int(os.environ.get("DRIFTCHECK_ALARM_STEPS", "4"))
+ALARM_STEPS = 4  # decoding steps after which every required hook must have delivered something
 
 # hook point -> the surface to name when it stays silent
 HOOK_SURFACES = {
@@ -111,7 +111,7 @@ def on_sample(logits, view) -> None:
         else:
             _violation(f"step {STATE.steps}: tap at layer {layer} did not write this step")
         saved[layer] = HOOKS.tapped_rows(layer, view)[: n].detach().to("cpu", torch.float32).clone()
-    out_dir = os.environ.get(ENV_STRESS_DIR)
+    out_dir = os.environ.get(env.STRESS_DIR)
     if out_dir:
         keep = view.sampled_rows
         torch.save(
@@ -136,7 +136,7 @@ def attach() -> None:
     from driftcheck.probes import recorder
 
     recorder.attach()
-    HOOKS.sampler_listeners.append(on_sample)
-    HOOKS.stats_providers["stress"] = lambda: asdict(STATE)
+    HOOKS.subscribe("sample", on_sample)
+    HOOKS.subscribe("stats", lambda: asdict(STATE), key="stress")
     _attached = True
 

@@ -15,7 +15,7 @@ STRESS_TIMEOUT_S = 900
 
 def run_stress(options: dict) -> dict:
     """Run probes/stress.py in a fresh process; its JSON result."""
-    from driftcheck.tiny_model import cpu_engine_env
+    from driftcheck.models.engine_env import cpu_engine_env
 
     env = {**cpu_engine_env(), **os.environ}
     # Files, not pipes: vLLM's engine processes inherit the worker's stdout/stderr and may

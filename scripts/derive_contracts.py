@@ -10,9 +10,9 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from driftcheck.catalog import SURFACES
-from driftcheck.observe_static import observe_tree
-from driftcheck.source_tree import WheelTree, open_directory
+from driftcheck.contracts.catalog import SURFACES
+from driftcheck.readers.observe_static import observe_tree
+from driftcheck.readers.source_tree import WheelTree, open_directory
 
 
 def main(paths: list[str]) -> None:

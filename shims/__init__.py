@@ -1,5 +1,3 @@
-"""Binding code per contract family (installed as driftcheck.shims).
-
-Empty until the shims land: a shim binds ESamp's hook points on one contract
-of a surface, chosen by the scan's fingerprint.
-"""
+"""Binding code per contract family (installed as driftcheck.shims): each shim module binds
+one hook point on the contracts it HANDLES; plan.py chooses them by the fingerprint,
+install.py applies them all or nothing, hook_points.py is what subscribers see."""

@@ -1,40 +1,84 @@
 """Hook points: the stable seams ESamp and the probes use, whatever vLLM looks like.
 
 Shims publish into one per-process `HOOKS` object; subscribers (the ESamp
-runtime, the probes) read from it. Everything here is plain Python: which
+runtime, the probes) subscribe to it. Everything here is plain Python: which
 vLLM internals feed it is the shims' business.
 
-  prepare view   after `_prepare_inputs`: this step's rows (adapters.prepare.PrepareView)
-  layer taps     persistent per-layer buffers the decoder layers write every forward
-  post-filter    in the sampler, after top-k/top-p/min-p, before the draw
-  request events added / finished, with engine id, caller id and prompt-group key
+What each subscriber receives is declared in HOOK_SPECS and checked when it
+subscribes (`HOOKS.subscribe(name, fn)`), not left to comments:
+
+  prepare_view    fn(view)           after the runner prepared a step: this step's rows
+                                     (adapters.prepare.PrepareView)
+  sample          fn(logits, view)   at the sampler's entry, every sampling step (view None
+                                     when the rows are not a prepared step, e.g. a warm-up)
+  post_filter     fn(batch) -> logits | None
+                                     the one handler in the sampler after top-k/top-p/min-p,
+                                     before the draw (PostFilterBatch); logits it returns are drawn
+  request_event   fn(event)          a request was added / finished (RequestEvent)
+  stats           fn() -> dict       a subscriber's own findings, written into the stats files
+
+Layer taps are not callbacks: tapped layers write persistent buffers (Tap) that
+subscribers read for the rows of a view (`tapped_rows`), so they survive
+torch.compile and CUDA graphs.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
-import tempfile
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-#: Environment switches (they reach vLLM's engine-core process, which inherits the environment).
-ENV_ENABLE = "DRIFTCHECK_SHIMS"  # "1": the vllm.general_plugins entry point applies the shims
-ENV_TAP_LAYERS = "DRIFTCHECK_TAP_LAYERS"  # e.g. "0,-1" (default): shallow and deep tap layers
-ENV_STATS_DIR = "DRIFTCHECK_STATS_DIR"  # if set, each process writes its counters there every step
-ENV_ALLOW_UNBOUND = "DRIFTCHECK_ALLOW_UNBOUND"  # "1": warn instead of refusing on unknown contracts
-ENV_FAULT = "DRIFTCHECK_FAULT"  # probes' own tests: reintroduce a known bug (one of FAULTS)
-FAULTS = ("stale_rows", "drop_id_map", "silent_tap")
+from driftcheck import env
+from driftcheck.files import write_atomic
 
 DEFAULT_TAP_LAYERS = (0, -1)
 
 
 def tap_layers_from_env() -> tuple[int, ...]:
-    raw = os.environ.get(ENV_TAP_LAYERS, "")
+    raw = os.environ.get(env.TAP_LAYERS, "")
     if not raw.strip():
         return DEFAULT_TAP_LAYERS
     return tuple(int(x) for x in raw.split(",") if x.strip())
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    """What a subscriber of one hook point receives, and how many may subscribe."""
+
+    name: str
+    receives: tuple[str, ...]  # the positional arguments a subscriber is called with
+    returns: str  # what the caller does with the return value
+    single: bool = False  # one handler only (a second subscription is an error)
+    keyed: bool = False  # subscribers register under a name (stats providers)
+
+
+HOOK_SPECS = {
+    "prepare_view": HookSpec("prepare_view", ("view",), "ignored"),
+    "sample": HookSpec("sample", ("logits", "view"), "ignored"),
+    "post_filter": HookSpec("post_filter", ("batch",), "logits to draw from, or None to draw vLLM's", single=True),
+    "request_event": HookSpec("request_event", ("event",), "ignored"),
+    "stats": HookSpec("stats", (), "a JSON-able dict", keyed=True),
+}
+
+
+class HookSpecError(TypeError):
+    """A subscriber does not take what its hook point delivers."""
+
+
+def check_subscriber(spec: HookSpec, fn: Callable) -> None:
+    """Raise HookSpecError unless `fn` can be called with exactly the spec's arguments."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # a builtin without a signature: nothing to check
+    try:
+        sig.bind(*spec.receives)
+    except TypeError as exc:
+        raise HookSpecError(f"{getattr(fn, '__qualname__', fn)} cannot subscribe to hook point {spec.name!r}: it "
+                            f"receives ({', '.join(spec.receives)}) and {exc}") from None
 
 
 @dataclass
@@ -44,7 +88,7 @@ class Counters:
     prepare_views: int = 0
     sampled_rows: int = 0  # rows the prepare views said will be sampled
     port_hits: dict = field(default_factory=dict)  # layer index -> tap publications read
-    sampler_calls: int = 0  # Sampler.sample calls (includes vLLM's warm-up dummy runs)
+    sampler_calls: int = 0  # sampler entry calls (includes vLLM's warm-up dummy runs)
     post_filter_calls: int = 0  # post-filter hook calls with a current prepare view
     post_filter_rows: int = 0
     interventions: int = 0  # post-filter calls whose subscriber changed the logits
@@ -58,6 +102,8 @@ class RequestEvent:
     engine_id: str
     caller_id: str
     group: str  # the prompt group (n>1 siblings share it)
+    child: int | None = None  # index among the n samples of its prompt
+    params: Any = field(default=None, repr=False)  # the request's SamplingParams ("added" only)
 
 
 @dataclass
@@ -83,50 +129,60 @@ class HookPoints:
         self.tap_layers = tap_layers_from_env()
         self.num_layers: int | None = None
         self.engine_esamp_enabled = False  # additional_config["esamp"]["enable"], seen at model build
-        self.post_filter: Callable | None = None  # (PostFilterBatch) -> logits | None
-        self.prepare_listeners: list[Callable] = []
-        self.request_listeners: list[Callable] = []
-        self.sampler_listeners: list[Callable] = []  # (logits_at_sample_entry, view) -> None
+        self.subscribers: dict[str, list[Callable]] = {name: [] for name in HOOK_SPECS if not HOOK_SPECS[name].keyed}
+        self.stats_providers: dict[str, Callable[[], dict]] = {}  # keyed "stats" subscribers
         self.bound: dict[str, str] = {}  # hook point -> shim module that bound it
-        self.stats_providers: dict[str, Callable[[], dict]] = {}  # subscribers' own findings, for write_stats
         self.returns: dict[str, set] = {}  # surface -> shapes it returned (return-shape probe)
-        self.fault = os.environ.get(ENV_FAULT) or None
-        self._scratch = None
+
+    # -- subscribing (subscribers: ESamp, the probes)
+    def subscribe(self, hook: str, fn: Callable, key: str | None = None) -> None:
+        spec = HOOK_SPECS.get(hook)
+        if spec is None:
+            raise HookSpecError(f"no hook point {hook!r}; there are {', '.join(HOOK_SPECS)}")
+        check_subscriber(spec, fn)
+        if spec.keyed:
+            self.stats_providers[key or getattr(fn, "__module__", "?")] = fn
+            return
+        listeners = self.subscribers[hook]
+        if spec.single and listeners and fn not in listeners:
+            raise HookSpecError(f"hook point {hook!r} takes one handler; {listeners[0].__qualname__} has it")
+        if fn not in listeners:
+            listeners.append(fn)
+
+    def unsubscribe(self, hook: str, fn: Callable) -> None:
+        if fn in self.subscribers.get(hook, []):
+            self.subscribers[hook].remove(fn)
+
+    @property
+    def post_filter(self) -> Callable | None:
+        """The post-filter handler, if a subscriber wants to change the filtered logits."""
+        handlers = self.subscribers["post_filter"]
+        return handlers[0] if handlers else None
 
     # -- publishing (called by shims)
     def publish_view(self, view) -> None:
         self.view = view
         self.counters.prepare_views += 1
         self.counters.sampled_rows += len(view.sampled_rows)
-        for listener in self.prepare_listeners:
+        for listener in self.subscribers["prepare_view"]:
             listener(view)
+
+    def publish_sample(self, logits, view) -> None:
+        self.counters.sampler_calls += 1
+        for listener in self.subscribers["sample"]:
+            listener(logits, view)
 
     def publish_request(self, event: RequestEvent) -> None:
         if event.kind == "added":
             self.counters.requests_added += 1
         else:
             self.counters.requests_finished += 1
-        for listener in self.request_listeners:
+        for listener in self.subscribers["request_event"]:
             listener(event)
 
     def live_rows(self, view):
-        """Packed-token indices of this step's sampled rows: one per live request, never more.
-
-        Fault `stale_rows` (DRIFTCHECK_FAULT) reintroduces the decode-shrink bug: index
-        with a persistent scratch buffer sliced to the largest batch seen, not the live count.
-        """
-        rows = view.logits_indices[: len(view.req_ids)]
-        if self.fault == "stale_rows":
-            import torch
-
-            if self._scratch is None or self._scratch.shape[0] < rows.shape[0]:
-                grown = torch.zeros(max(rows.shape[0], 1), dtype=rows.dtype, device=rows.device)
-                if self._scratch is not None:
-                    grown[: self._scratch.shape[0]] = self._scratch
-                self._scratch = grown
-            self._scratch[: rows.shape[0]] = rows
-            return self._scratch
-        return rows
+        """Packed-token indices of this step's sampled rows: one per live request, never more."""
+        return view.logits_indices[: len(view.req_ids)]
 
     def tapped_rows(self, layer: int, view):
         """This step's rows of one tap for the view's live requests (a port hit)."""
@@ -171,25 +227,22 @@ class HookPoints:
         tap.fired, tap.last_stamp = now != tap.last_stamp, now
         return tap.fired
 
-    # -- stats export, so a parent process can read an engine-core process's counters
+    # -- stats export, so a parent process can read an engine process's counters
     def write_stats(self) -> None:
-        out_dir = os.environ.get(ENV_STATS_DIR)
+        out_dir = os.environ.get(env.STATS_DIR)
         if not out_dir:
             return
         payload = {"pid": os.getpid(), "counters": asdict(self.counters), "bound": self.bound,
                    "taps": sorted(self.taps), "returns": {k: sorted(v) for k, v in self.returns.items()},
                    **{name: provide() for name, provide in self.stats_providers.items()}}
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".stats-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f)
-        os.replace(tmp, os.path.join(out_dir, f"stats-{os.getpid()}.json"))
+        write_atomic(os.path.join(out_dir, f"stats-{os.getpid()}.json"), json.dumps(payload))
 
 
 HOOKS = HookPoints()
 
 
 def read_stats(out_dir: str) -> list[dict]:
-    """Counters every process wrote into `out_dir` (see ENV_STATS_DIR)."""
+    """Counters every process wrote into `out_dir` (see env.STATS_DIR)."""
     out = []
     for name in sorted(os.listdir(out_dir)):
         if name.startswith("stats-") and name.endswith(".json"):

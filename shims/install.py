@@ -1,15 +1,36 @@
-"""Bind the selected shims in this process: all or nothing, once, reversibly."""
+"""Bind the planned shims in this process: all or nothing, once, reversibly.
+
+The plan comes from the caller, from the environment (env.PLAN: handed down by
+the process that computed it), or from the `driftcheck plan` app run in a child
+process. This module never scans: the runtime layer does not import a reader.
+
+Before anything is patched, every object a shim is about to wrap is checked
+against the contract the plan chose for its surface (signature and descriptor
+kind, read with inspect off the very attribute that will be wrapped): imported
+code that is not what the scan read from the source is refused like an
+unknown contract, naming the surface.
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import subprocess
+import sys
 
-from driftcheck.shims.hook_points import ENV_ALLOW_UNBOUND, HOOKS
-from driftcheck.shims.patching import Patch, ShimError, apply_all, restore_all
-from driftcheck.shims.plan import ShimPlan, select_shims
+from driftcheck import env
+from driftcheck.contracts.matching import aspect_drifts, expected_aspects
+from driftcheck.contracts.values import Signature, descriptor_of
+from driftcheck.errors import DriftcheckError
+from driftcheck.patching import Patch, PatchError, apply_all, restore_all
+from driftcheck.shims.hook_points import HOOKS
+from driftcheck.shims.plan import ShimPlan, Unbound, catalog_by_id
 
 log = logging.getLogger("driftcheck.shims")
+
+ShimError = PatchError  # what a shim raises when it cannot bind; vLLM is left as it was
+PLAN_TIMEOUT_S = 120
 
 _applied: list[Patch] | None = None
 _plan: ShimPlan | None = None
@@ -19,30 +40,60 @@ class ShimRefused(ShimError):
     """The installed vLLM shows a contract no shim handles for a hook ESamp needs."""
 
 
-def plan_for_installed() -> ShimPlan:
-    """Quick fingerprint of the installed vLLM (static scan + getattr_static), then selection."""
-    from driftcheck.live_reader import inspect_surfaces
-    from driftcheck.scan import scan_tree
-    from driftcheck.source_tree import locate_installed
+def plan_from_env() -> ShimPlan | None:
+    """The plan a parent process handed down, if any."""
+    text = os.environ.get(env.PLAN)
+    if not text:
+        return None
+    try:
+        return ShimPlan.deserialize(text)
+    except DriftcheckError as exc:
+        raise ShimRefused(str(exc)) from None
 
-    scan = scan_tree(locate_installed())
-    live = inspect_surfaces()
-    contracts = dict(scan.fingerprint.contracts)
-    notes = {}
-    for r in scan.results:
-        seen = live.get(r.surface.id, {})
-        for aspect in ("present", "descriptor", "signature"):
-            static = r.observation.aspects.get(aspect)
-            if aspect in seen and static is not None and seen[aspect] != static:
-                contracts[r.surface.id] = None  # the imported code disagrees with its source
-                notes[r.surface.id] = f"{aspect} {seen[aspect]} when imported but {static} in its source"
-    return select_shims(contracts, notes)
+
+def request_plan() -> ShimPlan:
+    """Ask the `driftcheck plan` app (a child process: static scan of the vLLM this Python
+    imports, then shim selection) for the plan."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", "driftcheck", "plan"], capture_output=True, text=True,
+                              timeout=PLAN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ShimRefused(f"`driftcheck plan` did not answer in {PLAN_TIMEOUT_S} s") from None
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        raise ShimRefused(f"driftcheck cannot plan ESamp's hooks on this vLLM: {why}")
+    return ShimPlan.deserialize(lines[-1])
 
 
 def refusal_message(plan: ShimPlan) -> str:
     lines = "; ".join(u.render() for u in plan.unbound)
     return (f"driftcheck cannot bind ESamp's hooks on this vLLM: {lines}. "
-            f"Run `driftcheck scan` for the full report (or set {ENV_ALLOW_UNBOUND}=1 to run without them).")
+            f"Run `driftcheck scan` for the full report (or set {env.ALLOW_UNBOUND}=1 to run without them).")
+
+
+def imported_mismatches(plan: ShimPlan, patches: list[Patch]) -> dict[str, str]:
+    """surface id -> how the object about to be wrapped differs from the contract the plan chose."""
+    surfaces = catalog_by_id()
+    out = {}
+    for p in patches:
+        contract_id = plan.context.contract_id(p.surface) if p.surface else None
+        if contract_id is None:
+            continue
+        surface = surfaces[p.surface]
+        expected = expected_aspects(surface, surface.contract(contract_id))
+        raw = inspect.getattr_static(p.owner, p.name, None)
+        if raw is None:
+            out[p.surface] = f"{p.label} does not exist when imported"
+            continue
+        seen = {"descriptor": descriptor_of(raw) if isinstance(p.owner, type) else "function"}
+        func = raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else raw
+        seen["signature"] = Signature.of_callable(func, drop_first=seen["descriptor"] in ("instance", "classmethod"))
+        drifts = [d for a in ("descriptor", "signature") if a in expected for d in aspect_drifts(a, expected[a], seen[a])]
+        if drifts:
+            out[p.surface] = ("; ".join(d.render() for d in drifts)
+                              + f" when imported, but its source matched {contract_id}")
+    return out
 
 
 def install(plan: ShimPlan | None = None, fail_at: int | None = None) -> ShimPlan:
@@ -50,12 +101,18 @@ def install(plan: ShimPlan | None = None, fail_at: int | None = None) -> ShimPla
     global _applied, _plan
     if _applied is not None:
         return _plan
-    plan = plan or plan_for_installed()
+    plan = plan or plan_from_env() or request_plan()
+    by_module = {m.__name__: m.patches(plan.context) for m in plan.selected.values()}
+    for surface, why in imported_mismatches(plan, [p for ps in by_module.values() for p in ps]).items():
+        for hook_point, module in list(plan.selected.items()):
+            if surface in module.HANDLES:
+                del plan.selected[hook_point]
+                plan.unbound.append(Unbound(hook_point, surface, why, module.__name__.rsplit(".", 1)[-1]))
     if plan.unbound:
-        if os.environ.get(ENV_ALLOW_UNBOUND) != "1":
+        if os.environ.get(env.ALLOW_UNBOUND) != "1":
             raise ShimRefused(refusal_message(plan))
-        log.warning("%s", refusal_message(plan) + " Continuing UNBOUND because " + ENV_ALLOW_UNBOUND + "=1.")
-    patches = [p for module in plan.selected.values() for p in module.patches(plan.context)]
+        log.warning("%s", refusal_message(plan) + f" Continuing UNBOUND because {env.ALLOW_UNBOUND}=1.")
+    patches = [p for m in plan.selected.values() for p in by_module[m.__name__]]
     _applied = apply_all(patches, fail_at=fail_at)
     _plan = plan
     HOOKS.bound = {hp: m.__name__ for hp, m in plan.selected.items()}

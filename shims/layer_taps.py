@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 
+from driftcheck.patching import Patch
 from driftcheck.shims.hook_points import HOOKS, Tap
-from driftcheck.shims.patching import Patch
 
 HOOK_POINT = "layer_taps"
 HANDLES = {
@@ -58,9 +58,7 @@ def attach_tap(layer, index: int | None) -> None:
                           persistent=False)
     layer.register_buffer("_driftcheck_stamp", torch.zeros(1, dtype=torch.int64, device=param.device),
                           persistent=False)
-    # Fault `silent_tap` (probes' own tests): the buffer exists but is never written,
-    # the "port hits stay 0" drift the zero-hit alarm must catch.
-    layer._driftcheck_tapped = HOOKS.fault != "silent_tap"
+    layer._driftcheck_tapped = True
     HOOKS.taps[index] = Tap(index, layer._driftcheck_tap, layer._driftcheck_stamp)
 
 
@@ -88,7 +86,7 @@ def patches(ctx) -> list[Patch]:
         return forward
 
     out = []
-    for cls in (Qwen2DecoderLayer, LlamaDecoderLayer):
+    for cls, family in ((Qwen2DecoderLayer, "qwen2"), (LlamaDecoderLayer, "llama")):
         out.append(Patch(cls, "__init__", make_init, __name__))
-        out.append(Patch(cls, "forward", make_forward, __name__))
+        out.append(Patch(cls, "forward", make_forward, __name__, surface=f"model.{family}.decoder_layer"))
     return out

@@ -5,15 +5,24 @@ binds). A shim fits when the fingerprint's contract for each of its surfaces
 is one it handles, so a release that mixes old and new contracts still gets
 the right set; a release version string is never consulted. No torch or vLLM
 import here: `driftcheck scan` uses this to say which shim handles what.
+
+The plan is computed once, by an app (`driftcheck plan`, which `import
+esamp.runtime` runs; or the plugin entry point where nobody handed one down),
+and travels to engine processes serialized in the environment (env.PLAN), so
+no engine process rescans. Generated shims (`driftcheck propose`, found on
+env.SHIM_PATH) are loaded here, in the runtime layer; the catalog merges the
+contracts they declare through `catalog()`.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from driftcheck.catalog import Contract, surfaces_by_id
+from driftcheck import env
+from driftcheck.contracts.catalog import Contract, Surface, with_contracts
 from driftcheck.errors import BadInput
 
 SHIM_MODULES = (
@@ -25,7 +34,6 @@ SHIM_MODULES = (
     "driftcheck.shims.plugin",
 )
 HOOK_POINTS = ("prepare_view", "post_filter", "layer_taps", "request_events", "engine_process")
-ENV_SHIM_PATH = "DRIFTCHECK_SHIM_PATH"  # directories of generated shims (os.pathsep-separated)
 GENERATED_PACKAGE = "driftcheck_generated_shims"  # the import name generated shim modules get
 
 _generated: dict[str, ModuleType] = {}  # file path -> loaded module
@@ -44,9 +52,9 @@ def generated_shim_modules() -> list[ModuleType]:
     from pathlib import Path
 
     out = []
-    for folder in filter(None, os.environ.get(ENV_SHIM_PATH, "").split(os.pathsep)):
+    for folder in filter(None, os.environ.get(env.SHIM_PATH, "").split(os.pathsep)):
         if not Path(folder).is_dir():
-            raise BadInput(f"{ENV_SHIM_PATH}: {folder} is not a directory")
+            raise BadInput(f"{env.SHIM_PATH}: {folder} is not a directory")
         for path in sorted(Path(folder).glob("*.py")):
             if path.name.startswith(("_", "test_")):
                 continue
@@ -83,6 +91,23 @@ def shim_modules() -> list[ModuleType]:
     return builtin_shim_modules() + generated_shim_modules()
 
 
+def catalog() -> tuple[Surface, ...]:
+    """The surface catalog plus the contracts generated shims declare."""
+    return with_contracts(generated_contracts())
+
+
+def catalog_by_id() -> dict[str, Surface]:
+    return {s.id: s for s in catalog()}
+
+
+def shim_module(name: str) -> ModuleType:
+    """A shim module by its import name, built-in or generated."""
+    for module in shim_modules():
+        if module.__name__ == name:
+            return module
+    raise BadInput(f"the shim plan names {name}, which is not installed (built in or on {env.SHIM_PATH})")
+
+
 @dataclass
 class ShimContext:
     contracts: dict  # surface id -> contract id (None: unknown)
@@ -91,7 +116,7 @@ class ShimContext:
         return self.contracts.get(surface_id)
 
     def contract(self, surface_id: str) -> Contract:
-        return surfaces_by_id()[surface_id].contract(self.contracts[surface_id])
+        return catalog_by_id()[surface_id].contract(self.contracts[surface_id])
 
 
 @dataclass
@@ -120,10 +145,30 @@ class ShimPlan:
         return None
 
     def to_json(self) -> dict:
+        """What the scan report prints."""
         return {
             "selected": {hp: m.__name__ for hp, m in self.selected.items()},
             "unbound": [u.render() for u in self.unbound],
         }
+
+    # -- the hand-down to engine processes (env.PLAN)
+    def serialize(self) -> str:
+        return json.dumps({
+            "contracts": self.context.contracts,
+            "selected": {hp: m.__name__ for hp, m in self.selected.items()},
+            "unbound": [[u.hook_point, u.surface, u.seen, u.nearest_shim] for u in self.unbound],
+        }, sort_keys=True)
+
+    @classmethod
+    def deserialize(cls, text: str) -> ShimPlan:
+        try:
+            data = json.loads(text)
+            plan = cls(ShimContext(dict(data["contracts"])))
+            plan.selected = {hp: shim_module(name) for hp, name in data["selected"].items()}
+            plan.unbound = [Unbound(*u) for u in data["unbound"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadInput(f"{env.PLAN} does not hold a shim plan: {type(exc).__name__}: {exc}") from None
+        return plan
 
 
 def select_shims(contracts: dict, notes: dict | None = None) -> ShimPlan:

@@ -7,9 +7,10 @@ from the contract's return names.
 
 from __future__ import annotations
 
-from driftcheck.adapters.prepare import build_view, positions_of
+from driftcheck.adapters.prepare import build_view
 from driftcheck.shims.hook_points import HOOKS
-from driftcheck.shims.patching import Patch, ShimError
+from driftcheck.patching import Patch
+from driftcheck.shims.install import ShimError
 
 HOOK_POINT = "prepare_view"
 HANDLES = {
@@ -23,7 +24,7 @@ RETURN_NAMES_USED = {"runner.prepare_inputs": ("logits_indices", "spec_decode_me
 def patches(ctx) -> list[Patch]:
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
-    positions = positions_of(ctx.contract("runner.prepare_inputs").aspects["return_names"])
+    positions = ctx.contract("runner.prepare_inputs").aspects["return_names"].positions()
     gone = [n for n in RETURN_NAMES_USED["runner.prepare_inputs"] if n not in positions]
     if gone:
         raise ShimError(f"{__name__}: _prepare_inputs no longer returns {', '.join(gone)}")
@@ -37,4 +38,4 @@ def patches(ctx) -> list[Patch]:
 
         return _prepare_inputs
 
-    return [Patch(GPUModelRunner, "_prepare_inputs", make, __name__)]
+    return [Patch(GPUModelRunner, "_prepare_inputs", make, __name__, surface="runner.prepare_inputs")]

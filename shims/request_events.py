@@ -9,9 +9,9 @@ the caller's id and the prompt group by the request-id contracts
 
 from __future__ import annotations
 
-from driftcheck.adapters.request_ids import id_map_for
+from driftcheck.adapters import request_ids
+from driftcheck.patching import Patch
 from driftcheck.shims.hook_points import HOOKS, RequestEvent
-from driftcheck.shims.patching import Patch
 
 HOOK_POINT = "request_events"
 HANDLES = {
@@ -23,18 +23,18 @@ HANDLES = {
 def patches(ctx) -> list[Patch]:
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
-    ids = id_map_for(ctx.contract_id("engine.request_ids"), ctx.contract_id("engine.child_ids"))
+    ids = request_ids.id_map_for(ctx.contract_id("engine.request_ids"), ctx.contract_id("engine.child_ids"))
 
-    def event(kind: str, engine_id: str) -> RequestEvent:
-        caller, group, _ = ids.split(engine_id)
-        return RequestEvent(kind, engine_id, caller, group)
+    def event(kind: str, engine_id: str, params=None) -> RequestEvent:
+        caller, group, child = ids.split(engine_id)
+        return RequestEvent(kind, engine_id, caller, group, child, params)
 
     def make(original):
         def _update_states(self, scheduler_output, *args, **kwargs):
             for req_id in sorted(scheduler_output.finished_req_ids):
                 HOOKS.publish_request(event("finished", req_id))
             for new in scheduler_output.scheduled_new_reqs:
-                HOOKS.publish_request(event("added", new.req_id))
+                HOOKS.publish_request(event("added", new.req_id, new.sampling_params))
             return original(self, scheduler_output, *args, **kwargs)
 
         return _update_states

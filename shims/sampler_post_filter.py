@@ -5,7 +5,7 @@ and call the module's `apply_top_k_top_p(logits, k, p)` filter before drawing
 (0.10.0-0.33.0, tensor- or tuple-returning), with min-p applied earlier as an
 argmax-invariant logits processor.
 
-When a subscriber is set (`HOOKS.post_filter`), the wrapper filters with
+When a post-filter handler is subscribed (`HOOKS.post_filter`), the wrapper filters with
 vLLM's own function, lets the subscriber change the surviving candidates'
 logits, and hands the result to vLLM's own draw with k=p=None, so the draw,
 its generators and its RNG discipline stay vLLM's. With no subscriber the
@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from driftcheck.patching import Patch
 from driftcheck.shims.hook_points import HOOKS
-from driftcheck.shims.patching import Patch
 
 HOOK_POINT = "post_filter"
 HANDLES = {
@@ -48,13 +48,11 @@ def patches(ctx) -> list[Patch]:
 
     def make_sample(original):
         def sample(self, logits, sampling_metadata, *args, **kwargs):
-            HOOKS.counters.sampler_calls += 1
             HOOKS.sampling_metadata = sampling_metadata
             view = HOOKS.view
             if view is not None and logits.shape[0] != len(view.req_ids):
                 view = None  # not this step's batch (e.g. a warm-up dummy run)
-            for listener in HOOKS.sampler_listeners:
-                listener(logits, view)
+            HOOKS.publish_sample(logits, view)
             try:
                 result = original(self, logits, sampling_metadata, *args, **kwargs)
                 HOOKS.observe_return("sampler.sample", result)
@@ -88,8 +86,9 @@ def patches(ctx) -> list[Patch]:
 
         return entry
 
-    out = [Patch(sampler_module.Sampler, "sample", make_sample, __name__)]
+    out = [Patch(sampler_module.Sampler, "sample", make_sample, __name__, surface="sampler.sample")]
     for name in ENTRY_POINTS:
         if name in vars(tt.TopKTopPSampler):
-            out.append(Patch(tt.TopKTopPSampler, name, make_entry, __name__))
+            surface = f"topk_topp.{name}" if f"topk_topp.{name}" in HANDLES else None
+            out.append(Patch(tt.TopKTopPSampler, name, make_entry, __name__, surface=surface))
     return out

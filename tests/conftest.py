@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from driftcheck.scan import scan_tree
-from driftcheck.source_tree import locate_installed
+from driftcheck.readers.source_tree import locate_installed
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +45,7 @@ class DriftedTree:
         path.write_text(text.replace(old, new, count))
 
     def scan(self):
-        from driftcheck.source_tree import open_directory
+        from driftcheck.readers.source_tree import open_directory
 
         return scan_tree(open_directory(self.root))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from driftcheck.errors import EXIT_OK, EXIT_UNHANDLED_DRIFT
-from driftcheck.matching import MISSING, UNKNOWN
+from driftcheck.contracts.matching import MISSING, UNKNOWN
 
 
 def _result(scan, surface_id):
@@ -100,7 +100,7 @@ def test_request_ids_reassigned_inline(drifted):
 def test_request_ids_made_passthrough(drifted):
     drifted.edit("vllm/v1/engine/llm_engine.py", "self.input_processor.assign_request_id(request)", "pass")
     r = _result(drifted.scan(), "engine.request_ids")
-    assert r.observation.aspects["request_ids"] == "passthrough"
+    assert str(r.observation.aspects["request_ids"]) == "passthrough"
     # passthrough is a known (older) contract: handled, not a drift
     assert r.contract.id == "request_ids/passthrough" and not r.unhandled
 

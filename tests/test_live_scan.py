@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from driftcheck.live_reader import compare
-from driftcheck.scan import scan_tree
+from driftcheck.contracts.observation import SurfaceObservation
+from driftcheck.contracts.values import NameList, RequestIds, Signature
+from driftcheck.scan import compare, scan_tree
 
 
 @pytest.mark.engine
@@ -37,19 +38,24 @@ def test_live_scan_on_real_engine():
     assert len(ids["runner_ids"]) == 4  # 2 prompts x n=2
     assert ids["outputs_return_caller_ids"] is True
     # inspect agrees with the static reader on the catalogued aspects
-    assert live["inspect"]["sampler.apply_temperature"]["descriptor"] == "staticmethod"
+    assert live["observations"]["sampler.apply_temperature"]["aspects"]["descriptor"] == "staticmethod"
 
 
 def test_compare_names_static_live_disagreements(installed_tree):
     scan = scan_tree(installed_tree)
+    fields = [f for f in scan.results if f.surface.id == "input_batch.fields"][0].observation.aspects["fields"]
     live = {
-        "inspect": {"sampler.apply_temperature": {"present": "yes", "descriptor": "instance",
-                                                  "signature": "(logits, temp, all_random)"}},
-        "returns": {"runner.prepare_inputs": ["tuple/2"]},
-        "request_ids": {"behaviour": "passthrough", "example": "dc-live-a"},
-        "missing_fields": ["generators"],
+        "sampler.apply_temperature": SurfaceObservation("sampler.apply_temperature", "live", True, aspects={
+            "present": "yes", "descriptor": "instance", "signature": Signature.parse("(logits, temp, all_random)")}),
+        "runner.prepare_inputs": SurfaceObservation("runner.prepare_inputs", "live", True,
+                                                    aspects={"return_arity": "tuple/2"}),
+        "engine.request_ids": SurfaceObservation("engine.request_ids", "live", True,
+                                                 aspects={"request_ids": RequestIds("passthrough")},
+                                                 detail={"example": "dc-live-a"}),
+        "input_batch.fields": SurfaceObservation("input_batch.fields", "live", True, aspects={
+            "fields": NameList(tuple(n for n in fields.names if n != "generators"))}),
     }
-    out = compare(scan, live)
+    out = [d.render() for d in compare(scan, live)]
     assert "sampler.apply_temperature: descriptor static=staticmethod live=instance" in out
     assert "runner.prepare_inputs: returns static=tuple/3 live=tuple/2" in out
     assert any(d.startswith("engine.request_ids: static=reassigned live=passthrough") for d in out)

@@ -12,12 +12,13 @@ import keyword
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftcheck.live_reader import inspect_signature
-from driftcheck.matching import aspect_drifts, parse_signature, render_signature, signature_drifts
-from driftcheck.observation import Param
-from driftcheck.observe_static import return_arity, return_names
-from driftcheck.source_tree import DirTree
-from driftcheck.static_reader import StaticReader, mangled
+from driftcheck.contracts.matching import aspect_drifts, signature_drifts
+from driftcheck.contracts.observation import Param
+from driftcheck.contracts.values import ReturnNames, Signature
+from driftcheck.readers.live import inspect_signature
+from driftcheck.readers.observe_static import return_arity, return_names
+from driftcheck.readers.source_tree import DirTree
+from driftcheck.readers.static_reader import StaticReader, mangled
 
 names = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True).filter(
     lambda s: not keyword.iskeyword(s) and s not in ("self", "cls")
@@ -80,9 +81,9 @@ def test_static_signature_equals_inspect(tmp_path_factory, sig, static):
     assert [(p.name, p.kind, p.has_default) for p in fn.params] == [(p.name, p.kind, p.has_default) for p in expected]
     assert fn.descriptor == ("staticmethod" if static else "instance")
     # the rendered signature parses back to the same names/defaults
-    parsed = parse_signature(fn.signature())
-    assert [n for n, _, _ in parsed] == [p.name for p in expected]
-    assert render_signature(parsed) == fn.signature()
+    parsed = Signature.parse(str(fn.signature()))
+    assert list(parsed.names) == [p.name for p in expected]
+    assert str(parsed) == str(fn.signature()) and parsed == fn.signature()
 
 
 @settings(max_examples=60, deadline=None)
@@ -101,13 +102,14 @@ def test_return_statements_read_back(tmp_path_factory, elements, wrap, n_returns
     assert len(fn.returns) == n_returns
     assert return_arity(fn) == expected_arity
     if expected_arity != "value":
-        assert return_names(fn) == "(" + ", ".join(elements) + ")"
+        assert str(return_names(fn)) == "(" + ", ".join(elements) + ")"
 
 
 @given(old=st.lists(names, min_size=1, max_size=6, unique=True), data=st.data())
 def test_reordered_returns_are_named_as_reordered(old, data):
     new = data.draw(st.permutations(old))
-    drifts = aspect_drifts("return_names", "(" + ", ".join(old) + ")", "(" + ", ".join(new) + ")")
+    drifts = aspect_drifts("return_names", ReturnNames.parse("(" + ", ".join(old) + ")"),
+                           ReturnNames.parse("(" + ", ".join(new) + ")"))
     if list(new) == old:
         assert drifts == []
     else:
@@ -121,7 +123,7 @@ def test_added_parameter_is_named(params, extra, data):
     pos = data.draw(st.integers(0, len(params)))
     with_default = data.draw(st.booleans())
     new = params[:pos] + [extra + ("=" if with_default else "")] + params[pos:]
-    drifts = signature_drifts("(" + ", ".join(params) + ")", "(" + ", ".join(new) + ")")
+    drifts = signature_drifts(Signature.parse("(" + ", ".join(params) + ")"), Signature.parse("(" + ", ".join(new) + ")"))
     assert [d.render() for d in drifts] == [
         f"param-added: {extra} " + ("(with default)" if with_default else "(required)")
     ]
@@ -132,5 +134,5 @@ def test_renamed_parameter_is_named(params, data):
     i = data.draw(st.integers(0, len(params) - 1))
     new_name = data.draw(names.filter(lambda n: n not in params))
     new = params[:i] + [new_name] + params[i + 1:]
-    drifts = signature_drifts("(" + ", ".join(params) + ")", "(" + ", ".join(new) + ")")
+    drifts = signature_drifts(Signature.parse("(" + ", ".join(params) + ")"), Signature.parse("(" + ", ".join(new) + ")"))
     assert [d.render() for d in drifts] == [f"param-renamed: {params[i]} -> {new_name}"]

@@ -12,7 +12,7 @@ from vllm_drift import PREPARE_DRIFTS, RUNNER, shadow_vllm
 
 from driftcheck import propose as gen
 from driftcheck.scan import scan_tree
-from driftcheck.source_tree import open_tree
+from driftcheck.readers.source_tree import open_tree
 
 SAMPLER = "v1/sample/sampler.py"
 TOPK = "v1/sample/ops/topk_topp_sampler.py"

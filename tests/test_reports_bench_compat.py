@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import zipfile
 
-from driftcheck import compat, throughput
+from driftcheck import compat
+from driftcheck.bench import report as throughput
 
 
 def _bench(label, ratios, **extra):

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import pytest
 
-from driftcheck.adapters.prepare import positions_of
-from driftcheck.observe_static import observe_tree
+from driftcheck.readers.observe_static import observe_tree
 from driftcheck.scan import scan_tree
 from driftcheck.shims import sampler_post_filter
 from driftcheck.shims.plan import select_shims
-from driftcheck.source_tree import fetch_release
-from driftcheck.static_reader import StaticReader
+from driftcheck.readers.source_tree import fetch_release
+from driftcheck.readers.static_reader import StaticReader
 
 # one release per prepare-inputs contract (the widest spread of families)
 RELEASES = ["0.10.0", "0.10.1", "0.11.0", "0.11.1", "0.12.0", "0.33.0"]
@@ -36,7 +35,7 @@ def test_prepare_view_positions_match_the_real_return(release):
     contract = plan.context.contract("runner.prepare_inputs")
     fn = StaticReader(tree).function("vllm.v1.worker.gpu_model_runner", "GPUModelRunner._prepare_inputs")
     real = [r for r in fn.returns if r.arity][-1].elements  # the real return statement's element names
-    positions = positions_of(contract.aspects["return_names"])
+    positions = contract.aspects["return_names"].positions()
     assert real[positions["logits_indices"]] == "logits_indices", version
     assert real[positions["spec_decode_metadata"]] == "spec_decode_metadata", version
     params = [p.name for p in fn.params]
@@ -64,7 +63,7 @@ def test_sampler_entry_points_exist_and_share_one_shape(release):
 def test_request_and_layer_surfaces_bound_by_the_shims(release):
     version, tree, scan = release
     observations = observe_tree(tree)
-    assert observations["model.qwen2.decoder_layer"].aspects["return_names"] == "(hidden_states, residual)"
+    assert str(observations["model.qwen2.decoder_layer"].aspects["return_names"]) == "(hidden_states, residual)"
     plan = select_shims(scan.fingerprint.contracts)
     assert plan.unbound == [], version
     reader = StaticReader(tree)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from driftcheck.catalog import SURFACES_BY_ID
+from driftcheck.contracts.catalog import SURFACES_BY_ID
 from driftcheck.shims import install as shim_install
 from driftcheck.shims.plan import select_shims, shim_modules
 
@@ -84,8 +84,8 @@ def _snapshot(targets):
 
 
 @pytest.fixture
-def installed_plan():
-    plan = shim_install.plan_for_installed()
+def installed_plan(installed_scan):
+    plan = installed_scan.plan
     yield plan
     shim_install.uninstall()
 

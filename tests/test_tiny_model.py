@@ -1,4 +1,4 @@
-"""Tests for driftcheck.tiny_model (no vLLM engine here: transformers only)."""
+"""Tests for driftcheck.models.tiny and driftcheck.models.engine_env (no vLLM engine here: transformers only)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,10 @@ import threading
 
 import pytest
 
-from driftcheck import tiny_model
-from driftcheck.tiny_model import (
-    TINY_MODEL_HIDDEN,
-    TINY_MODEL_LAYERS,
-    cpu_engine_env,
-    ensure_tiny_model,
-    tiny_engine_kwargs,
-)
+from driftcheck.models import engine_env
+from driftcheck.models import tiny as tiny_model
+from driftcheck.models.engine_env import cpu_engine_env, tiny_engine_kwargs
+from driftcheck.models.tiny import TINY_MODEL_HIDDEN, TINY_MODEL_LAYERS, ensure_tiny_model
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -262,13 +258,14 @@ def test_concurrent_builders_build_once(tmp_path, monkeypatch):
 
 def test_module_imports_without_torch(tmp_path):
     # Import the very copy under test (installed or checkout) in a fresh process.
-    pkg_parent = str(pathlib.Path(tiny_model.__file__).resolve().parents[1])
+    pkg_parent = str(pathlib.Path(tiny_model.__file__).resolve().parents[2])
     code = (
-        "import sys; sys.path.insert(0, %r); import driftcheck.tiny_model as m; "
-        "assert m.__file__ == %r, m.__file__; "
-        "m.tiny_engine_kwargs(); m.cpu_engine_env(); m._model_dir_name(m._DEFAULT_RECIPE); "
+        "import sys; sys.path.insert(0, %r); import driftcheck.models.tiny as m; "
+        "import driftcheck.models.engine_env as e; "
+        "assert m.__file__ == %r, m.__file__; assert e.__file__ == %r, e.__file__; "
+        "e.tiny_engine_kwargs(); e.cpu_engine_env(); m._model_dir_name(m._DEFAULT_RECIPE); "
         "heavy = [k for k in ('torch', 'transformers', 'tokenizers', 'vllm') if k in sys.modules]; "
-        "assert not heavy, heavy" % (pkg_parent, tiny_model.__file__)
+        "assert not heavy, heavy" % (pkg_parent, tiny_model.__file__, engine_env.__file__)
     )
     subprocess.run([sys.executable, "-P", "-c", code], check=True, timeout=60, cwd=tmp_path)
 

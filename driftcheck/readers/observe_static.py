@@ -1,4 +1,5 @@
-"""Turns what the static reader finds into each surface's aspect values.
+"""Turns what the static reader finds into each surface's aspect values (typed, see
+driftcheck.contracts.values).
 
 One function per surface kind (see Surface.kind in the catalog); each reads
 only the files its surface names.
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 import re
 
-from driftcheck.catalog import SURFACES, Surface
-from driftcheck.observation import FunctionObservation, SurfaceObservation
-from driftcheck.source_tree import SourceTree
-from driftcheck.static_reader import StaticReader, SurfaceNotFound, find_methods, imported_names
+from driftcheck.contracts.catalog import SURFACES, Surface
+from driftcheck.contracts.observation import FunctionObservation, SurfaceObservation
+from driftcheck.contracts.values import NameList, RequestIds, ReturnNames
+from driftcheck.readers.source_tree import SourceTree
+from driftcheck.readers.static_reader import StaticReader, SurfaceNotFound, find_methods, imported_names
 
 
 def return_arity(fn: FunctionObservation) -> str:
@@ -26,20 +28,19 @@ def return_arity(fn: FunctionObservation) -> str:
     return "mixed/" + "|".join(sorted("value" if a is None else str(a) for a in arities))
 
 
-def return_names(fn: FunctionObservation) -> str:
+def return_names(fn: FunctionObservation) -> ReturnNames:
     """Names of the returned tuple's elements; positions that differ between statements join with '|'."""
     tuples = [r for r in fn.returns if r.arity]
     if not tuples:
-        return "value"
-    width = max(r.arity for r in tuples)
-    columns: list[list[str]] = [[] for _ in range(width)]
+        return ReturnNames(None)
+    if len({r.arity for r in tuples}) > 1:
+        return ReturnNames(None, tuple(r.render() for r in tuples))
+    columns: list[list[str]] = [[] for _ in range(tuples[0].arity)]
     for r in tuples:
         for i, name in enumerate(r.elements):
             if name not in columns[i]:
                 columns[i].append(name)
-    if len({r.arity for r in tuples}) > 1:
-        return "mixed/" + " | ".join(r.render() for r in tuples)
-    return "(" + ", ".join("|".join(col) for col in columns) + ")"
+    return ReturnNames(tuple("|".join(col) for col in columns))
 
 
 def function_aspects(fn: FunctionObservation) -> dict:
@@ -80,20 +81,20 @@ def _observe_members(reader: StaticReader, s: Surface, obs: SurfaceObservation) 
     cls = reader.klass(s.module, s.qualname)
     obs.where = cls.where
     names = {n for n, _ in cls.members}
-    obs.aspects = {"present": "yes", "members": ", ".join(m for m in s.options["members"] if m in names)}
+    obs.aspects = {"present": "yes", "members": NameList(tuple(m for m in s.options["members"] if m in names))}
 
 
 def _observe_bases(reader: StaticReader, s: Surface, obs: SurfaceObservation) -> None:
     cls = reader.klass(s.module, s.qualname)
     obs.where = cls.where
-    obs.aspects = {"present": "yes", "bases": ", ".join(cls.bases)}
+    obs.aspects = {"present": "yes", "bases": NameList(cls.bases)}
 
 
 def _observe_fields(reader: StaticReader, s: Surface, obs: SurfaceObservation) -> None:
     cls = reader.klass(s.module, s.qualname)
     obs.where = cls.where
-    have = [f for f in s.options["fields"] if f in cls.fields]
-    obs.aspects = {"present": "yes", "fields": ", ".join(have)}
+    have = tuple(f for f in s.options["fields"] if f in cls.fields)
+    obs.aspects = {"present": "yes", "fields": NameList(have)}
     obs.detail = {"missing": [f for f in s.options["fields"] if f not in cls.fields]}
 
 
@@ -140,11 +141,11 @@ def _observe_request_ids(reader: StaticReader, s: Surface, obs: SurfaceObservati
             if mutates_request or rebinds_parameter:
                 rewrites.append(a)
     if not rewrites:
-        behaviour = "passthrough"
+        behaviour = RequestIds("passthrough")
     elif rewrites[0].function == s.qualname:
-        behaviour = "reassigned inline"
+        behaviour = RequestIds("reassigned", "inline")
     else:
-        behaviour = f"reassigned by {rewrites[0].function}"
+        behaviour = RequestIds("reassigned", rewrites[0].function)
     obs.aspects = {"present": "yes", "request_ids": behaviour}
     obs.detail = {"rewrites": [f"{a.function}: {a.target} = {a.value}" for a in rewrites]}
 
@@ -167,7 +168,7 @@ def _observe_plugins(reader: StaticReader, s: Surface, obs: SurfaceObservation) 
     obs.aspects = {
         "present": "yes",
         "group": groups[0] if groups else "none",
-        "loaded_in": ", ".join(reader.modules_calling(loader, list(s.options["loaders"]))),
+        "loaded_in": NameList(tuple(reader.modules_calling(loader, list(s.options["loaders"])))),
     }
 
 

@@ -1,12 +1,18 @@
-"""What a reader saw of one surface: plain, hashable, JSON-able values.
+"""What a reader saw of one surface.
 
-Both readers (static: libcst over source; live: inspect over the imported
-module) produce these, so matching never knows which reader spoke.
+Both readers produce these, so matching never knows which reader spoke: the
+static reader (libcst over source) and the live reader (inspect over the
+imported module, plus observers on a running engine) each return one
+SurfaceObservation per surface, whose aspects are typed values
+(driftcheck.contracts.values). FunctionObservation and ClassObservation are the
+static reader's raw facts that its aspects are computed from.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+
+from driftcheck.contracts.values import Signature, parse_aspect, render_aspects
 
 # inspect.Parameter kinds, spelled as in inspect.
 POSITIONAL_ONLY = "POSITIONAL_ONLY"
@@ -67,8 +73,8 @@ class FunctionObservation:
     defined_in: str = ""  # class that defines it, when inherited
     source: str = field(default="", repr=False, compare=False)  # the function's own text
 
-    def signature(self) -> str:
-        return "(" + ", ".join(p.render() for p in self.params) + ")"
+    def signature(self) -> Signature:
+        return Signature.of_params(self.params)
 
 
 @dataclass(frozen=True)
@@ -88,9 +94,17 @@ class SurfaceObservation:
     reader: str  # 'static' | 'live'
     found: bool
     where: str = ""
-    aspects: dict = field(default_factory=dict)  # aspect name -> normalized value
-    detail: dict = field(default_factory=dict)  # raw facts for the report
+    aspects: dict = field(default_factory=dict)  # aspect name -> typed value (contracts.values)
+    detail: dict = field(default_factory=dict)  # raw facts for the report (JSON-able)
     note: str = ""
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {"surface": self.surface, "reader": self.reader, "found": self.found, "where": self.where,
+                "aspects": render_aspects(self.aspects), "detail": self.detail, "note": self.note}
+
+    @classmethod
+    def from_json(cls, data: dict) -> SurfaceObservation:
+        """The inverse of to_json: how a live observation crosses from the live child process."""
+        aspects = {k: parse_aspect(k, v) for k, v in (data.get("aspects") or {}).items()}
+        return cls(data["surface"], data["reader"], data["found"], data.get("where", ""), aspects,
+                   data.get("detail") or {}, data.get("note", ""))

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from driftcheck.errors import BadInput
-from driftcheck.observation import (
+from driftcheck.contracts.observation import (
     KEYWORD_ONLY,
     POSITIONAL_ONLY,
     POSITIONAL_OR_KEYWORD,
@@ -27,7 +26,9 @@ from driftcheck.observation import (
     Param,
     ReturnShape,
 )
-from driftcheck.source_tree import SourceTree
+from driftcheck.contracts.values import descriptor_from_decorators
+from driftcheck.errors import BadInput
+from driftcheck.readers.source_tree import SourceTree
 
 _MODULE = cst.parse_module("")  # only for code_for_node
 
@@ -45,7 +46,6 @@ def code(node: cst.CSTNode | None) -> str | None:
 # --------------------------------------------------------------------------- lexical index
 
 _DEF_RE = re.compile(r"^(?P<indent>[ \t]*)(?:async[ \t]+)?(?P<kw>def|class)[ \t]+(?P<name>\w+)")
-_ASSIGN_RE = re.compile(r"^(?P<name>[A-Za-z_]\w*)\s*(?::[^=]*)?=")
 _FIELD_RE = re.compile(r"^    (?P<name>[A-Za-z_]\w*)\s*:")
 
 
@@ -112,9 +112,6 @@ class ModuleIndex:
         if body_indent is None:
             return []
         return _blocks(self.lines, cls_block.header + 1, cls_block.end, body_indent)
-
-    def assigns_top(self, name: str) -> bool:
-        return any(_ASSIGN_RE.match(line) and _ASSIGN_RE.match(line).group("name") == name for line in self.lines)
 
     def snippet(self, block: Block) -> str:
         return "".join(self.lines[block.start : block.end])
@@ -331,18 +328,8 @@ class _BodyFacts(cst.CSTVisitor):
         self._watch(node.target, node.value)
 
 
-def _descriptor(fn: cst.FunctionDef, in_class: bool) -> str:
-    names = {(_dotted(d.decorator) or "").rsplit(".", 1)[-1] for d in fn.decorators}
-    if not in_class:
-        return "function"
-    for kind in ("staticmethod", "classmethod", "property", "cached_property"):
-        if kind in names:
-            return "property" if kind == "cached_property" else kind
-    return "instance"
-
-
 def function_facts(fn: cst.FunctionDef, qualname: str, where: str, in_class: bool) -> FunctionObservation:
-    descriptor = _descriptor(fn, in_class)
+    descriptor = descriptor_from_decorators((_dotted(d.decorator) or "" for d in fn.decorators), in_class)
     body = _BodyFacts(qualname)
     fn.visit(body)
     ann = fn.returns.annotation if fn.returns else None
@@ -504,12 +491,8 @@ class StaticReader:
         for m in index.members(block):
             if m.kind != "def":
                 continue
-            decorators = "".join(index.lines[m.start : m.header])
-            kind = "instance"
-            for deco in ("staticmethod", "classmethod", "cached_property", "property"):
-                if re.search(rf"@[\w.]*\b{deco}\b", decorators):
-                    kind = "property" if deco == "cached_property" else deco
-                    break
+            decorators = re.findall(r"^\s*@([\w.]+)", "".join(index.lines[m.start : m.header]), re.M)
+            kind = descriptor_from_decorators(decorators, in_class=True)
             members.append((m.name, kind))
             if kind == "property":
                 fields.append(m.name)

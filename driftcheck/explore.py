@@ -7,7 +7,7 @@ distiller's loss curve over a long shared-distiller run. Writes
 reports/exploration.md. A random tiny model shows the mechanism, not task
 accuracy.
 
-Runs in its own process: `python -m esamp.explore [OUT.md]` (or `driftcheck explore`).
+Runs in its own process: `python -m driftcheck.explore [OUT.md]` (or `driftcheck explore`).
 """
 
 from __future__ import annotations
@@ -41,24 +41,18 @@ def diversity(samples: list[list[int]]) -> tuple[float, float]:
     return distinct, sum(edit_distance(a, b) for a, b in pairs) / len(pairs)
 
 
-def _stats(stats_dir):
-    from driftcheck.shims.hook_points import read_stats
-
-    ran = [s for s in read_stats(stats_dir) if s.get("esamp")]
-    return ran[-1]["esamp"] if ran else {}
-
-
 def run() -> dict:
-    from driftcheck.tiny_model import use_cpu_engine_env
+    from driftcheck import env
+    from driftcheck.models.engine_env import use_cpu_engine_env
 
     use_cpu_engine_env()
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    stats_dir = tempfile.mkdtemp(prefix="driftcheck-explore-")
-    os.environ["DRIFTCHECK_STATS_DIR"] = stats_dir
+    os.environ[env.VLLM_MULTIPROCESSING] = "0"
+    os.environ[env.STATS_DIR] = tempfile.mkdtemp(prefix="driftcheck-explore-")
     import esamp.runtime  # noqa: F401 - binds the shims
     from vllm import LLM, SamplingParams
 
-    from driftcheck.tiny_model import ensure_tiny_model, tiny_engine_kwargs
+    from driftcheck.models.engine_env import tiny_engine_kwargs
+    from driftcheck.models.tiny import ensure_tiny_model
     from esamp import controller
 
     model = str(ensure_tiny_model())
@@ -137,7 +131,7 @@ def markdown(result: dict, seconds: float) -> str:
 def main(out_path: str) -> None:
     t0 = time.perf_counter()
     result = run()
-    from driftcheck.report import write_atomic
+    from driftcheck.files import write_atomic
 
     write_atomic(out_path, markdown(result, time.perf_counter() - t0))
     print(f"wrote {out_path}")

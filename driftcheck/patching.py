@@ -1,9 +1,14 @@
-"""Apply wrappers all-or-nothing, reversibly.
+"""One wrapper protocol for every descriptor kind: apply wrappers all-or-nothing, reversibly.
 
-A Patch names one attribute of one vLLM class or module and the raw object
-(as `inspect.getattr_static` sees it, so staticmethods stay staticmethods)
-that replaces it. `apply` installs a list of patches in order; if any step
-fails, every patch already installed is restored before the error leaves.
+A Patch names one attribute of a class or module and a `make(original) -> wrapper`
+function. The attribute is read with `inspect.getattr_static`, so a staticmethod
+or classmethod is unwrapped, its function wrapped, and the wrapper re-wrapped in
+the same descriptor kind; an inherited attribute is restored by deleting ours.
+`apply_all` installs a list of patches in order; if any step fails, every patch
+already installed is restored before the error leaves.
+
+Used by the shims (runtime), the live reader's engine observers and the probes'
+fault switches: nothing here knows about vLLM.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from typing import Any, Callable
 _MISSING = object()
 
 
-class ShimError(RuntimeError):
-    """A shim could not be applied; vLLM is left exactly as it was."""
+class PatchError(RuntimeError):
+    """A patch could not be applied; the patched objects are left exactly as they were."""
 
 
 @dataclass
@@ -25,7 +30,8 @@ class Patch:
     owner: Any  # class or module
     name: str
     make: Callable[[Callable], Callable]  # original function -> wrapper function
-    shim: str  # which shim module asked for it
+    shim: str  # who asked for it (a shim module, an observer, a fault)
+    surface: str | None = None  # the catalogued surface this attribute is, if any (checked before binding)
     original: Any = _MISSING  # raw attribute before applying
     installed: Any = _MISSING  # raw attribute we set
     own: bool = True  # the owner defined the attribute itself (not inherited)
@@ -37,10 +43,10 @@ class Patch:
     def apply(self) -> None:
         raw = inspect.getattr_static(self.owner, self.name, _MISSING)
         if raw is _MISSING:
-            raise ShimError(f"{self.shim}: {self.label} does not exist")
+            raise PatchError(f"{self.shim}: {self.label} does not exist")
         func = raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else raw
         if getattr(func, "__driftcheck_shim__", None):
-            raise ShimError(f"{self.shim}: {self.label} is already wrapped by {func.__driftcheck_shim__}")
+            raise PatchError(f"{self.shim}: {self.label} is already wrapped by {func.__driftcheck_shim__}")
         # An inherited attribute is restored by deleting ours, not by copying the base's down.
         self.own = isinstance(self.owner, type) is False or self.name in vars(self.owner)
         if isinstance(raw, (staticmethod, classmethod)):
@@ -71,7 +77,7 @@ def apply_all(patches: list[Patch], fail_at: int | None = None) -> list[Patch]:
     try:
         for i, patch in enumerate(patches, start=1):
             if fail_at == i:
-                raise ShimError(f"injected failure at patch {i} ({patch.label})")
+                raise PatchError(f"injected failure at patch {i} ({patch.label})")
             patch.apply()
             done.append(patch)
     except BaseException:

@@ -1,11 +1,16 @@
 """The surface catalog: every vLLM internal ESamp depends on, and every shape
 (contract) it has had in real releases.
 
-Pure data. Contracts were derived by reading each release 0.10.0-0.33.0 with
-the static reader (`python scripts/derive_contracts.py` prints the distinct
-aspect values per surface with the releases they occur in); `seen_in` records
-that range. Aspect values are the normalized strings the readers produce
-(see driftcheck/observe_static.py), so a contract is matched by equality.
+Pure data: nothing here imports anything but the contracts layer. Contracts
+were derived by reading each release in driftcheck.contracts.releases with the
+static reader (`python scripts/derive_contracts.py` prints the distinct aspect
+values per surface with the releases they occur in); `seen_in` records that
+range, and a range that reaches the newest release is written open-ended
+("0.28.0-"), so adding a release to RELEASES is the only edit a release needs
+when nothing moved. Aspect values are written as the strings the reports print
+and parsed into their value types (driftcheck.contracts.values) when the
+contract is built; the readers produce the same types, so a contract is
+matched by equality.
 
 Aspects:
   present       "yes" / "no" (an optional surface may be absent by contract)
@@ -24,15 +29,23 @@ Aspects:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from driftcheck.contracts.releases import ReleaseRange
+from driftcheck.contracts.values import parse_aspect
 
 
 @dataclass(frozen=True)
 class Contract:
     id: str
     summary: str
-    aspects: dict
-    seen_in: str
+    aspects: dict  # aspect -> typed value (parsed from the catalog's text)
+    seen_in: ReleaseRange
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "aspects", {k: parse_aspect(k, v) for k, v in self.aspects.items()})
+        if isinstance(self.seen_in, str):
+            object.__setattr__(self, "seen_in", ReleaseRange.parse(self.seen_in))
 
 
 @dataclass(frozen=True)
@@ -78,7 +91,7 @@ SURFACES: tuple[Surface, ...] = (
         (
             C("forward/2", "(logits, sampling_metadata)", "0.10.0-0.11.0",
               signature="(logits, sampling_metadata)"),
-            C("forward/bonus", "adds predict_bonus_token=, logprobs_mode_override=", "0.11.1-0.33.0",
+            C("forward/bonus", "adds predict_bonus_token=, logprobs_mode_override=", "0.11.1-",
               signature="(logits, sampling_metadata, predict_bonus_token=, logprobs_mode_override=)"),
         ),
     ),
@@ -91,7 +104,7 @@ SURFACES: tuple[Surface, ...] = (
             C("sample/tuple", "returns (tokens, processed_logprobs)", "0.10.2-0.11.0",
               signature="(logits, sampling_metadata)", return_arity="tuple/2"),
             C("sample/tuple-override", "returns (tokens, processed_logprobs); adds logprobs_mode_override=",
-              "0.11.1-0.33.0",
+              "0.11.1-",
               signature="(logits, sampling_metadata, logprobs_mode_override=)", return_arity="tuple/2"),
         ),
     ),
@@ -104,7 +117,7 @@ SURFACES: tuple[Surface, ...] = (
               signature="(logits, temp)", descriptor="instance"),
             C("temperature/all-random", "instance method, gains all_random", "0.11.0",
               signature="(logits, temp, all_random)", descriptor="instance"),
-            C("temperature/static", "staticmethod (logits, temp, all_random)", "0.11.1-0.33.0",
+            C("temperature/static", "staticmethod (logits, temp, all_random)", "0.11.1-",
               signature="(logits, temp, all_random)", descriptor="staticmethod"),
         ),
     ),
@@ -115,7 +128,7 @@ SURFACES: tuple[Surface, ...] = (
         (
             C("topk_topp/tensor", "returns sampled tokens", "0.10.0-0.10.1.1",
               signature="(logits, generators, k, p)", return_arity="value"),
-            C("topk_topp/tuple", "returns (tokens, logits_to_return)", "0.10.2-0.33.0",
+            C("topk_topp/tuple", "returns (tokens, logits_to_return)", "0.10.2-",
               signature="(logits, generators, k, p)", return_arity="tuple/2"),
         ),
     ),
@@ -126,7 +139,7 @@ SURFACES: tuple[Surface, ...] = (
         (
             C("topk_topp_cpu/absent", "no CPU-specific path (forward_native is used)", "0.10.0-0.10.2",
               present="no"),
-            C("topk_topp_cpu/tuple", "returns (tokens, logits_to_return)", "0.11.0-0.33.0",
+            C("topk_topp_cpu/tuple", "returns (tokens, logits_to_return)", "0.11.0-",
               present="yes", signature="(logits, generators, k, p)", return_arity="tuple/2"),
         ),
     ),
@@ -137,7 +150,7 @@ SURFACES: tuple[Surface, ...] = (
         (
             C("filter/3", "(logits, k, p) -> logits", "0.10.0-0.32.0",
               signature="(logits, k, p)", return_arity="value"),
-            C("filter/topp-only-rows", "adds has_topp_only_rows=", "0.33.0",
+            C("filter/topp-only-rows", "adds has_topp_only_rows=", "0.33.0-",
               signature="(logits, k, p, has_topp_only_rows=)", return_arity="value"),
         ),
     ),
@@ -147,7 +160,7 @@ SURFACES: tuple[Surface, ...] = (
         "the draw from filtered probabilities, with per-request generators",
         (
             C("draw/2", "(probs, generators)", "0.10.0-0.22.1", signature="(probs, generators)"),
-            C("draw/fp64-gumbel", "adds use_fp64_gumbel=", "0.23.0-0.33.0",
+            C("draw/fp64-gumbel", "adds use_fp64_gumbel=", "0.23.0-",
               signature="(probs, generators, use_fp64_gumbel=)"),
         ),
     ),
@@ -160,7 +173,7 @@ SURFACES: tuple[Surface, ...] = (
               "argmax-invariant processor before top-k/top-p", "0.10.0",
               module="vllm.v1.sample.logits_processor", before_topk_topp="yes"),
             C("min_p/logitsprocs-builtin", "MinPLogitsProcessor in logits_processor/builtin.py, applied as "
-              "an argmax-invariant processor before top-k/top-p", "0.10.1-0.33.0",
+              "an argmax-invariant processor before top-k/top-p", "0.10.1-",
               module="vllm.v1.sample.logits_processor.builtin", before_topk_topp="yes"),
         ),
         options={"sampler": "vllm.v1.sample.sampler:Sampler.sample", "applied_via": "argmax_invariant",
@@ -191,7 +204,7 @@ SURFACES: tuple[Surface, ...] = (
             C("prepare/logits-first-2", "(logits_indices, spec_decode_metadata)", "0.12.0-0.27.1",
               signature="(scheduler_output, num_scheduled_tokens)",
               return_names="(logits_indices, spec_decode_metadata)"),
-            C("prepare/logits-first-3", "(logits_indices, spec_decode_metadata, int)", "0.28.0-0.33.0",
+            C("prepare/logits-first-3", "(logits_indices, spec_decode_metadata, int)", "0.28.0-",
               signature="(scheduler_output, num_scheduled_tokens)",
               return_names="(logits_indices, spec_decode_metadata, num_sampled_tokens.max())"),
         ),
@@ -203,21 +216,21 @@ SURFACES: tuple[Surface, ...] = (
             C("step/execute", "execute_model runs forward and sampling", "0.10.0-0.11.0",
               members="execute_model"),
             C("step/execute+sample_tokens", "execute_model runs the forward, sample_tokens samples",
-              "0.11.1-0.33.0", members="execute_model, sample_tokens"),
+              "0.11.1-", members="execute_model, sample_tokens"),
         ),
         options={"members": RUNNER_STEP_METHODS},
     ),
     Surface(
         "runner.cpu_subclass", "vllm.v1.worker.cpu_model_runner:CPUModelRunner", "bases", ("bases",),
         "the CPU runner inherits the GPU runner's surfaces (what the CPU tests exercise)",
-        (C("cpu_runner/gpu-subclass", "CPUModelRunner(GPUModelRunner)", "0.10.0-0.33.0",
+        (C("cpu_runner/gpu-subclass", "CPUModelRunner(GPUModelRunner)", "0.10.0-",
            bases="GPUModelRunner"),),
         required=False,
     ),
     Surface(
         "input_batch.fields", "vllm.v1.worker.gpu_input_batch:InputBatch", "fields", ("fields",),
         "rows -> request ids, per-request generators and sampling parameters",
-        (C("input_batch/esamp-fields", "all fields ESamp reads are present", "0.10.0-0.33.0",
+        (C("input_batch/esamp-fields", "all fields ESamp reads are present", "0.10.0-",
            fields=", ".join(ESAMP_INPUT_BATCH_FIELDS)),),
         options={"fields": ESAMP_INPUT_BATCH_FIELDS},
     ),
@@ -229,7 +242,7 @@ SURFACES: tuple[Surface, ...] = (
             C("request_ids/passthrough", "the caller's id reaches the engine unchanged", "0.10.0-0.13.0",
               request_ids="passthrough"),
             C("request_ids/assign_request_id", "InputProcessor.assign_request_id appends a random suffix; "
-              "the caller's id is kept as external_req_id", "0.14.0-0.33.0",
+              "the caller's id is kept as external_req_id", "0.14.0-",
               request_ids="reassigned by InputProcessor.assign_request_id"),
         ),
     ),
@@ -237,7 +250,7 @@ SURFACES: tuple[Surface, ...] = (
         "engine.child_ids", "vllm.v1.engine.parallel_sampling:ParentRequest.get_child_info", "child_ids",
         ("child_ids",),
         "how the n>1 samples of one prompt are named (ESamp's prompt groups)",
-        (C("child_ids/index_prefix", "child i of request R is 'i_R'", "0.10.0-0.33.0",
+        (C("child_ids/index_prefix", "child i of request R is 'i_R'", "0.10.0-",
            child_ids='f"{index}_{self.request_id}"'),),
     ),
     Surface(
@@ -245,7 +258,7 @@ SURFACES: tuple[Surface, ...] = (
         ("signature", "return_names"),
         "shallow tap: the residual stream after a decoder layer (Qwen2 family)",
         (C("decoder_layer/residual-pair", "(positions, hidden_states, residual) -> (hidden_states, residual)",
-           "0.10.0-0.33.0", signature="(positions, hidden_states, residual)",
+           "0.10.0-", signature="(positions, hidden_states, residual)",
            return_names="(hidden_states, residual)"),),
     ),
     Surface(
@@ -253,7 +266,7 @@ SURFACES: tuple[Surface, ...] = (
         ("signature", "return_names"),
         "shallow tap: the residual stream after a decoder layer (Llama family)",
         (C("decoder_layer/residual-pair", "(positions, hidden_states, residual) -> (hidden_states, residual)",
-           "0.10.0-0.33.0", signature="(positions, hidden_states, residual)",
+           "0.10.0-", signature="(positions, hidden_states, residual)",
            return_names="(hidden_states, residual)"),),
     ),
     Surface(
@@ -261,7 +274,7 @@ SURFACES: tuple[Surface, ...] = (
         ("signature", "final_norm"),
         "deep tap: the hidden state entering the model's final norm (Qwen2 family)",
         (C("model/fused-add-norm", "self.norm(hidden_states, residual) after the layer loop",
-           "0.10.0-0.33.0", signature="(input_ids, positions, intermediate_tensors=, inputs_embeds=)",
+           "0.10.0-", signature="(input_ids, positions, intermediate_tensors=, inputs_embeds=)",
            final_norm="self.norm(hidden_states, residual)"),),
     ),
     Surface(
@@ -269,7 +282,7 @@ SURFACES: tuple[Surface, ...] = (
         ("final_norm",),
         "deep tap: the hidden state entering the model's final norm (Llama family)",
         (C("model/fused-add-norm", "self.norm(hidden_states, residual) after the layer loop",
-           "0.10.0-0.33.0", final_norm="self.norm(hidden_states, residual)"),),
+           "0.10.0-", final_norm="self.norm(hidden_states, residual)"),),
     ),
     Surface(
         "plugins.general_plugins", "vllm.plugins:load_general_plugins", "plugins", ("group", "loaded_in"),
@@ -279,7 +292,7 @@ SURFACES: tuple[Surface, ...] = (
               "the engine core", "0.10.0-0.11.0",
               group="vllm.general_plugins", loaded_in="vllm.worker.worker_base, vllm.v1.engine.core"),
             C("plugins/worker-v1-path", "group vllm.general_plugins; loaded by vllm/v1/worker/worker_base.py "
-              "and the engine core", "0.11.1-0.33.0",
+              "and the engine core", "0.11.1-",
               group="vllm.general_plugins", loaded_in="vllm.v1.worker.worker_base, vllm.v1.engine.core"),
         ),
         options={"group": "vllm.general_plugins", "loaders": PLUGIN_LOADERS},
@@ -289,20 +302,11 @@ SURFACES: tuple[Surface, ...] = (
 SURFACES_BY_ID = {s.id: s for s in SURFACES}
 
 
-def surfaces() -> tuple[Surface, ...]:
-    """The catalog plus the contracts that generated shims declare (`driftcheck propose`
-    writes them; DRIFTCHECK_SHIM_PATH points at them). Everything that matches
-    observations to contracts goes through here."""
-    from dataclasses import replace
-
-    from driftcheck.shims.plan import generated_contracts
-
-    extra = generated_contracts()
+def with_contracts(extra: dict[str, tuple[Contract, ...]], surfaces: tuple[Surface, ...] = SURFACES
+                   ) -> tuple[Surface, ...]:
+    """The catalog plus more contracts per surface id (those generated shims declare: the
+    runtime layer loads them, see driftcheck.shims.plan.catalog). Ids already known are kept."""
     if not extra:
-        return SURFACES
+        return surfaces
     return tuple(replace(s, contracts=s.contracts + tuple(c for c in extra.get(s.id, ()) if not s.contract(c.id)))
-                 for s in SURFACES)
-
-
-def surfaces_by_id() -> dict[str, Surface]:
-    return {s.id: s for s in surfaces()}
+                 for s in surfaces)

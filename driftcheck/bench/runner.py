@@ -1,0 +1,102 @@
+"""The benchmark parent: two warm workers (vanilla, esamp), timed rounds alternating A B A B,
+so drift in machine state hits both; only one engine runs at a time. The ESamp worker's
+counters must prove the intervention and the training ran during the timed rounds: a
+benchmark of a silent no-op is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from driftcheck.bench.shapes import BETA, MIN_P_VARIANTS, SAMPLING, WORKLOADS, write_model_dir
+
+
+class Worker:
+    def __init__(self, opts: dict, log_dir: Path) -> None:
+        self.name = opts["variant"]
+        self.log = open(log_dir / f"{opts['label']}-{self.name}.log", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "driftcheck.bench.worker", json.dumps(opts)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     bufsize=1)
+
+    def ask(self, cmd: dict | None = None) -> dict:
+        if cmd is not None:
+            self.proc.stdin.write(json.dumps(cmd) + "\n")
+            self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            self.log.flush()
+            tail = [x for x in Path(self.log.name).read_text(errors="replace").splitlines() if x.strip()][-1:]
+            raise RuntimeError(f"{self.name} worker exited ({self.proc.returncode}): {' '.join(tail)[-400:]} "
+                               f"(log {self.log.name})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+        self.log.close()
+
+
+def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: bool = False,
+                  log_dir: Path | None = None) -> dict:
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="driftcheck-bench-"))
+    label = f"{device}-{shape}-{mode}"
+    model_dir = write_model_dir(shape, log_dir / "models")
+    base = {"device": device, "mode": mode, "model_dir": str(model_dir), "workload": WORKLOADS[device],
+            "label": label}
+    workers = []
+    try:
+        for variant in ("vanilla", "esamp"):  # one after the other: engine start-up profiles memory
+            w = Worker({**base, "variant": variant}, log_dir)
+            workers.append(w)
+            w.info = w.ask()
+        vanilla, esamp = workers
+        result = {"label": label, "device": device, "shape": shape, "mode": mode, "rounds": rounds,
+                  "workload": WORKLOADS[device], "sampling": SAMPLING, "beta": BETA, "machine": machine(device),
+                  "vllm": vanilla.info["vllm"], "torch": vanilla.info["torch"],
+                  "load_s": {"vanilla": vanilla.info["load_s"], "esamp": esamp.info["load_s"]}, "variants": {}}
+        for min_p in MIN_P_VARIANTS:
+            runs = {"vanilla": [], "esamp": []}
+            for i in range(rounds):
+                order = (vanilla, esamp) if i % 2 == 0 else (esamp, vanilla)
+                for w in order:
+                    runs[w.name].append(w.ask({"op": "round", "min_p": min_p})["tok_s"])
+            ratios = [e / v for e, v in zip(runs["esamp"], runs["vanilla"])]
+            result["variants"][f"min_p={min_p}"] = {
+                "vanilla_tok_s": runs["vanilla"], "esamp_tok_s": runs["esamp"],
+                "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+                "ratio_of_medians": statistics.median(runs["esamp"]) / statistics.median(runs["vanilla"])}
+        result["esamp_counters"] = esamp.ask({"op": "stats"})["esamp"]
+        if profile:
+            result["profile"] = {w.name: w.ask({"op": "profile", "min_p": 0.0})["profile"] for w in workers}
+        _check_esamp_ran(result)
+        return result
+    finally:
+        for w in workers:
+            w.close()
+
+
+def _check_esamp_ran(result: dict) -> None:
+    c = result["esamp_counters"]
+    if not c.get("gate_passed") or not c.get("train_steps") or not c.get("intervention_calls"):
+        raise RuntimeError(f"ESamp did not run in the esamp worker (counters {c}): the figures would be vanilla's")
+
+
+def machine(device: str) -> str:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores"

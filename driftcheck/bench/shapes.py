@@ -1,0 +1,56 @@
+"""Model shapes (config.json only, dummy weights), workloads and engine settings, shared by both
+benchmark workers so that only ESamp differs between them. The same code runs here on the CPU
+and on the GPU device machine, where there is no model hub and no tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+#: Model shapes (config.json only; dummy weights). "cpu-mid": big enough that the forward
+#: dominates on the CPU, as it does on a GPU.
+SHAPES = {
+    "cpu-mid": {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 8,
+                "num_attention_heads": 16, "num_key_value_heads": 4, "vocab_size": 32000},
+    "qwen2.5-0.5b": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+                     "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936},
+    "qwen2.5-7b": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                   "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064},
+}
+
+#: Workloads per device: the GPU one is the device recipe's baseline (16 prompts x n=16 x 128).
+WORKLOADS = {
+    "cpu": {"prompts": 4, "prompt_len": 32, "n": 16, "max_tokens": 32},
+    "cuda": {"prompts": 16, "prompt_len": 32, "n": 16, "max_tokens": 128},
+}
+SAMPLING = {"temperature": 0.8, "top_p": 0.95}
+MIN_P_VARIANTS = (0.0, 0.05)  # without and with min_p
+BETA = 0.8
+
+
+def write_model_dir(shape: str, root: Path) -> Path:
+    """A Qwen2 config.json of the named shape (weights come from load_format="dummy")."""
+    cfg = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
+           "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+           "tie_word_embeddings": shape == "qwen2.5-0.5b", "torch_dtype": "bfloat16",
+           "bos_token_id": 0, "eos_token_id": 1, "use_sliding_window": False, **SHAPES[shape]}
+    out = root / shape
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    return out
+
+
+def engine_kwargs(device: str, mode: str) -> dict:
+    """vLLM engine settings per device and mode (eager | graphs); shared by both workers."""
+    common = {"load_format": "dummy", "skip_tokenizer_init": True, "seed": 0, "enable_prefix_caching": False,
+              "max_model_len": 1024}
+    if device == "cpu":
+        return {**common, "dtype": "float32", "enforce_eager": mode == "eager", "max_num_seqs": 64}
+    # The device recipe (../shared/gpu/README.md): Python-only vLLM, Triton attention,
+    # no custom ops; "graphs" = full CUDA graphs for decode, without torch.compile.
+    compilation = {"custom_ops": ["none"]}
+    if mode == "graphs":
+        compilation.update({"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"})
+    return {**common, "dtype": "bfloat16", "enforce_eager": mode == "eager", "gpu_memory_utilization": 0.4,
+            "attention_backend": "TRITON_ATTN", "kernel_config": {"ir_op_priority": {"rms_norm": ["native"]}},
+            "compilation_config": compilation}

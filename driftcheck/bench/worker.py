@@ -1,0 +1,86 @@
+"""One benchmark worker: a warm engine in its own process (`python -m driftcheck.bench.worker OPTS`).
+
+`vanilla` binds nothing; `esamp` does `import esamp.runtime` and enables ESamp at β on every
+request. The worker warms up every batch shape the timed rounds will see, says it is ready,
+then answers commands on stdin (round | profile | stats | quit), one JSON line each, on the
+original stdout; everything vLLM prints goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from driftcheck import env
+from driftcheck.bench.profile import profile_round
+from driftcheck.bench.shapes import BETA, MIN_P_VARIANTS, SAMPLING, engine_kwargs
+
+
+def _worker(opts: dict) -> None:
+    # The protocol goes to the original stdout; everything vLLM prints goes to stderr.
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    os.environ[env.VLLM_MULTIPROCESSING] = "0"
+    if opts["device"] == "cpu":
+        from driftcheck.models.engine_env import use_cpu_engine_env
+
+        use_cpu_engine_env()
+    else:
+        os.environ.setdefault("VLLM_USE_DEEP_GEMM", "0")
+    esamp = opts["variant"] == "esamp"
+    if esamp:
+        import esamp.runtime  # noqa: F401 - binds the shims in this (engine) process
+    import torch
+    from vllm import LLM, SamplingParams
+
+    if opts["device"] == "cpu":
+        torch.set_num_threads(1)
+    extra = {"additional_config": {"esamp": {"enable": True}}} if esamp else {}
+    t0 = time.perf_counter()
+    llm = LLM(model=opts["model_dir"], **engine_kwargs(opts["device"], opts["mode"]), **extra)
+    load_s = time.perf_counter() - t0
+    work = opts["workload"]
+    prompts = [{"prompt_token_ids": [(100 + 7 * i + j) % 30000 + 2 for j in range(work["prompt_len"])]}
+               for i in range(work["prompts"])]
+
+    def params(min_p: float, max_tokens: int):
+        return SamplingParams(n=work["n"], min_p=min_p, max_tokens=max_tokens, ignore_eos=True, detokenize=False,
+                              extra_args={"esamp_beta": BETA} if esamp else None, **SAMPLING)
+
+    def generate(min_p: float, max_tokens: int) -> tuple[int, float]:
+        t = time.perf_counter()
+        outs = llm.generate(prompts, params(min_p, max_tokens), use_tqdm=False)
+        return sum(len(c.token_ids) for o in outs for c in o.outputs), time.perf_counter() - t
+
+    for min_p in MIN_P_VARIANTS:  # warm-up: every shape of batch the timed rounds will see
+        generate(min_p, work["max_tokens"])
+    proto.write(json.dumps({"ready": True, "load_s": load_s, "vllm": _vllm_version(),
+                            "torch": torch.__version__}) + "\n")
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["op"] == "round":
+            tokens, seconds = generate(cmd["min_p"], work["max_tokens"])
+            proto.write(json.dumps({"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds}) + "\n")
+        elif cmd["op"] == "profile":
+            proto.write(json.dumps({"profile": profile_round(lambda: generate(cmd["min_p"], work["max_tokens"]))}) + "\n")
+        elif cmd["op"] == "stats":
+            stats = {}
+            if esamp:
+                from esamp.controller import CONTROLLER
+
+                stats = CONTROLLER.stats() if CONTROLLER is not None else {}
+            proto.write(json.dumps({"esamp": stats}) + "\n")
+        else:
+            break
+
+
+def _vllm_version() -> str:
+    import vllm
+
+    return getattr(vllm, "__version__", "?")
+
+
+if __name__ == "__main__":
+    _worker(json.loads(sys.argv[1]))

@@ -1,0 +1,44 @@
+"""What ESamp did, counted in the process where it runs (`stats()` of the controller)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+LOSS_EVERY = 5  # train steps between two loss-history points
+CANDIDATES_EVERY = 8  # interventions between two candidate counts (a pass over the logits, so sampled)
+
+
+@dataclass
+class ESampCounters:
+    enabled: bool = False
+    gate_steps: int = 0
+    gate_passed: bool = False
+    train_steps: int = 0
+    rows_trained: int = 0
+    loss_last: float | None = None
+    loss_sum: float = 0.0
+    loss_history: list = field(default_factory=list)  # (train step, loss), every LOSS_EVERY steps
+    intervention_calls: int = 0
+    rows_intervened: int = 0
+    candidates_sum: int = 0  # over the rows of every CANDIDATES_EVERY-th intervention
+    rows_counted: int = 0  # the rows those counts cover
+    groups_live: int = 0
+    groups_reset: int = 0
+
+    @property
+    def loss_mean(self) -> float | None:
+        return self.loss_sum / self.train_steps if self.train_steps else None
+
+    def record_loss(self, value: float, rows: int) -> None:
+        self.train_steps += 1
+        self.rows_trained += rows
+        self.loss_last = value
+        self.loss_sum += value
+        if self.train_steps % LOSS_EVERY == 1:
+            self.loss_history.append((self.train_steps, value))
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["loss_mean"] = self.loss_mean
+        out["candidates_per_row"] = self.candidates_sum / self.rows_counted if self.rows_counted else None
+        return out

@@ -1,0 +1,61 @@
+"""Who shares a distiller: the whole batch ("shared"), or each prompt group ("group": the n
+samples of one prompt). A group's distiller lives exactly as long as its requests; which
+group a request belongs to, and its β, come from the request events (the engine's own data
+about the request), never from the shape of its id."""
+
+from __future__ import annotations
+
+from esamp.config import ESampConfig, beta_of
+from esamp.counters import ESampCounters
+
+SHARED = "shared"
+
+
+class Groups:
+    def __init__(self, config: ESampConfig, counters: ESampCounters) -> None:
+        self.config = config
+        self.counters = counters
+        self.distillers: dict = {}  # group key (or SHARED) -> OnlineDistiller
+        self.children: dict = {}  # group key -> live requests
+        self.group_of: dict = {}  # engine id -> group key
+        self.beta_of: dict = {}  # engine id -> β
+
+    def on_request(self, event) -> None:
+        if event.kind == "added":
+            self.group_of[event.engine_id] = event.group
+            self.beta_of[event.engine_id] = beta_of(event.params)
+            self.children[event.group] = self.children.get(event.group, 0) + 1
+            return
+        self.group_of.pop(event.engine_id, None)
+        self.beta_of.pop(event.engine_id, None)
+        left = self.children.get(event.group, 1) - 1
+        if left > 0:
+            self.children[event.group] = left
+            return
+        self.children.pop(event.group, None)
+        if self.config.sharing == "group" and self.distillers.pop(event.group, None) is not None:
+            self.counters.groups_reset += 1
+            self.counters.groups_live = len(self.distillers)
+
+    def key(self, engine_id: str) -> str:
+        if self.config.sharing == SHARED:
+            return SHARED
+        try:
+            return self.group_of[engine_id]
+        except KeyError:
+            from esamp.gate import ESampGateFailed
+
+            raise ESampGateFailed(f"ESamp: request {engine_id!r} is sampled but was never announced by the "
+                                  "request events (surface engine.request_ids)") from None
+
+    def betas(self, engine_ids: list[str]) -> list[float]:
+        return [self.beta_of.get(r, 0.0) for r in engine_ids]
+
+    def distiller(self, key, hidden: int, device):
+        from esamp.distiller import OnlineDistiller
+
+        if key not in self.distillers:
+            c = self.config
+            self.distillers[key] = OnlineDistiller(hidden, int(c.width), float(c.lr), seed=int(c.seed), device=device)
+            self.counters.groups_live = len(self.distillers)
+        return self.distillers[key]

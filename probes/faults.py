@@ -1,0 +1,87 @@
+"""Fault switches: reintroduce a known bug, to prove that a probe catches it.
+
+This is the one seam through which faults enter. Each fault is a set of
+patches (driftcheck.patching, the same wrapper protocol the shims use) on the
+runtime's own functions; production code has no fault branches. `inject(name)`
+must run in the process where the model runs, before the shims bind: the
+plugin entry point does it when env.FAULT names a fault (engine processes),
+in-process runners call it directly.
+"""
+
+from __future__ import annotations
+
+from driftcheck.patching import Patch, apply_all
+
+#: name -> what it breaks (the CLI's --fault choices)
+FAULTS = {
+    "stale_rows": "index the taps with a persistent scratch buffer sliced to the largest batch seen, not the "
+                  "live row count (the decode-shrink bug)",
+    "drop_id_map": "forget the request-id mapping: events carry the engine's id where the caller's belongs",
+    "silent_tap": "tapped layers keep their buffers but never write them (port hits stay 0)",
+}
+
+_injected: dict[str, list[Patch]] = {}
+
+
+def _stale_rows() -> list[Patch]:
+    from driftcheck.shims.hook_points import HookPoints
+
+    scratch = {}
+
+    def make(original):
+        def live_rows(self, view):
+            import torch
+
+            rows = original(self, view)
+            old = scratch.get("rows")
+            if old is None or old.shape[0] < rows.shape[0]:
+                grown = torch.zeros(max(rows.shape[0], 1), dtype=rows.dtype, device=rows.device)
+                if old is not None:
+                    grown[: old.shape[0]] = old
+                scratch["rows"] = old = grown
+            old[: rows.shape[0]] = rows
+            return old
+
+        return live_rows
+
+    return [Patch(HookPoints, "live_rows", make, __name__)]
+
+
+def _drop_id_map() -> list[Patch]:
+    from driftcheck.adapters import request_ids
+
+    def make(original):
+        def id_map_for(request_ids_contract, child_ids_contract):
+            return request_ids.RequestIdMap(reassigned=False, child_prefix=False)
+
+        return id_map_for
+
+    return [Patch(request_ids, "id_map_for", make, __name__)]
+
+
+def _silent_tap() -> list[Patch]:
+    from driftcheck.shims import layer_taps
+
+    def make(original):
+        def attach_tap(layer, index):
+            original(layer, index)
+            layer._driftcheck_tapped = False  # the buffer exists but is never written
+
+        return attach_tap
+
+    return [Patch(layer_taps, "attach_tap", make, __name__)]
+
+
+_BUILD = {"stale_rows": _stale_rows, "drop_id_map": _drop_id_map, "silent_tap": _silent_tap}
+
+
+def inject(name: str) -> None:
+    """Reintroduce the named bug in this process (idempotent)."""
+    if name not in FAULTS:
+        raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
+    if name not in _injected:
+        _injected[name] = apply_all(_BUILD[name]())
+
+
+def injected() -> list[str]:
+    return sorted(_injected)
