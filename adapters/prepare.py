@@ -25,9 +25,25 @@ class PrepareView:
     runner: Any = field(repr=False, default=None)
 
 
+def step_rows(computed, scheduled, prefill_len) -> tuple[list[int], list[int], list[int]]:
+    """(sampled rows, decode rows, positions) from each row's tokens computed before this step,
+    tokens scheduled this step, and prompt (prefill) length. A row samples when this step
+    reaches the end of its prefill; it decodes when its prefill was done before the step; its
+    position is that of the last token scheduled (whose hidden state the logits row reads)."""
+    sampled, decode, positions = [], [], []
+    for i, (c, s, p) in enumerate(zip(computed, scheduled, prefill_len)):
+        c, s, p = int(c), int(s), int(p)
+        positions.append(c + s - 1)
+        if c + s >= p:
+            sampled.append(i)
+            if c >= p:
+                decode.append(i)
+    return sampled, decode, positions
+
+
 def build_view(runner, result: tuple, positions: dict[str, int], num_scheduled=None) -> PrepareView:
-    """`result` is what `_prepare_inputs` returned; `positions` maps names to tuple slots
-    (the contract's ReturnNames.positions())."""
+    """V1 runner: `result` is what `_prepare_inputs` returned; `positions` maps names to tuple
+    slots (the contract's ReturnNames.positions())."""
     batch = runner.input_batch
     num_reqs = batch.num_reqs
     req_ids = list(batch.req_ids[:num_reqs])
@@ -36,13 +52,6 @@ def build_view(runner, result: tuple, positions: dict[str, int], num_scheduled=N
     if num_scheduled is None:
         num_scheduled = result[positions["num_scheduled_tokens"]]
     scheduled = [int(x) for x in list(num_scheduled)[:num_reqs]]
-    computed = batch.num_computed_tokens_cpu[:num_reqs]
-    prompt = batch.num_prompt_tokens[:num_reqs]
-    sampled, decode = [], []
-    positions = [int(computed[i]) + scheduled[i] - 1 for i in range(num_reqs)]
-    for i in range(num_reqs):
-        if int(computed[i]) + scheduled[i] >= int(prompt[i]):
-            sampled.append(i)
-            if int(computed[i]) >= int(prompt[i]):
-                decode.append(i)
-    return PrepareView(req_ids, logits_indices, scheduled, sampled, decode, positions, spec, runner)
+    sampled, decode, rows_positions = step_rows(batch.num_computed_tokens_cpu[:num_reqs], scheduled,
+                                                batch.num_prompt_tokens[:num_reqs])
+    return PrepareView(req_ids, logits_indices, scheduled, sampled, decode, rows_positions, spec, runner)

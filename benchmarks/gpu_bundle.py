@@ -29,6 +29,7 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout: driftcheck's own wheel reader
+from driftcheck import env  # noqa: E402
 from driftcheck.readers.source_tree import wheel_requirements  # noqa: E402
 BUNDLE = ROOT / ".gpu-bundle"
 CARRY_LIMIT = 64 * 2 ** 20
@@ -128,8 +129,7 @@ def tree_size() -> int:
 
 
 def build(version: str) -> None:
-    wheel = fetch_vllm_wheel(version, Path(os.environ.get("DRIFTCHECK_CACHE", "~/.cache/driftcheck")).expanduser()
-                             / "wheels")
+    wheel = fetch_vllm_wheel(version, env.cache_dir() / "wheels")
     BUNDLE.mkdir(exist_ok=True)
     python_tree(wheel, BUNDLE)
     failed = dependency_wheels(wheel, BUNDLE)

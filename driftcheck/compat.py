@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from driftcheck import env
 from driftcheck.readers.source_tree import fetch_release, wheel_requirements
 
 PROJECT_DEPS = ["libcst", "packaging", "click", "rich", "pytest", "hypothesis"]
@@ -41,7 +42,7 @@ CHECK_TIMEOUT_S = 900
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("DRIFTCHECK_CACHE", "~/.cache/driftcheck")).expanduser() / "compat"
+    return env.cache_dir() / "compat"
 
 
 def requirements(wheel: Path) -> tuple[str | None, list[str]]:

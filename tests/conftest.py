@@ -25,6 +25,25 @@ def installed_scan(installed_tree):
     return scan_tree(installed_tree)
 
 
+def catalogued_contracts(version: str) -> dict:
+    """surface id -> the contract the catalog says `version` has (by the contracts' release ranges)."""
+    from driftcheck.contracts.catalog import SURFACES
+
+    out = {}
+    for s in SURFACES:
+        hits = [c for c in s.contracts if c.seen_in.contains(version)]
+        assert len(hits) <= 1, (s.id, [c.id for c in hits])  # ranges of one surface never overlap
+        if hits:
+            out[s.id] = hits[0]
+    return out
+
+
+@pytest.fixture(scope="session")
+def installed_contracts(installed_tree):
+    """The contracts the catalog says the installed release has (tests that hold for any release)."""
+    return catalogued_contracts(installed_tree.version)
+
+
 @pytest.fixture(scope="session")
 def surface_files(installed_tree, installed_scan):
     """Every file the scan of the installed vLLM read (scan_tree caches each read)."""

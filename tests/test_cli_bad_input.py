@@ -29,14 +29,16 @@ def assert_one_line_error(proc, code, needle):
     assert lines[0].startswith("driftcheck: error: ") and needle in lines[0], lines[0]
 
 
-def test_scan_installed_json_and_markdown(tmp_path):
+def test_scan_installed_json_and_markdown(tmp_path, installed_tree, installed_contracts, installed_scan):
     md = tmp_path / "out" / "scan.md"
     proc = run_cli("scan", "--json", "--markdown", str(md))
     assert proc.returncode == EXIT_OK, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["version"] == "0.32.0" and report["exit_code"] == 0
+    assert report["version"] == installed_tree.version and report["exit_code"] == 0
     assert {s["surface"] for s in report["surfaces"]} >= {"runner.prepare_inputs", "engine.request_ids"}
-    assert "| `runner.prepare_inputs` | known | prepare/logits-first-3 | prepare_logits_first |" in md.read_text()
+    prepare = installed_contracts["runner.prepare_inputs"].id
+    shim = installed_scan.shim("runner.prepare_inputs")
+    assert f"| `runner.prepare_inputs` | known | {prepare} | {shim} |" in md.read_text()
     assert report["shims"]["unbound"] == []
     assert {s["surface"]: s["shim"] for s in report["surfaces"]}["sampler.sample"] == "sampler_post_filter"
 

@@ -16,7 +16,7 @@ from driftcheck.scan import compare, scan_tree
 
 
 @pytest.mark.engine
-def test_live_scan_on_real_engine():
+def test_live_scan_on_real_engine(installed_contracts):
     proc = subprocess.run(
         [sys.executable, "-m", "driftcheck", "scan", "--live", "--json"],
         capture_output=True, text=True, timeout=600, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
@@ -29,12 +29,16 @@ def test_live_scan_on_real_engine():
     # the engine really ran and the observers saw the surfaces on every step
     assert live["steps"] > 0
     assert live["hits"]["runner.prepare_inputs"] >= live["steps"]
-    assert live["returns"]["runner.prepare_inputs"] == ["tuple/3"]
-    assert live["returns"]["sampler.sample"] == ["tuple/2"]
-    # 0.32.0 rewrites ids: the runner sees 'i_<caller id>-<8 chars>', outputs carry the caller's ids
+    assert live["returns"]["runner.prepare_inputs"] == [installed_contracts["runner.prepare_inputs"]
+                                                        .aspects["return_names"].arity]
+    assert live["returns"]["sampler.sample"] == [installed_contracts["sampler.sample"].aspects["return_arity"]]
+    # the runner sees 'i_<caller id>' (passthrough releases) or 'i_<caller id>-<8 chars>' (reassigned),
+    # outputs carry the caller's ids
     ids = live["request_ids"]
-    assert ids["behaviour"] == "reassigned"
-    assert all(re.fullmatch(r"[01]_dc-live-[ab]-[0-9a-z]{8}", r) for r in ids["runner_ids"]), ids
+    behaviour = installed_contracts["engine.request_ids"].aspects["request_ids"].behaviour
+    assert ids["behaviour"] == behaviour
+    suffix = r"-[0-9a-zA-Z]{8}" if behaviour == "reassigned" else ""
+    assert all(re.fullmatch(r"[01]_dc-live-[ab]" + suffix, r) for r in ids["runner_ids"]), ids
     assert len(ids["runner_ids"]) == 4  # 2 prompts x n=2
     assert ids["outputs_return_caller_ids"] is True
     # inspect agrees with the static reader on the catalogued aspects

@@ -58,6 +58,8 @@ import shutil
 import tempfile
 from typing import Any, Iterator
 
+from driftcheck import env
+
 __all__ = [
     "TINY_MODEL_LAYERS",
     "TINY_MODEL_HIDDEN",
@@ -135,10 +137,7 @@ def ensure_tiny_model(cache_dir: str | os.PathLike[str] | None = None) -> pathli
 
 
 def _default_cache_dir() -> pathlib.Path:
-    env = os.environ.get("DRIFTCHECK_CACHE")
-    if env:
-        return pathlib.Path(env).expanduser()
-    return pathlib.Path("~/.cache/driftcheck").expanduser()
+    return env.cache_dir()
 
 
 def _recipe_hash(recipe: dict[str, Any]) -> str:

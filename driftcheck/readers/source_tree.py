@@ -23,6 +23,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
+from driftcheck import env
 from driftcheck.errors import BadInput, FetchFailed
 
 _VERSION_RE = re.compile(r"""^(?:__version__|version)\s*=\s*(?:version\s*=\s*)?['"]([^'"]+)['"]""", re.M)
@@ -158,7 +159,7 @@ def locate_installed() -> DirTree:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("DRIFTCHECK_CACHE") or Path.home() / ".cache" / "driftcheck")
+    return env.cache_dir()
 
 
 _NETWORK_ERRORS = re.compile(
