@@ -23,6 +23,7 @@ class PrepareView:
     positions: list[int]  # per row: sequence position of the token whose hidden state is at logits_indices[i]
     spec_decode: bool
     runner: Any = field(repr=False, default=None)
+    batch: Any = field(repr=False, default=None)  # Model Runner V2: the InputBatch this view was built from
 
 
 def step_rows(computed, scheduled, prefill_len) -> tuple[list[int], list[int], list[int]]:
@@ -55,3 +56,22 @@ def build_view(runner, result: tuple, positions: dict[str, int], num_scheduled=N
     sampled, decode, rows_positions = step_rows(batch.num_computed_tokens_cpu[:num_reqs], scheduled,
                                                 batch.num_prompt_tokens[:num_reqs])
     return PrepareView(req_ids, logits_indices, scheduled, sampled, decode, rows_positions, spec, runner)
+
+
+def build_view_v2(runner, batch) -> PrepareView:
+    """Model Runner V2: the InputBatch `prepare_inputs` returned, with the per-request prefill progress
+    from the runner's request states (read before this step's post-processing advances it). Row i of
+    the sampler's logits is request `batch.req_ids[i]`; its state slot is `batch.idx_mapping_np[i]`."""
+    num_reqs = int(batch.num_reqs)
+    req_ids = list(batch.req_ids[:num_reqs])
+    slots = batch.idx_mapping_np[:num_reqs]
+    states = runner.req_states
+    scheduled = [int(x) for x in batch.num_scheduled_tokens[:num_reqs]]
+    prefill_done = states.num_computed_prefill_tokens[slots]
+    prefill_len = states.prefill_len.np[slots]
+    sampled, decode, _ = step_rows(prefill_done, scheduled, prefill_len)
+    # positions: from the CPU mirror of computed tokens where the release keeps one
+    mirror = getattr(states, "num_computed_tokens_np", None)
+    positions = [int(c) + s - 1 for c, s in zip(mirror[slots], scheduled)] if mirror is not None else []
+    spec = int(getattr(batch, "num_draft_tokens", 0) or 0) > 0
+    return PrepareView(req_ids, batch.logits_indices, scheduled, sampled, decode, positions, spec, runner, batch)

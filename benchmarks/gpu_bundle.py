@@ -128,10 +128,24 @@ def tree_size() -> int:
     return sum((ROOT / f.decode()).stat().st_size for f in files if f and (ROOT / f.decode()).is_file())
 
 
+def tiny_model(out: Path) -> None:
+    """The built-in tiny model (built here if needed; ~3 MiB), for the engine checks on the device:
+    it lands in the device's driftcheck cache (DRIFTCHECK_CACHE=.gpu-bundle/cache)."""
+    import shutil
+
+    from driftcheck.models.tiny import ensure_tiny_model
+
+    src = ensure_tiny_model()
+    dest = out / "cache" / src.name
+    if not dest.exists():
+        shutil.copytree(src, dest)
+
+
 def build(version: str) -> None:
     wheel = fetch_vllm_wheel(version, env.cache_dir() / "wheels")
     BUNDLE.mkdir(exist_ok=True)
     python_tree(wheel, BUNDLE)
+    tiny_model(BUNDLE)
     failed = dependency_wheels(wheel, BUNDLE)
     bundle = sum(p.stat().st_size for p in BUNDLE.rglob("*") if p.is_file())
     total = bundle + tree_size()

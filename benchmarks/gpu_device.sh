@@ -1,25 +1,48 @@
 #!/usr/bin/env bash
-# Runs on the GPU device machine, from the repository root, with .gpu-bundle carried
-# (built here by benchmarks/gpu_bundle.py). Arguments: SHAPE:MODE ... (driftcheck bench shapes;
-# modes eager | graphs), optionally preceded by --rounds N, then --profile. Results: $OUT/gpu.json, logs in $OUT/.
+# Runs on the GPU device machine, from the repository root, with .gpu-bundle carried (built here by
+# benchmarks/gpu_bundle.py). Installs the bundle, then one job per argument, in order:
+#   check:ENV:MODE[:inproc]  engine checks on the built-in tiny model (driftcheck/engine_checks.py):
+#                     ENV v1 | v2 sets VLLM_USE_V2_MODEL_RUNNER=0|1 and expects that runner; MODE eager|graphs;
+#                     inproc: only the in-process engine (default: in-process and multiprocess)
+#   SHAPE:MODE        the ESamp vs vanilla throughput benchmark (driftcheck bench shapes; eager|graphs)
+# Options first: --rounds N (benchmark rounds), --profile. Results under $OUT: gpu.json (benchmarks),
+# check-ENV-MODE.json (checks), logs.
 set -u
 OUT=${OUT:-/tmp/out}
 ROUNDS=3; PROFILE=
-if [ "${1:-}" = "--rounds" ]; then ROUNDS=$2; shift 2; fi
-if [ "${1:-}" = "--profile" ]; then PROFILE=--profile; shift; fi
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --profile) PROFILE=--profile; shift ;;
+    *) break ;;
+  esac
+done
 mkdir -p "$OUT" /tmp/vl /tmp/site
 t0=$(date +%s)
 tar xzf .gpu-bundle/vllm-tree.tgz -C /tmp/vl
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-bundle/wh/*.whl \
   > "$OUT/install.log" 2>&1 || { echo "bundle install failed"; tail -5 "$OUT/install.log"; exit 1; }
-export PYTHONPATH=/tmp/vl:/tmp/site:$PWD VLLM_USE_DEEP_GEMM=0
+export PYTHONPATH=/tmp/vl:/tmp/site:$PWD VLLM_USE_DEEP_GEMM=0 DRIFTCHECK_CACHE=$PWD/.gpu-bundle/cache PYTHONUNBUFFERED=1
 echo "installed in $(( $(date +%s) - t0 )) s; $(nvidia-smi --query-gpu=name --format=csv,noheader)"
 status=0
-for cfg in "$@"; do
-  shape=${cfg%%:*}; mode=${cfg##*:}
+for job in "$@"; do
   t=$(date +%s)
-  python3 -m driftcheck bench throughput --device cuda --shape "$shape" --mode "$mode" --rounds "$ROUNDS" $PROFILE \
-    --log-dir "$OUT/logs" --results "$OUT/gpu.json" --out "$OUT/gpu.md" > "$OUT/$shape-$mode.log" 2>&1 || status=1
-  echo "== $cfg ($(( $(date +%s) - t )) s)"; tail -4 "$OUT/$shape-$mode.log"
+  case "$job" in
+    check:*)
+      IFS=: read -r _ runner mode only <<< "$job"
+      v2=0; [ "$runner" = v2 ] && v2=1
+      VLLM_USE_V2_MODEL_RUNNER=$v2 python3 -m driftcheck.engine_checks --device cuda --mode "$mode" \
+        ${only:+--inproc-only} --expect-runner "$runner" --out "$OUT/check-$runner-$mode.json" \
+        > "$OUT/check-$runner-$mode.log" 2>&1 || status=1
+      echo "== $job ($(( $(date +%s) - t )) s)"
+      python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('ok', r['ok'], 'runner', r.get('runner')); [print(' ', k, c['ok'], c['s'], c['problems'][:2]) for k, c in r['checks'].items()]" "$OUT/check-$runner-$mode.json" 2>/dev/null || tail -5 "$OUT/check-$runner-$mode.log"
+      ;;
+    *:*)
+      shape=${job%%:*}; mode=${job##*:}
+      python3 -m driftcheck bench throughput --device cuda --shape "$shape" --mode "$mode" --rounds "$ROUNDS" $PROFILE \
+        --log-dir "$OUT/logs" --results "$OUT/gpu.json" --out "$OUT/gpu.md" > "$OUT/$shape-$mode.log" 2>&1 || status=1
+      echo "== $job ($(( $(date +%s) - t )) s)"; tail -4 "$OUT/$shape-$mode.log"
+      ;;
+  esac
 done
 exit $status

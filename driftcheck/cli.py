@@ -42,12 +42,19 @@ def main() -> None:
 @click.option("--live", is_flag=True, help="also import the installed vLLM and run the tiny model on a real engine")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON instead of a table")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="also write a Markdown report")
-def scan(source, wheel, release, live, as_json, markdown_path) -> None:
-    """Scan a vLLM for drift in the surfaces ESamp depends on.
+@click.option("--arch", "archs", multiple=True,
+              help="say which model runner an engine builds for this architecture (repeatable; default: the "
+                   "architectures ESamp supports, Qwen2ForCausalLM and LlamaForCausalLM)")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False),
+              help="a model directory: its config.json's architecture (and whether it is MoE or quantized)")
+def scan(source, wheel, release, live, as_json, markdown_path, archs, model_dir) -> None:
+    """Scan a vLLM for drift in the surfaces ESamp depends on, and say which model runner a CUDA and a
+    CPU engine build (with VLLM_USE_V2_MODEL_RUNNER as this shell has it) and whether its hooks are bound.
 
-    Exit codes: 0 nothing unhandled, 1 unhandled drift, 2 bad input,
-    3 fetch failed (network), 4 live check failed.
+    Exit codes: 0 nothing unhandled, 1 unhandled drift (a runner an engine will build with unbound
+    hooks included), 2 bad input, 3 fetch failed (network), 4 live check failed.
     """
+    from driftcheck.contracts.runners import Architecture
     from driftcheck.files import write_atomic
     from driftcheck.readers.source_tree import open_tree
     from driftcheck.report import print_table, to_json, to_markdown
@@ -55,8 +62,14 @@ def scan(source, wheel, release, live, as_json, markdown_path) -> None:
 
     if live and (source or wheel or release):
         raise DriftcheckError("--live reads the installed vLLM; it cannot be combined with --source/--wheel/--vllm-version")
+    architectures = [Architecture(a) for a in archs]
+    if model_dir:
+        try:
+            architectures.append(Architecture.from_model_dir(model_dir))
+        except (OSError, ValueError, KeyError) as exc:
+            raise BadInput(f"--model {model_dir}: cannot read its config.json: {exc}") from None
     tree = open_tree(source=source, wheel=wheel, release=release)
-    result = scan_tree(tree)
+    result = scan_tree(tree, architectures or None)
     if live:
         from driftcheck.probes.stress_cli import problems, run_stress
 
@@ -281,7 +294,7 @@ def list_shims() -> None:
     from driftcheck.shims.plan import shim_modules
 
     scan = scan_tree(locate_installed())  # static: no torch import
-    selected = set(scan.plan.selected.values())
+    selected = set(scan.plan.modules())
     table = Table(title=f"shims (selection for the installed vLLM {scan.version}, fingerprint {scan.fingerprint.digest})")
     for col in ("shim", "hook point", "handles (surface: contracts)", "selected", "origin"):
         table.add_column(col)
@@ -293,8 +306,8 @@ def list_shims() -> None:
         table.add_row(module.__name__.rsplit(".", 1)[-1], module.HOOK_POINT, handles,
                       "yes" if module in selected else "", origin)
     Console(width=None if sys.stdout.isatty() else 160).print(table)
-    for u in scan.plan.unbound:
-        click.echo(f"unbound: {u.render()}")
+    for runner in scan.plan.runners:
+        click.echo(scan.plan.describe_runner(runner))
 
 
 @main.command("plan")

@@ -146,13 +146,6 @@ def _run(python: Path, args: list[str], log, env: dict | None = None) -> tuple[i
     return proc.returncode, proc.stdout, time.perf_counter() - t0
 
 
-def _last_line(text: str, prefix: str) -> dict | None:
-    for line in reversed(text.splitlines()):
-        if line.startswith(prefix):
-            return json.loads(line[len(prefix):])
-    return None
-
-
 def check_scan(python: Path, log) -> dict:
     rc, out, secs = _run(python, ["-m", "driftcheck", "scan", "--live", "--json"], log)
     result = {"ok": rc == 0, "exit": rc, "s": round(secs, 1)}
@@ -183,23 +176,17 @@ def check_stress(python: Path, log) -> dict:
 
 def check_identity(python: Path, log) -> dict:
     """β=0 with ESamp on gives vanilla's tokens, in-process and multiprocess."""
+    from driftcheck.engine_checks import judge_beta0, subprocess_runner
+
     t0 = time.perf_counter()
-    runs = {}
-    for name, options in {"vanilla": {"shims": False, "multiproc": False},
-                          "esamp-inproc": {"multiproc": False, "probes": False, "esamp": {"enable": True}, "beta": 0},
-                          "esamp-multiproc": {"multiproc": True, "probes": False, "esamp": {"enable": True},
-                                              "beta": 0}}.items():
-        rc, out, _ = _run(python, ["-m", "driftcheck.probes.engine_run", json.dumps(options)], log)
-        runs[name] = _last_line(out, "DRIFTCHECK_RUN ") if rc == 0 else None
-        if runs[name] is None:
-            return {"ok": False, "s": round(time.perf_counter() - t0, 1), "why": f"{name} run failed: {_why(log)}"}
+    run = subprocess_runner(str(python), timeout=CHECK_TIMEOUT_S, log=log)
+    rc, vanilla, tail = run({"shims": False, "multiproc": False})
+    if vanilla is None:
+        return {"ok": False, "s": round(time.perf_counter() - t0, 1), "why": f"vanilla run failed: {tail}"}
     problems = []
-    for name in ("esamp-inproc", "esamp-multiproc"):
-        if runs[name]["tokens"] != runs["vanilla"]["tokens"]:
-            problems.append(f"{name} tokens differ from vanilla")
-        esamp = next((s.get("esamp") for s in runs[name]["stats"] if s.get("esamp")), None)
-        if not esamp or not esamp.get("gate_passed") or not esamp.get("train_steps"):
-            problems.append(f"{name}: ESamp did not run (counters {esamp})")
+    for name, multiproc in (("esamp-inproc", False), ("esamp-multiproc", True)):
+        rc, result, tail = run({"multiproc": multiproc, "probes": False, "esamp": {"enable": True}, "beta": 0})
+        problems += [f"{name}: {p}" for p in (judge_beta0(result, vanilla) if result else [f"run failed: {tail}"])]
     return {"ok": not problems, "s": round(time.perf_counter() - t0, 1), "why": "; ".join(problems) or None}
 
 

@@ -18,7 +18,7 @@ def run_matrix(releases: list[str], out_dir: Path, progress=None) -> tuple[list[
     failures: dict[str, str] = {}
     for release in releases:
         try:
-            scan = scan_tree(fetch_release(release))
+            scan = scan_tree(fetch_release(release), env_value="")  # VLLM_USE_V2_MODEL_RUNNER unset
         except DriftcheckError as exc:
             failures[release] = str(exc)
             continue
@@ -33,16 +33,28 @@ def run_matrix(releases: list[str], out_dir: Path, progress=None) -> tuple[list[
     return scans, failures
 
 
+def runner_cell(scan: ScanResult, platform: str) -> str:
+    """The runner an engine on `platform` builds for Qwen2 (ESamp's first architecture), and whether it is bound."""
+    verdict = next((v for v in scan.verdicts if v.platform == platform), None)
+    if verdict is None:
+        return "**unknown rule**"
+    return verdict.runner.upper() + ("" if scan.plan.bound(verdict.runner) else " **UNBOUND**")
+
+
 def matrix_markdown(scans: list[ScanResult], failures: dict[str, str]) -> str:
     surfaces = [s for s in SURFACES if len(s.contracts) > 1 or s.required]
     lines = [
         "# driftcheck matrix: ESamp surfaces across vLLM releases",
         "",
-        "Each cell is the contract the static scan matched (see driftcheck/catalog.py);",
+        "Each cell is the contract the static scan matched (see driftcheck/contracts/catalog.py);",
         "**UNKNOWN**/**MISSING** are unhandled drifts. Produced by `driftcheck matrix`.",
+        "The runner columns say which model runner a CUDA / CPU engine builds for Qwen2ForCausalLM",
+        "(VLLM_USE_V2_MODEL_RUNNER unset), and whether driftcheck binds every hook of it; V2 bound",
+        "says whether Model Runner V2 (where the release has it) is bound when chosen.",
         "",
-        "| release | fingerprint | unhandled | " + " | ".join(f"`{s.id}`" for s in surfaces) + " |",
-        "|---|---|---|" + "---|" * len(surfaces),
+        "| release | fingerprint | unhandled | CUDA runner | CPU runner | V2 bound | "
+        + " | ".join(f"`{s.id}`" for s in surfaces) + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(surfaces),
     ]
     for scan in scans:
         by_id = {r.surface.id: r for r in scan.results}
@@ -50,12 +62,14 @@ def matrix_markdown(scans: list[ScanResult], failures: dict[str, str]) -> str:
         for s in surfaces:
             r = by_id.get(s.id)
             cells.append("-" if r is None else (r.contract.id.split("/", 1)[1] if r.contract else f"**{r.status}**"))
+        v2 = "-" if "v2" not in scan.plan.runners else ("yes" if scan.plan.bound("v2") else "no")
         lines.append(
             f"| [{scan.version}](releases/{scan.version}.md) | `{scan.fingerprint.digest}` | "
-            f"{len(scan.unhandled)} | " + " | ".join(cells) + " |"
+            f"{len(scan.unhandled)} | {runner_cell(scan, 'cuda')} | {runner_cell(scan, 'cpu')} | {v2} | "
+            + " | ".join(cells) + " |"
         )
     for release, why in failures.items():
-        lines.append(f"| {release} | - | not scanned: {why} |" + " |" * len(surfaces))
+        lines.append(f"| {release} | - | not scanned: {why} |" + " |" * (len(surfaces) + 3))
     lines += ["", "Contracts:", ""]
     for s in SURFACES:
         for c in s.contracts:

@@ -128,7 +128,8 @@ def _generate(module, results, scan) -> Proposal:
     code = tree.code
     compile(code, name, "exec")  # a generator bug must not reach the user's disk
     return Proposal(name, nearest, module.HOOK_POINT, contracts, claimed, code,
-                    _test_module(name, module.HOOK_POINT, scan, contracts, claimed), source, todos, derived)
+                    _test_module(name, module.HOOK_POINT, getattr(module, "RUNNER", None) or "v1", scan, contracts,
+                                 claimed), source, todos, derived)
 
 
 def _aspect_of(drift) -> str:
@@ -409,7 +410,7 @@ def _imported_module(stmt) -> str:
     return cst.Module([]).code_for_node(stmt.body[0].module)
 
 
-def _test_module(name: str, hook_point: str, scan, contracts: dict, claimed: list) -> str:
+def _test_module(name: str, hook_point: str, runner: str, scan, contracts: dict, claimed: list) -> str:
     source = scan.source
     expected = {s: contracts[s] for s in claimed}
     func = re.sub(r"\W", "_", name)
@@ -434,7 +435,8 @@ def test_{func}_matches_and_is_selected(monkeypatch):
     scan = scan_tree(open_tree(**{{kind: SCANNED}}))
     for surface, contract in EXPECTED.items():
         assert scan.fingerprint.contracts[surface] == contract
-    assert scan.plan.selected[{json.dumps(hook_point)}].__name__.endswith({json.dumps(name)})
+    runner = {json.dumps(runner)}
+    assert scan.plan.selected[runner][{json.dumps(hook_point)}].__name__.endswith({json.dumps(name)})
 '''
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 
 from driftcheck.contracts.matching import BASELINE, KNOWN, MISSING, UNKNOWN
+from driftcheck.contracts.runners import NAMES
 from driftcheck.contracts.values import render_aspects
 from driftcheck.scan import ScanResult
 
@@ -39,9 +40,28 @@ def to_json(scan: ScanResult) -> dict:
             for r in scan.results
         ],
         "shims": scan.plan.to_json() if scan.plan else None,
+        "runners": runners_json(scan),
         "live": scan.live,
         "disagreements": scan.disagreements,
     }
+
+
+def runners_json(scan: ScanResult) -> list[dict]:
+    """Which runner an engine builds, per platform and architecture, and whether its hooks are bound."""
+    return [{"platform": v.platform, "architecture": v.architecture, "runner": v.runner, "why": v.why,
+             "bound": bool(scan.plan and scan.plan.bound(v.runner))} for v in scan.verdicts]
+
+
+def runner_lines(scan: ScanResult) -> list[str]:
+    """One line per platform and architecture, then one per runner family of the release."""
+    lines = [scan.plan.describe_selection()] if scan.plan else []
+    for v in scan.verdicts:
+        bound = "every hook bound" if scan.plan.bound(v.runner) else "NOT BOUND"
+        lines.append(f"{v.platform} engine, {v.architecture}: {NAMES[v.runner]} ({v.why}): {bound}")
+    lines += [scan.plan.describe_runner(r) for r in scan.plan.runners] if scan.plan else []
+    if not scan.verdicts:
+        lines.append("runner selection: an unknown rule (surface runner.selection), so which runner runs is unknown")
+    return lines
 
 
 def _verdict(r) -> str:
@@ -61,6 +81,9 @@ def headline(scan: ScanResult) -> str:
     parts = []
     if n:
         parts.append(f"{n} unhandled drift{'s' if n != 1 else ''}: " + ", ".join(r.surface.id for r in scan.unhandled))
+    runners = sorted({d.new for d in scan.runner_drifts})
+    if runners:
+        parts.append("runner(s) an engine will build without bound hooks: " + ", ".join(NAMES[r] for r in runners))
     if scan.disagreements:
         parts.append(f"{len(scan.disagreements)} static/live disagreement(s)")
     return f"{what}: fingerprint {scan.fingerprint.digest}, " + "; ".join(parts)
@@ -90,6 +113,8 @@ def print_table(scan: ScanResult, console=None) -> None:
             (r.observation.where or r.observation.note).replace("vllm/", "", 1),
         )
     console.print(table)
+    for line in runner_lines(scan):
+        console.print(("[bold red]" if "NOT" in line else "") + line + ("[/]" if "NOT" in line else ""))
     if scan.live:
         console.print(f"live: {json.dumps(scan.live.get('summary', {}))}")
         probes = scan.live.get("probes")
@@ -98,8 +123,11 @@ def print_table(scan: ScanResult, console=None) -> None:
             console.print(f"live probes (driftcheck stress --shrink, 2 schedules): {verdict} in {probes['seconds']} s")
     for d in scan.disagreements:
         console.print(f"[bold red]static/live disagreement:[/] {d}")
-    for u in scan.plan.unbound if scan.plan else []:
-        console.print(f"[bold red]unbound:[/] {u.render()}")
+    expected = scan.expected_runners
+    for runner, unbound in (scan.plan.unbound.items() if scan.plan else ()):
+        for u in unbound:
+            label = "unbound" if runner in expected else f"unbound ({NAMES[runner]}, not built with these settings)"
+            console.print(f"[bold red]{label}:[/] {u.render()}")
     console.print(headline(scan))
 
 
@@ -122,6 +150,7 @@ def to_markdown(scan: ScanResult) -> str:
             f"| `{r.surface.id}` | {r.status} | {r.contract.id if r.contract else '-'} | {scan.shim(r.surface.id)} | "
             f"{_verdict(r).replace('|', '/')} | `{where}` |"
         )
+    lines += ["", "## Model runners", ""] + [f"- {line}" for line in runner_lines(scan)]
     if scan.live:
         lines += ["", "## Live", "", "```json", json.dumps(scan.live, indent=2, sort_keys=True), "```"]
     if scan.disagreements:

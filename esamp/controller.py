@@ -52,6 +52,7 @@ class ESampController:
         self.groups.config = self.config
         if self.counters.enabled:
             HOOKS.subscribe("post_filter", self.post_filter)  # only then does the sampler take the fused path
+            HOOKS.subscribe("post_filter_wants", self.wants)
 
     # -- request events: groups and β come from the engine's own data about each request
     def on_request(self, event) -> None:
@@ -118,7 +119,7 @@ class ESampController:
             betas = torch.where(mask, betas, torch.zeros_like(betas))
         if bool((betas != 0).any()):  # betas live on the host: no device read
             self.pending = Pending(pred, betas, view)
-            self.expect_post_filter = not getattr(HOOKS.sampling_metadata, "all_greedy", False)
+            self.expect_post_filter = not (HOOKS.sampling is not None and HOOKS.sampling.all_greedy)
 
     def _check_hooks_fired(self, logits, view) -> None:
         """Never a silent no-op: ESamp on, yet no prepare view reaches the sampler, or the
@@ -139,6 +140,10 @@ class ESampController:
             self.steps_without_view = 0
 
     # -- the post-filter hook: fuse over the surviving candidates
+    def wants(self, view) -> bool:
+        """Whether this step's post-filter call will change the logits."""
+        return self.pending is not None and self.pending.view is view
+
     def post_filter(self, batch):
         pending, self.pending = self.pending, None
         if pending is None or pending.view is not batch.view:

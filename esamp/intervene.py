@@ -42,7 +42,7 @@ class FusedSampler:
 
         from esamp.fused import fused_logits
 
-        temperature = batch.sampling_metadata.temperature if batch.sampling_metadata is not None else None
+        temperature = batch.sampling.temperature if batch.sampling is not None else None
         if temperature is None:
             return None
         model = pending.view.runner.get_model()

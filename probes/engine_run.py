@@ -5,7 +5,9 @@ Run as a script (`python -m driftcheck.probes.engine_run '{...}'`) in a fresh
 process: vLLM's engine-core process is spawned, and shims must not leak
 between runs. Options (JSON object):
   multiproc  bool  VLLM_ENABLE_V1_MULTIPROCESSING (default true)
-  eager      bool  enforce_eager (default true; false = torch.compile + graphs)
+  eager      bool  enforce_eager (default true; false = torch.compile + graphs) -- on the CPU
+  device     "cpu" (default) | "cuda": on the GPU device machine, with its engine settings
+  mode       "eager" (default) | "graphs" -- on "cuda" (models.engine_env.gpu_engine_kwargs)
   shims      bool  import esamp.runtime first (default true)
   probes     bool  attach the recording probe (default = shims)
   n, max_tokens, seeds ...  the workload (see WORKLOAD)
@@ -50,14 +52,17 @@ def main(options: dict) -> dict:
             attach()
     from vllm import LLM, SamplingParams
 
-    from driftcheck.models.engine_env import tiny_engine_kwargs
+    from driftcheck.models.engine_env import gpu_engine_kwargs, tiny_engine_kwargs
     from driftcheck.models.tiny import ensure_tiny_model
 
     work = {**WORKLOAD, **options.get("workload", {})}
     t0 = time.perf_counter()
-    extra = {"additional_config": {"esamp": options["esamp"]}} if options.get("esamp") else {}
-    llm = LLM(model=str(ensure_tiny_model()), enforce_eager=options.get("eager", True), **tiny_engine_kwargs(),
-              **extra)
+    engine = {**tiny_engine_kwargs(), "enforce_eager": options.get("eager", True)}
+    if options.get("device") == "cuda":
+        engine.update(gpu_engine_kwargs(options.get("mode", "eager")))
+    if options.get("esamp"):
+        engine["additional_config"] = {"esamp": options["esamp"]}
+    llm = LLM(model=str(ensure_tiny_model()), **engine)
     load_s = time.perf_counter() - t0
     betas = options.get("beta")  # None: no extra_args at all; a number or a list per prompt
     if betas is not None and not isinstance(betas, list):

@@ -14,6 +14,10 @@ subscribes (`HOOKS.subscribe(name, fn)`), not left to comments:
   post_filter     fn(batch) -> logits | None
                                      the one handler in the sampler after top-k/top-p/min-p,
                                      before the draw (PostFilterBatch); logits it returns are drawn
+  post_filter_wants  fn(view) -> bool
+                                     asked before sampling: will the post-filter handler change this
+                                     step's logits? (a runner whose fused sampler never materialises
+                                     filtered logits then draws through the unfused path)
   request_event   fn(event)          a request was added / finished (RequestEvent)
   stats           fn() -> dict       a subscriber's own findings, written into the stats files
 
@@ -59,6 +63,8 @@ HOOK_SPECS = {
     "prepare_view": HookSpec("prepare_view", ("view",), "ignored"),
     "sample": HookSpec("sample", ("logits", "view"), "ignored"),
     "post_filter": HookSpec("post_filter", ("batch",), "logits to draw from, or None to draw vLLM's", single=True),
+    "post_filter_wants": HookSpec("post_filter_wants", ("view",), "True if post_filter will change the logits",
+                                  single=True),
     "request_event": HookSpec("request_event", ("event",), "ignored"),
     "stats": HookSpec("stats", (), "a JSON-able dict", keyed=True),
 }
@@ -92,6 +98,7 @@ class Counters:
     post_filter_calls: int = 0  # post-filter hook calls with a current prepare view
     post_filter_rows: int = 0
     interventions: int = 0  # post-filter calls whose subscriber changed the logits
+    fused_sampler_bypassed: int = 0  # V2 steps drawn without the fused (FlashInfer/XPU) sampler, for ESamp
     requests_added: int = 0
     requests_finished: int = 0
 
@@ -104,6 +111,24 @@ class RequestEvent:
     group: str  # the prompt group (n>1 siblings share it)
     child: int | None = None  # index among the n samples of its prompt
     params: Any = field(default=None, repr=False)  # the request's SamplingParams ("added" only)
+
+
+@dataclass
+class SamplingInfo:
+    """This sampling step's settings, whatever runner sampled: set by the sampler shims."""
+
+    temperature: Any  # device tensor, one per logits row (None when every row is greedy, V1)
+    all_greedy: bool  # read on the host: no row samples randomly
+    generators: dict = field(default_factory=dict)  # V1: per-request torch generators
+
+
+@dataclass
+class PostFilterBatch:
+    """What the post-filter handler receives."""
+
+    logits: Any  # [rows, vocab], temperature and min-p applied, top-k/top-p filtered (-inf outside)
+    view: Any  # adapters.prepare.PrepareView of this step
+    sampling: SamplingInfo
 
 
 @dataclass
@@ -124,14 +149,16 @@ class HookPoints:
     def reset(self) -> None:
         self.counters = Counters()
         self.view = None  # adapters.prepare.PrepareView of the current step
-        self.sampling_metadata = None
+        self.sampling: SamplingInfo | None = None  # the current sampling step's settings
         self.taps: dict[int, Tap] = {}
         self.tap_layers = tap_layers_from_env()
         self.num_layers: int | None = None
         self.engine_esamp_enabled = False  # additional_config["esamp"]["enable"], seen at model build
         self.subscribers: dict[str, list[Callable]] = {name: [] for name in HOOK_SPECS if not HOOK_SPECS[name].keyed}
         self.stats_providers: dict[str, Callable[[], dict]] = {}  # keyed "stats" subscribers
-        self.bound: dict[str, str] = {}  # hook point -> shim module that bound it
+        self.bound: dict[str, list] = {}  # hook point -> the shim modules that bound it (one per runner)
+        self.runner_refusals: dict[str, str] = {}  # runner family -> why the plan does not cover it
+        self.runner_built: str | None = None  # the runner family this process constructed
         self.returns: dict[str, set] = {}  # surface -> shapes it returned (return-shape probe)
 
     # -- subscribing (subscribers: ESamp, the probes)
@@ -171,6 +198,14 @@ class HookPoints:
         self.counters.sampler_calls += 1
         for listener in self.subscribers["sample"]:
             listener(logits, view)
+
+    def wants_post_filter(self, view) -> bool:
+        """Whether the post-filter handler will change this step's logits (a shim that can draw
+        through a path that never materialises filtered logits must take the other path)."""
+        if self.post_filter is None or view is None:
+            return False
+        asked = self.subscribers["post_filter_wants"]
+        return bool(asked[0](view)) if asked else True
 
     def publish_request(self, event: RequestEvent) -> None:
         if event.kind == "added":
@@ -233,6 +268,7 @@ class HookPoints:
         if not out_dir:
             return
         payload = {"pid": os.getpid(), "counters": asdict(self.counters), "bound": self.bound,
+                   "runner": self.runner_built,
                    "taps": sorted(self.taps), "returns": {k: sorted(v) for k, v in self.returns.items()},
                    **{name: provide() for name, provide in self.stats_providers.items()}}
         write_atomic(os.path.join(out_dir, f"stats-{os.getpid()}.json"), json.dumps(payload))

@@ -21,6 +21,7 @@ import sys
 
 from driftcheck import env
 from driftcheck.contracts.matching import aspect_drifts, expected_aspects
+from driftcheck.contracts.runners import NAMES, RUNNERS
 from driftcheck.contracts.values import Signature, descriptor_of
 from driftcheck.errors import DriftcheckError
 from driftcheck.patching import Patch, PatchError, apply_all, restore_all
@@ -66,10 +67,23 @@ def request_plan() -> ShimPlan:
     return ShimPlan.deserialize(lines[-1])
 
 
-def refusal_message(plan: ShimPlan) -> str:
-    lines = "; ".join(u.render() for u in plan.unbound)
+def refusal_message(plan: ShimPlan, runners: list[str]) -> str:
+    lines = "; ".join(f"{NAMES[r]}: " + "; ".join(u.render() for u in plan.unbound.get(r, [])) for r in runners)
     return (f"driftcheck cannot bind ESamp's hooks on this vLLM: {lines}. "
             f"Run `driftcheck scan` for the full report (or set {env.ALLOW_UNBOUND}=1 to run without them).")
+
+
+def this_platform() -> str:
+    """'cuda' or 'cpu': the platform vLLM runs on in this process (the plan says which runners an
+    engine here is expected to build)."""
+    try:
+        from vllm.platforms import current_platform
+
+        return "cpu" if current_platform.is_cpu() else "cuda"
+    except Exception:  # noqa: BLE001 - a vLLM too old or broken to say: ask torch
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def imported_mismatches(plan: ShimPlan, patches: list[Patch]) -> dict[str, str]:
@@ -102,20 +116,31 @@ def install(plan: ShimPlan | None = None, fail_at: int | None = None) -> ShimPla
     if _applied is not None:
         return _plan
     plan = plan or plan_from_env() or request_plan()
-    by_module = {m.__name__: m.patches(plan.context) for m in plan.selected.values()}
+    by_module = {m.__name__: m.patches(plan.context) for m in plan.modules()}
     for surface, why in imported_mismatches(plan, [p for ps in by_module.values() for p in ps]).items():
-        for hook_point, module in list(plan.selected.items()):
-            if surface in module.HANDLES:
-                del plan.selected[hook_point]
-                plan.unbound.append(Unbound(hook_point, surface, why, module.__name__.rsplit(".", 1)[-1]))
-    if plan.unbound:
+        for runner in plan.runners:
+            for hook_point, module in list(plan.selected[runner].items()):
+                if surface in module.HANDLES:
+                    del plan.selected[runner][hook_point]
+                    plan.unbound[runner].append(Unbound(hook_point, surface, why, module.__name__.rsplit(".", 1)[-1]))
+    # Refuse now when a runner an engine here is expected to build is not covered; the runner
+    # guard refuses later, in the engine process, for any other runner vLLM ends up building.
+    expected = plan.expected.get(this_platform()) or plan.runners
+    uncovered = [r for r in expected if not plan.bound(r)]
+    if uncovered:
         if os.environ.get(env.ALLOW_UNBOUND) != "1":
-            raise ShimRefused(refusal_message(plan))
-        log.warning("%s", refusal_message(plan) + f" Continuing UNBOUND because {env.ALLOW_UNBOUND}=1.")
-    patches = [p for m in plan.selected.values() for p in by_module[m.__name__]]
+            raise ShimRefused(refusal_message(plan, uncovered))
+        log.warning("%s", refusal_message(plan, uncovered) + f" Continuing UNBOUND because {env.ALLOW_UNBOUND}=1.")
+    modules = plan.modules()
+    patches = [p for m in modules for p in by_module[m.__name__]]
     _applied = apply_all(patches, fail_at=fail_at)
     _plan = plan
-    HOOKS.bound = {hp: m.__name__ for hp, m in plan.selected.items()}
+    HOOKS.bound = {}
+    for m in modules:
+        HOOKS.bound.setdefault(m.HOOK_POINT, []).append(m.__name__)
+    HOOKS.runner_refusals = {r: ("; ".join(u.render() for u in plan.unbound.get(r, []))
+                                 or "the plan does not know this runner")
+                             for r in RUNNERS if not plan.bound(r)}
     return plan
 
 

@@ -23,17 +23,24 @@ from types import ModuleType
 
 from driftcheck import env
 from driftcheck.contracts.catalog import Contract, Surface, with_contracts
+from driftcheck.contracts.runners import NAMES, RULES, RUNNERS
 from driftcheck.errors import BadInput
 
 SHIM_MODULES = (
     "driftcheck.shims.prepare_attn_first",
     "driftcheck.shims.prepare_logits_first",
+    "driftcheck.shims.prepare_v2",
     "driftcheck.shims.sampler_post_filter",
+    "driftcheck.shims.sampler_v2_post_filter",
     "driftcheck.shims.layer_taps",
     "driftcheck.shims.request_events",
+    "driftcheck.shims.request_events_v2",
     "driftcheck.shims.plugin",
+    "driftcheck.shims.runner_guard",
 )
-HOOK_POINTS = ("prepare_view", "post_filter", "layer_taps", "request_events", "engine_process")
+#: Every hook point a model runner needs bound before ESamp can run on it. A shim module serves
+#: one hook point for one runner family (RUNNER "v1" / "v2") or for every runner (RUNNER None).
+HOOK_POINTS = ("prepare_view", "post_filter", "layer_taps", "request_events", "engine_process", "runner_guard")
 GENERATED_PACKAGE = "driftcheck_generated_shims"  # the import name generated shim modules get
 
 _generated: dict[str, ModuleType] = {}  # file path -> loaded module
@@ -134,29 +141,77 @@ class Unbound:
 
 @dataclass
 class ShimPlan:
+    """Per model-runner family: the shim each hook point gets, or why none fits.
+
+    `selected[runner]` / `unbound[runner]`: a family absent from the release has neither.
+    `expected[platform]`: the runners an engine on that platform is expected to build for
+    ESamp's architectures (computed by the scan, from the runner-selection rule).
+    """
+
     context: ShimContext
-    selected: dict = field(default_factory=dict)  # hook point -> shim module
-    unbound: list = field(default_factory=list)  # [Unbound]
+    selected: dict = field(default_factory=dict)  # runner -> {hook point -> shim module}
+    unbound: dict = field(default_factory=dict)  # runner -> [Unbound]
+    expected: dict = field(default_factory=dict)  # platform -> [runner]
+
+    @property
+    def runners(self) -> list[str]:
+        """The runner families the release has."""
+        return [r for r in RUNNERS if r in self.selected or r in self.unbound]
+
+    def bound(self, runner: str) -> bool:
+        return runner in self.selected and not self.unbound.get(runner)
+
+    def modules(self) -> list[ModuleType]:
+        """Every module to apply: the shims of each fully bound runner, each once."""
+        out = []
+        for runner in self.runners:
+            if self.bound(runner):
+                out += [m for m in self.selected[runner].values() if m not in out]
+        return out
+
+    def all_unbound(self) -> list[Unbound]:
+        return [u for r in self.runners for u in self.unbound.get(r, [])]
 
     def shim_for(self, surface_id: str) -> str | None:
-        for module in self.selected.values():
-            if surface_id in module.HANDLES:
-                return module.__name__.rsplit(".", 1)[-1]
+        for runner in self.runners:
+            for module in self.selected.get(runner, {}).values():
+                if surface_id in module.HANDLES:
+                    return module.__name__.rsplit(".", 1)[-1]
         return None
+
+    def rule(self) -> str | None:
+        contract = self.context.contract("runner.selection") if self.context.contract_id("runner.selection") else None
+        return contract.meaning.get("rule") if contract else None
+
+    def describe_selection(self) -> str:
+        rule = self.rule()
+        return (f"runner selection: {self.context.contract_id('runner.selection') or 'an unknown contract'}: "
+                f"{RULES.get(rule, 'unknown rule')}")
+
+    def describe_runner(self, runner: str) -> str:
+        """One line: whether driftcheck binds every hook of a runner family, and with which shims."""
+        if self.bound(runner):
+            shims = ", ".join(m.__name__.rsplit(".", 1)[-1] for m in self.selected[runner].values())
+            return f"{NAMES[runner]}: every hook bound ({shims})"
+        missing = "; ".join(u.render() for u in self.unbound.get(runner, [])) or "the release has no such runner"
+        return f"{NAMES[runner]}: NOT bound: {missing}"
 
     def to_json(self) -> dict:
         """What the scan report prints."""
         return {
-            "selected": {hp: m.__name__ for hp, m in self.selected.items()},
-            "unbound": [u.render() for u in self.unbound],
+            "selected": {r: {hp: m.__name__ for hp, m in s.items()} for r, s in self.selected.items()},
+            "unbound": {r: [u.render() for u in us] for r, us in self.unbound.items()},
+            "expected": self.expected,
         }
 
     # -- the hand-down to engine processes (env.PLAN)
     def serialize(self) -> str:
         return json.dumps({
             "contracts": self.context.contracts,
-            "selected": {hp: m.__name__ for hp, m in self.selected.items()},
-            "unbound": [[u.hook_point, u.surface, u.seen, u.nearest_shim] for u in self.unbound],
+            "selected": {r: {hp: m.__name__ for hp, m in s.items()} for r, s in self.selected.items()},
+            "unbound": {r: [[u.hook_point, u.surface, u.seen, u.nearest_shim] for u in us]
+                        for r, us in self.unbound.items()},
+            "expected": self.expected,
         }, sort_keys=True)
 
     @classmethod
@@ -164,30 +219,50 @@ class ShimPlan:
         try:
             data = json.loads(text)
             plan = cls(ShimContext(dict(data["contracts"])))
-            plan.selected = {hp: shim_module(name) for hp, name in data["selected"].items()}
-            plan.unbound = [Unbound(*u) for u in data["unbound"]]
-        except (ValueError, KeyError, TypeError) as exc:
+            plan.selected = {r: {hp: shim_module(name) for hp, name in s.items()} for r, s in data["selected"].items()}
+            plan.unbound = {r: [Unbound(*u) for u in us] for r, us in data["unbound"].items()}
+            plan.expected = {k: list(v) for k, v in data.get("expected", {}).items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BadInput(f"{env.PLAN} does not hold a shim plan: {type(exc).__name__}: {exc}") from None
         return plan
 
 
+def _family_absent(runner: str, contracts: dict) -> bool:
+    """A runner family the release does not have: each of its surfaces matched a contract that says
+    it is absent (present="no")."""
+    surfaces = [s for s in catalog() if s.runner == runner]
+    if not surfaces:
+        return False
+    for s in surfaces:
+        contract = s.contract(contracts.get(s.id) or "")
+        if contract is None or str(contract.aspects.get("present", "yes")) != "no":
+            return False
+    return True
+
+
 def select_shims(contracts: dict, notes: dict | None = None) -> ShimPlan:
-    """`notes`: why a surface's contract is None, when the caller knows (shown in refusals)."""
+    """For each runner family the release has, the shim of each hook point: a shim fits when every
+    surface it handles shows a contract it handles. `notes`: why a surface's contract is None,
+    when the caller knows (shown in refusals)."""
     notes = notes or {}
     plan = ShimPlan(ShimContext(dict(contracts)))
     modules = shim_modules()
-    for hook_point in HOOK_POINTS:
-        candidates = [m for m in modules if m.HOOK_POINT == hook_point]
-        misses = {
-            m.__name__: [s for s, allowed in m.HANDLES.items() if contracts.get(s) not in allowed]
-            for m in candidates
-        }
-        fits = [m for m in candidates if not misses[m.__name__]]
-        if fits:
-            plan.selected[hook_point] = fits[0]
+    for runner in RUNNERS:
+        if _family_absent(runner, contracts):
             continue
-        nearest = min(candidates, key=lambda m: len(misses[m.__name__]))
-        for surface in misses[nearest.__name__]:
-            plan.unbound.append(Unbound(hook_point, surface, contracts.get(surface) or notes.get(surface),
-                                        nearest.__name__.rsplit(".", 1)[-1]))
+        plan.selected[runner], plan.unbound[runner] = {}, []
+        for hook_point in HOOK_POINTS:
+            candidates = [m for m in modules if m.HOOK_POINT == hook_point and getattr(m, "RUNNER", None) in (runner, None)]
+            misses = {
+                m.__name__: [s for s, allowed in m.HANDLES.items() if contracts.get(s) not in allowed]
+                for m in candidates
+            }
+            fits = [m for m in candidates if not misses[m.__name__]]
+            if fits:
+                plan.selected[runner][hook_point] = fits[0]
+                continue
+            nearest = min(candidates, key=lambda m: len(misses[m.__name__]))
+            for surface in misses[nearest.__name__]:
+                plan.unbound[runner].append(Unbound(hook_point, surface, contracts.get(surface) or notes.get(surface),
+                                                    nearest.__name__.rsplit(".", 1)[-1]))
     return plan

@@ -13,6 +13,7 @@ from driftcheck.patching import Patch
 from driftcheck.shims.install import ShimError
 
 HOOK_POINT = "prepare_view"
+RUNNER = "v1"
 HANDLES = {
     "runner.prepare_inputs": ("prepare/attn-first-cg", "prepare/attn-first-6", "prepare/attn-first-8"),
     "input_batch.fields": ("input_batch/esamp-fields",),

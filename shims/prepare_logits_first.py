@@ -13,6 +13,7 @@ from driftcheck.patching import Patch
 from driftcheck.shims.install import ShimError
 
 HOOK_POINT = "prepare_view"
+RUNNER = "v1"
 HANDLES = {
     "runner.prepare_inputs": ("prepare/logits-first-4", "prepare/logits-first-2", "prepare/logits-first-3"),
     "input_batch.fields": ("input_batch/esamp-fields",),

@@ -14,6 +14,7 @@ from driftcheck.patching import Patch
 from driftcheck.shims.hook_points import HOOKS, RequestEvent
 
 HOOK_POINT = "request_events"
+RUNNER = "v1"
 HANDLES = {
     "engine.request_ids": ("request_ids/passthrough", "request_ids/assign_request_id"),
     "engine.child_ids": ("child_ids/index_prefix",),

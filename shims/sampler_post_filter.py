@@ -14,13 +14,11 @@ original runs untouched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from driftcheck.patching import Patch
-from driftcheck.shims.hook_points import HOOKS
+from driftcheck.shims.hook_points import HOOKS, PostFilterBatch, SamplingInfo
 
 HOOK_POINT = "post_filter"
+RUNNER = "v1"
 HANDLES = {
     "sampler.sample": ("sample/tensor", "sample/tuple", "sample/tuple-override"),
     "topk_topp.forward_native": ("topk_topp/tensor", "topk_topp/tuple"),
@@ -34,21 +32,14 @@ HANDLES = {
 ENTRY_POINTS = ("forward_native", "forward_cpu", "forward_cuda", "forward_hip", "forward_xpu", "forward_tpu")
 
 
-@dataclass
-class PostFilterBatch:
-    logits: Any  # [rows, vocab], temperature applied, filtered (-inf outside the candidates)
-    view: Any  # adapters.prepare.PrepareView of this step
-    sampling_metadata: Any
-    generators: dict
-
-
 def patches(ctx) -> list[Patch]:
     from vllm.v1.sample import sampler as sampler_module
     from vllm.v1.sample.ops import topk_topp_sampler as tt
 
     def make_sample(original):
         def sample(self, logits, sampling_metadata, *args, **kwargs):
-            HOOKS.sampling_metadata = sampling_metadata
+            HOOKS.sampling = SamplingInfo(sampling_metadata.temperature, bool(sampling_metadata.all_greedy),
+                                          sampling_metadata.generators)
             view = HOOKS.view
             if view is not None and logits.shape[0] != len(view.req_ids):
                 view = None  # not this step's batch (e.g. a warm-up dummy run)
@@ -58,7 +49,7 @@ def patches(ctx) -> list[Patch]:
                 HOOKS.observe_return("sampler.sample", result)
                 return result
             finally:
-                HOOKS.sampling_metadata = None
+                HOOKS.sampling = None
                 HOOKS.view = None  # a view serves exactly one sampling step
                 HOOKS.write_stats()
 
@@ -76,7 +67,7 @@ def patches(ctx) -> list[Patch]:
             HOOKS.counters.post_filter_calls += 1
             HOOKS.counters.post_filter_rows += logits.shape[0]
             filtered = tt.apply_top_k_top_p(logits, k, p)
-            changed = hook(PostFilterBatch(filtered, view, HOOKS.sampling_metadata, generators))
+            changed = hook(PostFilterBatch(filtered, view, HOOKS.sampling))
             if changed is not None:
                 HOOKS.counters.interventions += 1
                 filtered = changed

@@ -39,7 +39,7 @@ def test_scan_installed_json_and_markdown(tmp_path, installed_tree, installed_co
     prepare = installed_contracts["runner.prepare_inputs"].id
     shim = installed_scan.shim("runner.prepare_inputs")
     assert f"| `runner.prepare_inputs` | known | {prepare} | {shim} |" in md.read_text()
-    assert report["shims"]["unbound"] == []
+    assert report["shims"]["unbound"] == {"v1": [], "v2": []}
     assert {s["surface"]: s["shim"] for s in report["surfaces"]}["sampler.sample"] == "sampler_post_filter"
 
 

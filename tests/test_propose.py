@@ -39,7 +39,7 @@ def test_prepare_drifts_get_a_complete_shim_that_binds(drift, tmp_path, monkeypa
     gen.write(proposals, tmp_path / "gen")
     rescan = _selected_with(tmp_path / "gen", src, monkeypatch)
     assert not rescan.unhandled
-    assert rescan.plan.selected["prepare_view"].__name__.endswith(p.name)
+    assert rescan.plan.selected["v1"]["prepare_view"].__name__.endswith(p.name)
     # the generated test module passes as written
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           str(tmp_path / "gen" / f"test_{p.name}.py")], capture_output=True, text=True)
@@ -74,7 +74,7 @@ def test_method_made_static_drops_self_from_a_dedicated_wrapper(tmp_path, monkey
     assert "def sample(logits, sampling_metadata, *args, **kwargs):" in p.code
     assert "original(logits, sampling_metadata, *args, **kwargs)" in p.code
     gen.write(proposals, tmp_path / "gen")
-    assert _selected_with(tmp_path / "gen", src, monkeypatch).plan.selected["post_filter"].__name__.endswith(p.name)
+    assert _selected_with(tmp_path / "gen", src, monkeypatch).plan.selected["v1"]["post_filter"].__name__.endswith(p.name)
 
 
 def test_a_shared_wrapper_made_static_is_left_to_a_human(tmp_path, monkeypatch, capsys):
@@ -103,4 +103,4 @@ def test_a_renamed_parameter_is_renamed_in_the_wrapper_only(tmp_path, monkeypatc
     assert "original(self, scheduler_output, tokens_per_request, *args, **kwargs)" in p.code
     assert "num_scheduled=tokens_per_request" in p.code  # the keyword is build_view's, not the parameter
     gen.write(proposals, tmp_path / "gen")
-    assert _selected_with(tmp_path / "gen", src, monkeypatch).plan.selected["prepare_view"].__name__.endswith(p.name)
+    assert _selected_with(tmp_path / "gen", src, monkeypatch).plan.selected["v1"]["prepare_view"].__name__.endswith(p.name)

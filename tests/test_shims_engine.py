@@ -34,7 +34,9 @@ def test_hooks_fire_rows_attributed_tokens_identical(mode, vanilla, engine_run, 
         assert stats["pid"] != run["main_pid"]
     else:
         assert stats["pid"] == run["main_pid"]
-    assert set(stats["bound"]) == {"prepare_view", "post_filter", "layer_taps", "request_events", "engine_process"}
+    assert set(stats["bound"]) == {"prepare_view", "post_filter", "layer_taps", "request_events", "engine_process",
+                                   "runner_guard"}
+    assert stats["runner"] == "v1"  # the CPU worker built the V1 runner, and the guard let it
     c, probe = stats["counters"], stats["probe"]
 
     # every step: one prepare view, one port hit per tap, taps written that very step

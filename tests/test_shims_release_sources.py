@@ -31,7 +31,7 @@ def release(request):
 def test_prepare_view_positions_match_the_real_return(release):
     version, tree, scan = release
     plan = select_shims(scan.fingerprint.contracts)
-    shim = plan.selected["prepare_view"]
+    shim = plan.selected["v1"]["prepare_view"]
     contract = plan.context.contract("runner.prepare_inputs")
     fn = StaticReader(tree).function("vllm.v1.worker.gpu_model_runner", "GPUModelRunner._prepare_inputs")
     real = [r for r in fn.returns if r.arity][-1].elements  # the real return statement's element names
@@ -65,7 +65,7 @@ def test_request_and_layer_surfaces_bound_by_the_shims(release):
     observations = observe_tree(tree)
     assert str(observations["model.qwen2.decoder_layer"].aspects["return_names"]) == "(hidden_states, residual)"
     plan = select_shims(scan.fingerprint.contracts)
-    assert plan.unbound == [], version
+    assert plan.bound("v1"), version
     reader = StaticReader(tree)
     update = reader.function("vllm.v1.worker.gpu_model_runner", "GPUModelRunner._update_states")
     assert [p.name for p in update.params][:1] == ["scheduler_output"], version

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 from driftcheck.contracts.catalog import SURFACES_BY_ID
 from driftcheck.contracts.releases import RELEASES
 from driftcheck.shims import install as shim_install
-from driftcheck.shims.plan import select_shims, shim_modules
+from driftcheck.shims.plan import HOOK_POINTS, select_shims, shim_modules
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports" / "releases"
 
@@ -29,18 +30,30 @@ def test_every_released_contract_family_has_a_shim():
     assert len(fingerprints) == len(RELEASES), sorted(fingerprints)
     for version, contracts in fingerprints.items():
         plan = select_shims(contracts)
-        assert plan.unbound == [], (version, [u.render() for u in plan.unbound])
-        assert set(plan.selected) == {"prepare_view", "post_filter", "layer_taps", "request_events", "engine_process"}
-    chosen = {v: select_shims(c).selected["prepare_view"].__name__.rsplit(".", 1)[-1] for v, c in fingerprints.items()}
+        assert plan.bound("v1"), (version, [u.render() for u in plan.unbound["v1"]])
+        assert set(plan.selected["v1"]) == set(HOOK_POINTS)
+        v = Version(version)
+        # Model Runner V2: none before 0.12; its shims bind its (logits, input_batch) sampler, from 0.18
+        assert ("v2" in plan.runners) == (v >= Version("0.12.0")), version
+        if "v2" in plan.runners:
+            assert plan.bound("v2") == (v >= Version("0.18.0")), (version, [u.render() for u in plan.unbound["v2"]])
+    chosen = {v: select_shims(c).selected["v1"]["prepare_view"].__name__.rsplit(".", 1)[-1]
+              for v, c in fingerprints.items()}
     assert chosen["0.10.0"] == chosen["0.11.0"] == "prepare_attn_first"
     assert chosen["0.11.1"] == chosen["0.32.0"] == chosen["0.33.0"] == "prepare_logits_first"
 
 
 def test_every_catalogued_contract_is_handled_by_some_shim():
+    """...or the catalog says why not: a runner family the release lacks (present="no"), or a
+    contract marked unhandled with its reason (Model Runner V2 before 0.18)."""
     handled = {(s, c) for m in shim_modules() for s, cs in m.HANDLES.items() for c in cs}
     for sid in {s for m in shim_modules() for s in m.HANDLES}:
-        for contract in SURFACES_BY_ID[sid].contracts:
-            assert (sid, contract.id) in handled, (sid, contract.id)
+        surface = SURFACES_BY_ID[sid]
+        for contract in surface.contracts:
+            if (sid, contract.id) in handled:
+                continue
+            absent_family = surface.runner is not None and str(contract.aspects.get("present")) == "no"
+            assert absent_family or contract.meaning.get("unhandled"), (sid, contract.id)
 
 
 def test_selection_follows_contracts_not_versions():
@@ -48,17 +61,17 @@ def test_selection_follows_contracts_not_versions():
     contracts = dict(_release_fingerprints()["0.32.0"])
     contracts["runner.prepare_inputs"] = "prepare/attn-first-6"
     plan = select_shims(contracts)
-    assert plan.unbound == []
-    assert plan.selected["prepare_view"].__name__.endswith("prepare_attn_first")
-    assert plan.selected["post_filter"].__name__.endswith("sampler_post_filter")
+    assert plan.unbound["v1"] == []
+    assert plan.selected["v1"]["prepare_view"].__name__.endswith("prepare_attn_first")
+    assert plan.selected["v1"]["post_filter"].__name__.endswith("sampler_post_filter")
 
 
 def test_unknown_contract_is_unbound_and_named():
     contracts = dict(_release_fingerprints()["0.32.0"])
     contracts["sampler.sample"] = None
     plan = select_shims(contracts)
-    assert [(u.hook_point, u.surface) for u in plan.unbound] == [("post_filter", "sampler.sample")]
-    assert "post_filter" not in plan.selected
+    assert [(u.hook_point, u.surface) for u in plan.unbound["v1"]] == [("post_filter", "sampler.sample")]
+    assert "post_filter" not in plan.selected["v1"]
     with pytest.raises(shim_install.ShimRefused) as err:
         shim_install.install(plan)
     msg = str(err.value)
@@ -77,7 +90,7 @@ def test_drifted_source_is_refused_with_the_surface_named(drifted):
 
 def _targets(plan):
     """(owner, name) of every attribute the plan's shims wrap."""
-    return [(p.owner, p.name) for m in plan.selected.values() for p in m.patches(plan.context)]
+    return [(p.owner, p.name) for m in plan.modules() for p in m.patches(plan.context)]
 
 
 def _snapshot(targets):

@@ -46,11 +46,6 @@ def engine_kwargs(device: str, mode: str) -> dict:
               "max_model_len": 1024}
     if device == "cpu":
         return {**common, "dtype": "float32", "enforce_eager": mode == "eager", "max_num_seqs": 64}
-    # The device recipe (../shared/gpu/README.md): Python-only vLLM, Triton attention,
-    # no custom ops; "graphs" = full CUDA graphs for decode, without torch.compile.
-    compilation = {"custom_ops": ["none"]}
-    if mode == "graphs":
-        compilation.update({"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"})
-    return {**common, "dtype": "bfloat16", "enforce_eager": mode == "eager", "gpu_memory_utilization": 0.4,
-            "attention_backend": "TRITON_ATTN", "kernel_config": {"ir_op_priority": {"rms_norm": ["native"]}},
-            "compilation_config": compilation}
+    from driftcheck.models.engine_env import gpu_engine_kwargs
+
+    return {**common, "dtype": "bfloat16", **gpu_engine_kwargs(mode)}

@@ -41,6 +41,7 @@ class Contract:
     summary: str
     aspects: dict  # aspect -> typed value (parsed from the catalog's text)
     seen_in: ReleaseRange
+    meaning: dict = field(default_factory=dict)  # what the catalog knows the contract means (not matched)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aspects", {k: parse_aspect(k, v) for k, v in self.aspects.items()})
@@ -58,6 +59,7 @@ class Surface:
     contracts: tuple[Contract, ...]
     required: bool = True  # an unknown contract here is an unhandled drift
     options: dict = field(default_factory=dict)
+    runner: str | None = None  # the model runner family it belongs to ("v1", "v2"); None: every runner
 
     @property
     def module(self) -> str:
@@ -76,13 +78,18 @@ class Surface:
         return next((c for c in self.contracts if c.id == contract_id), None)
 
 
-def C(id: str, summary: str, seen_in: str, **aspects) -> Contract:  # noqa: N802 - reads as a table row
-    return Contract(id=id, summary=summary, aspects=aspects, seen_in=seen_in)
+def C(id: str, summary: str, seen_in: str, meaning: dict | None = None, **aspects) -> Contract:  # noqa: N802
+    """One contract, written as a table row."""
+    return Contract(id=id, summary=summary, aspects=aspects, seen_in=seen_in, meaning=meaning or {})
 
 
 ESAMP_INPUT_BATCH_FIELDS = ("req_ids", "req_id_to_index", "num_reqs", "generators", "temperature", "top_k", "top_p")
 RUNNER_STEP_METHODS = ("execute_model", "sample_tokens")
 PLUGIN_LOADERS = ("vllm.v1.worker.worker_base", "vllm.worker.worker_base", "vllm.v1.engine.core")
+
+#: Model Runner V2 contracts no shim binds, and why (the scan then reports V2 unbound when it is chosen).
+V2_OPT_IN = {"unhandled": "Model Runner V2 before 0.18 is opt-in only (VLLM_USE_V2_MODEL_RUNNER=1) and its "
+                          "sampler takes no InputBatch"}
 
 SURFACES: tuple[Surface, ...] = (
     Surface(
@@ -94,6 +101,7 @@ SURFACES: tuple[Surface, ...] = (
             C("forward/bonus", "adds predict_bonus_token=, logprobs_mode_override=", "0.11.1-",
               signature="(logits, sampling_metadata, predict_bonus_token=, logprobs_mode_override=)"),
         ),
+        runner="v1",
     ),
     Surface(
         "sampler.sample", "vllm.v1.sample.sampler:Sampler.sample", "function", ("signature", "return_arity"),
@@ -107,6 +115,7 @@ SURFACES: tuple[Surface, ...] = (
               "0.11.1-",
               signature="(logits, sampling_metadata, logprobs_mode_override=)", return_arity="tuple/2"),
         ),
+        runner="v1",
     ),
     Surface(
         "sampler.apply_temperature", "vllm.v1.sample.sampler:Sampler.apply_temperature", "function",
@@ -120,6 +129,7 @@ SURFACES: tuple[Surface, ...] = (
             C("temperature/static", "staticmethod (logits, temp, all_random)", "0.11.1-",
               signature="(logits, temp, all_random)", descriptor="staticmethod"),
         ),
+        runner="v1",
     ),
     Surface(
         "topk_topp.forward_native", "vllm.v1.sample.ops.topk_topp_sampler:TopKTopPSampler.forward_native",
@@ -131,6 +141,7 @@ SURFACES: tuple[Surface, ...] = (
             C("topk_topp/tuple", "returns (tokens, logits_to_return)", "0.10.2-",
               signature="(logits, generators, k, p)", return_arity="tuple/2"),
         ),
+        runner="v1",
     ),
     Surface(
         "topk_topp.forward_cpu", "vllm.v1.sample.ops.topk_topp_sampler:TopKTopPSampler.forward_cpu",
@@ -142,6 +153,7 @@ SURFACES: tuple[Surface, ...] = (
             C("topk_topp_cpu/tuple", "returns (tokens, logits_to_return)", "0.11.0-",
               present="yes", signature="(logits, generators, k, p)", return_arity="tuple/2"),
         ),
+        runner="v1",
     ),
     Surface(
         "topk_topp.apply_top_k_top_p", "vllm.v1.sample.ops.topk_topp_sampler:apply_top_k_top_p", "function",
@@ -153,6 +165,7 @@ SURFACES: tuple[Surface, ...] = (
             C("filter/topp-only-rows", "adds has_topp_only_rows=", "0.33.0-",
               signature="(logits, k, p, has_topp_only_rows=)", return_arity="value"),
         ),
+        runner="v1",
     ),
     Surface(
         "topk_topp.random_sample", "vllm.v1.sample.ops.topk_topp_sampler:random_sample", "function",
@@ -163,6 +176,7 @@ SURFACES: tuple[Surface, ...] = (
             C("draw/fp64-gumbel", "adds use_fp64_gumbel=", "0.23.0-",
               signature="(probs, generators, use_fp64_gumbel=)"),
         ),
+        runner="v1",
     ),
     Surface(
         "sampler.min_p", "vllm.v1.sample.logits_processor:MinPLogitsProcessor", "min_p",
@@ -178,6 +192,7 @@ SURFACES: tuple[Surface, ...] = (
         ),
         options={"sampler": "vllm.v1.sample.sampler:Sampler.sample", "applied_via": "argmax_invariant",
                  "topk_topp_call": "topk_topp_sampler("},
+        runner="v1",
     ),
     Surface(
         "runner.prepare_inputs", "vllm.v1.worker.gpu_model_runner:GPUModelRunner._prepare_inputs", "function",
@@ -208,6 +223,7 @@ SURFACES: tuple[Surface, ...] = (
               signature="(scheduler_output, num_scheduled_tokens)",
               return_names="(logits_indices, spec_decode_metadata, num_sampled_tokens.max())"),
         ),
+        runner="v1",
     ),
     Surface(
         "runner.step_api", "vllm.v1.worker.gpu_model_runner:GPUModelRunner", "members", ("members",),
@@ -219,6 +235,7 @@ SURFACES: tuple[Surface, ...] = (
               "0.11.1-", members="execute_model, sample_tokens"),
         ),
         options={"members": RUNNER_STEP_METHODS},
+        runner="v1",
     ),
     Surface(
         "runner.cpu_subclass", "vllm.v1.worker.cpu_model_runner:CPUModelRunner", "bases", ("bases",),
@@ -226,6 +243,7 @@ SURFACES: tuple[Surface, ...] = (
         (C("cpu_runner/gpu-subclass", "CPUModelRunner(GPUModelRunner)", "0.10.0-",
            bases="GPUModelRunner"),),
         required=False,
+        runner="v1",
     ),
     Surface(
         "input_batch.fields", "vllm.v1.worker.gpu_input_batch:InputBatch", "fields", ("fields",),
@@ -233,6 +251,7 @@ SURFACES: tuple[Surface, ...] = (
         (C("input_batch/esamp-fields", "all fields ESamp reads are present", "0.10.0-",
            fields=", ".join(ESAMP_INPUT_BATCH_FIELDS)),),
         options={"fields": ESAMP_INPUT_BATCH_FIELDS},
+        runner="v1",
     ),
     Surface(
         "engine.request_ids", "vllm.v1.engine.llm_engine:LLMEngine.add_request", "request_ids",
@@ -296,6 +315,145 @@ SURFACES: tuple[Surface, ...] = (
               group="vllm.general_plugins", loaded_in="vllm.v1.worker.worker_base, vllm.v1.engine.core"),
         ),
         options={"group": "vllm.general_plugins", "loaders": PLUGIN_LOADERS},
+    ),
+    # ---------------------------------------------------------------- which runner, and Model Runner V2
+    Surface(
+        "runner.selection", "vllm.v1.worker.gpu_worker:Worker", "runner_selection", ("decided_by", "default_check"),
+        "which model runner a GPU worker builds (the V1 GPUModelRunner or Model Runner V2), per architecture",
+        (
+            C("runner_select/v1-only", "no Model Runner V2 in the release", "0.10.0-0.11.2",
+              {"rule": "v1-only"}, decided_by="none", default_check="none"),
+            C("runner_select/env-only", "the worker reads VLLM_USE_V2_MODEL_RUNNER (default off)", "0.12.0-0.21.0",
+              {"rule": "env-only"}, decided_by="envs.VLLM_USE_V2_MODEL_RUNNER", default_check="none"),
+            C("runner_select/allow-list-dense", "VllmConfig.use_v2_model_runner: allow-listed, dense, unquantized",
+              "0.22.0-0.23.0", {"rule": "allow-list-dense"}, decided_by="vllm_config.use_v2_model_runner",
+              default_check="not model_config.is_moe and (not model_config.is_quantized)"),
+            C("runner_select/allow-list", "VllmConfig.use_v2_model_runner: allow-listed architectures", "0.24.0",
+              {"rule": "allow-list"}, decided_by="vllm_config.use_v2_model_runner",
+              default_check="any((arch in DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES for arch in architectures))"),
+            C("runner_select/dense-default", "VllmConfig.use_v2_model_runner: allow-listed or dense", "0.25.0-0.26.0",
+              {"rule": "dense-default"}, decided_by="vllm_config.use_v2_model_runner",
+              default_check="any((arch in DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES for arch in architectures)) or not "
+                            "model_config.is_moe"),
+            C("runner_select/dense-default-2", "VllmConfig.use_v2_model_runner: allow-listed or dense (platform list)",
+              "0.27.0-0.28.0", {"rule": "dense-default"}, decided_by="vllm_config.use_v2_model_runner",
+              default_check="is_default_v2_architecture or not model_config.is_moe"),
+            C("runner_select/default-all", "VllmConfig.use_v2_model_runner: V2 unless Triton is missing or a feature "
+              "is unsupported (ROCm keeps a V1 list)", "0.29.0-", {"rule": "default-all"},
+              decided_by="vllm_config.use_v2_model_runner", default_check="none"),
+        ),
+        options={"worker": "vllm.v1.worker.gpu_worker:Worker.__init__", "flag": "self.use_v2_model_runner",
+                 "config": "vllm.config.vllm:VllmConfig.use_v2_model_runner",
+                 "default_check": "_is_default_v2_model_runner_model",
+                 "allow_list": "DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES"},
+    ),
+    Surface(
+        "runner_v2.cpu_runner", "vllm.v1.worker.cpu.model_runner:CPUModelRunner", "bases", ("present", "bases"),
+        "a CPU Model Runner V2 (built with VLLM_USE_V2_MODEL_RUNNER=1 where Triton has a CPU backend)",
+        (
+            C("cpu_runner_v2/absent", "the CPU worker builds V1 only", "0.10.0-0.22.1", present="no"),
+            C("cpu_runner_v2/gpu-v2-subclass", "CPUModelRunner(GPUModelRunner V2)", "0.23.0-", present="yes",
+              bases="GPUModelRunner"),
+        ),
+        required=False, runner="v2",
+    ),
+    Surface(
+        "runner_v2.prepare_inputs", "vllm.v1.worker.gpu.model_runner:GPUModelRunner.prepare_inputs", "function",
+        ("present", "signature", "return_arity"),
+        "Model Runner V2: this step's InputBatch (request ids, idx_mapping, logits indices, scheduled counts)",
+        (
+            C("prepare_v2/absent", "no Model Runner V2", "0.10.0-0.11.2", present="no"),
+            C("prepare_v2/padding", "(scheduler_output, num_tokens_after_padding) -> InputBatch", "0.12.0-0.17.1", V2_OPT_IN,
+              present="yes", signature="(scheduler_output, num_tokens_after_padding)", return_arity="value"),
+            C("prepare_v2/batch-desc", "(scheduler_output, batch_desc) -> InputBatch", "0.18.0-0.27.1",
+              present="yes", signature="(scheduler_output, batch_desc)", return_arity="value"),
+            C("prepare_v2/batch-req-state", "(scheduler_output, batch_req_state, batch_desc) -> InputBatch",
+              "0.28.0-0.30.0", present="yes", signature="(scheduler_output, batch_req_state, batch_desc)",
+              return_arity="value"),
+            C("prepare_v2/loras", "adds num_active_loras", "0.31.0-", present="yes",
+              signature="(scheduler_output, batch_req_state, batch_desc, num_active_loras)", return_arity="value"),
+        ), runner="v2",
+    ),
+    Surface(
+        "runner_v2.request_events", "vllm.v1.worker.gpu.model_runner:GPUModelRunner", "members", ("present", "members"),
+        "Model Runner V2: where requests are added to and finished in its request states",
+        (
+            C("requests_v2/absent", "no Model Runner V2", "0.10.0-0.11.2", present="no"),
+            C("requests_v2/update_states", "one update_states(scheduler_output)", "0.12.0-0.14.1", V2_OPT_IN,
+              present="yes", members="update_states"),
+            C("requests_v2/add+finish", "add_requests / finish_requests(scheduler_output)", "0.15.0-",
+              present="yes", members="add_requests, finish_requests"),
+        ), runner="v2", options={"members": ("add_requests", "finish_requests", "update_states")},
+    ),
+    Surface(
+        "runner_v2.request_state", "vllm.v1.worker.gpu.states:RequestState", "fields", ("present", "fields"),
+        "Model Runner V2: per-request prefill progress (which rows sample, which decode)",
+        (
+            C("request_state_v2/absent", "no Model Runner V2", "0.10.0-0.11.2", present="no"),
+            C("request_state_v2/prefill", "prefill progress per request", "0.12.0-0.19.1", present="yes",
+              fields="req_id_to_index, prefill_len, num_computed_prefill_tokens"),
+            C("request_state_v2/prefill+mirror", "prefill progress and a CPU mirror of computed tokens",
+              "0.20.0-", present="yes",
+              fields="req_id_to_index, prefill_len, num_computed_prefill_tokens, num_computed_tokens_np"),
+        ), runner="v2",
+        options={"fields": ("req_id_to_index", "prefill_len", "num_computed_prefill_tokens", "num_computed_tokens_np")},
+    ),
+    Surface(
+        "input_batch_v2.fields", "vllm.v1.worker.gpu.input_batch:InputBatch", "fields", ("present", "fields"),
+        "Model Runner V2: the InputBatch fields the prepare view reads",
+        (
+            C("input_batch_v2/absent", "no Model Runner V2", "0.10.0-0.11.2", present="no"),
+            C("input_batch_v2/idx", "rows map to request states through idx_mapping", "0.12.0-0.13.0", V2_OPT_IN, present="yes",
+              fields="req_ids, num_reqs, idx_mapping_np, num_scheduled_tokens, logits_indices"),
+            C("input_batch_v2/expanded", "adds expanded_idx_mapping (one entry per logits row)", "0.14.0-",
+              present="yes",
+              fields="req_ids, num_reqs, idx_mapping_np, expanded_idx_mapping, num_scheduled_tokens, logits_indices"),
+        ), runner="v2",
+        options={"fields": ("req_ids", "num_reqs", "idx_mapping_np", "expanded_idx_mapping", "num_scheduled_tokens",
+                            "logits_indices")},
+    ),
+    Surface(
+        "sampler_v2.call", "vllm.v1.worker.gpu.sample.sampler:Sampler.__call__", "function", ("present", "signature"),
+        "Model Runner V2's sampler entry: the step's logits and its InputBatch",
+        (
+            C("sampler_v2/absent", "no Model Runner V2", "0.10.0-0.11.2", present="no"),
+            C("sampler_v2/metadata", "(logits, sampling_metadata)", "0.12.0-0.14.1", V2_OPT_IN, present="yes",
+              signature="(logits, sampling_metadata)"),
+            C("sampler_v2/idx", "(logits, idx_mapping, idx_mapping_np, pos)", "0.15.0-0.15.1", V2_OPT_IN, present="yes",
+              signature="(logits, idx_mapping, idx_mapping_np, pos)"),
+            C("sampler_v2/idx-local", "adds cu_num_logits_np, input_ids, expanded_local_pos", "0.16.0", V2_OPT_IN,
+              present="yes",
+              signature="(logits, idx_mapping, idx_mapping_np, cu_num_logits_np, pos, input_ids, expanded_local_pos)"),
+            C("sampler_v2/expanded", "expanded_idx_mapping first", "0.17.0-0.17.1", V2_OPT_IN, present="yes",
+              signature="(logits, expanded_idx_mapping, idx_mapping_np, cu_num_logits_np, pos, input_ids, "
+                        "expanded_local_pos)"),
+            C("sampler_v2/input-batch", "(logits, input_batch)", "0.18.0-", present="yes",
+              signature="(logits, input_batch)"),
+        ), runner="v2",
+    ),
+    Surface(
+        "sampler_v2.draw", "vllm.v1.worker.gpu.sample.sampler:Sampler", "call_keyword", ("present", "call"),
+        "Model Runner V2's draw: gumbel_sample on logits that already have temperature, min-p and top-k/top-p",
+        (
+            C("draw_v2/absent", "no Model Runner V2", "0.10.0-0.11.2", present="no"),
+            C("draw_v2/gumbel-after-temperature", "gumbel_sample(..., apply_temperature=False): temperature, min-p "
+              "and top-k/top-p are applied before the draw", "0.12.0-", present="yes",
+              call="gumbel_sample(apply_temperature=False)"),
+        ), runner="v2", options={"callee": "gumbel_sample", "keyword": "apply_temperature"},
+    ),
+    Surface(
+        "sampler_v2.fused_switch", "vllm.v1.worker.gpu.sample.sampler:Sampler", "fields", ("present", "fields"),
+        "Model Runner V2: the switches to fused samplers (FlashInfer, XPU) that never materialise filtered logits",
+        (
+            C("fused_v2/absent", "no Model Runner V2", "0.10.0-0.11.2", present="no"),
+            C("fused_v2/none", "no fused sampler, no sampling states", "0.12.0-0.14.1", V2_OPT_IN, present="yes", fields=""),
+            C("fused_v2/states", "sampling states, no fused sampler", "0.15.0-0.22.1", present="yes",
+              fields="sampling_states"),
+            C("fused_v2/flashinfer", "FlashInfer fused sampler switch", "0.23.0-0.30.0", present="yes",
+              fields="sampling_states, use_flashinfer"),
+            C("fused_v2/flashinfer+xpu", "FlashInfer and XPU fused sampler switches", "0.31.0-", present="yes",
+              fields="sampling_states, use_flashinfer, use_xpu_sampler"),
+        ), runner="v2", options={"fields": ("sampling_states", "use_flashinfer", "use_xpu_sampler")},
     ),
 )
 

@@ -73,3 +73,14 @@ def tiny_engine_kwargs() -> dict[str, Any]:
         "max_num_seqs": 16,
         "seed": 0,
     }
+
+
+def gpu_engine_kwargs(mode: str = "eager") -> dict[str, Any]:
+    """vLLM engine settings for the GPU device machine's Python-only vLLM (a stub for its compiled
+    extension; see benchmarks/gpu_bundle.py): Triton attention, the native RMSNorm, no custom ops.
+    mode "eager", or "graphs": full CUDA graphs for decode, without torch.compile."""
+    compilation: dict[str, Any] = {"custom_ops": ["none"]}
+    if mode == "graphs":
+        compilation.update({"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"})
+    return {"enforce_eager": mode == "eager", "gpu_memory_utilization": 0.4, "attention_backend": "TRITON_ATTN",
+            "kernel_config": {"ir_op_priority": {"rms_norm": ["native"]}}, "compilation_config": compilation}

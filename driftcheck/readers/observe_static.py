@@ -172,6 +172,71 @@ def _observe_plugins(reader: StaticReader, s: Surface, obs: SurfaceObservation) 
     }
 
 
+def _expression_texts(source: str, want: str, target: str = "") -> list[str]:
+    """Normalized source text of expressions in one function: want="assigned" gives the values
+    assigned to `target` (e.g. 'self.use_v2_model_runner'), want="returned" every returned value."""
+    import ast
+    import textwrap
+
+    out = []
+    for node in ast.walk(ast.parse(textwrap.dedent(source))):
+        if want == "assigned" and isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(ast.unparse(t) == target for t in targets):
+                out.append((node.lineno, ast.unparse(node.value)))
+        elif want == "returned" and isinstance(node, ast.Return) and node.value is not None:
+            out.append((node.lineno, ast.unparse(node.value)))
+    return [text for _, text in sorted(out)]  # in source order
+
+
+def _observe_runner_selection(reader: StaticReader, s: Surface, obs: SurfaceObservation) -> None:
+    """Which model runner a GPU worker builds: who decides (the worker reads the env var, or asks
+    the config), whether the config checks the model against a default set first, and what that
+    check finally returns. The allow-list's architectures go to the detail."""
+    worker_module, worker_fn = s.options["worker"].split(":")
+    init = reader.function(worker_module, worker_fn)
+    obs.where = init.where
+    decided = _expression_texts(init.source, "assigned", s.options["flag"])
+    aspects = {"present": "yes", "decided_by": decided[0] if decided else "none", "default_check": "none"}
+    detail: dict = {}
+    if decided and decided[0].endswith("." + s.options["flag"].rsplit(".", 1)[-1]):  # a config property decides
+        config_module, prop_name = s.options["config"].split(":")
+        prop = reader.function(config_module, prop_name)
+        obs.where = prop.where
+        check_name = s.options["default_check"]
+        if any(c.rsplit(".", 1)[-1] == check_name for c in prop.calls):
+            check = reader.function(config_module, f"{prop_name.split('.')[0]}.{check_name}")
+            returned = _expression_texts(check.source, "returned")
+            aspects["default_check"] = returned[-1] if returned else "none"
+            allow = reader.constant_strings(config_module, s.options["allow_list"])
+            detail["allow_list"] = list(allow) if allow is not None else None
+    obs.aspects, obs.detail = aspects, detail
+
+
+def _observe_call_keyword(reader: StaticReader, s: Surface, obs: SurfaceObservation) -> None:
+    """How a class's methods call one function: the value each call passes for one keyword
+    (e.g. whether the draw applies temperature itself)."""
+    import ast
+    import textwrap
+
+    cls = reader.klass(s.module, s.qualname)
+    obs.where = cls.where
+    callee, keyword = s.options["callee"], s.options["keyword"]
+    seen, callers = [], []
+    for name, _ in cls.members:
+        fn = reader.function(s.module, f"{s.qualname}.{name}")
+        if not any(c.rsplit(".", 1)[-1] == callee for c in fn.calls):
+            continue
+        for node in ast.walk(ast.parse(textwrap.dedent(fn.source))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).rsplit(".", 1)[-1] == callee:
+                kw = next((ast.unparse(k.value) for k in node.keywords if k.arg == keyword), "(not passed)")
+                seen.append(kw)
+                callers.append(name)
+    obs.aspects = {"present": "yes" if seen else "no",
+                   "call": f"{callee}({keyword}={'|'.join(sorted(set(seen)))})" if seen else "none"}
+    obs.detail = {"callers": sorted(set(callers))}
+
+
 _KINDS = {
     "function": _observe_function,
     "members": _observe_members,
@@ -181,6 +246,8 @@ _KINDS = {
     "request_ids": _observe_request_ids,
     "child_ids": _observe_child_ids,
     "plugins": _observe_plugins,
+    "runner_selection": _observe_runner_selection,
+    "call_keyword": _observe_call_keyword,
 }
 
 

@@ -522,6 +522,24 @@ class StaticReader:
             raise SurfaceNotFound(f"module {module} not found")
         return re.findall(r"""^[A-Za-z_]\w*\s*(?::[^=]*)?=\s*['"]([^'"]+)['"]""", index.text, re.M)
 
+    def constant_strings(self, module: str, name: str) -> tuple[str, ...] | None:
+        """The string literals in the value of module-level constant `name` (e.g. a frozenset of
+        architecture names), read with `ast` (nothing is evaluated); None when there is no such
+        assignment."""
+        import ast
+
+        index = self.index(module)
+        if index is None:
+            raise SurfaceNotFound(f"module {module} not found")
+        if not re.search(rf"^{re.escape(name)}\s*(?::[^=]*)?=", index.text, re.M):
+            return None
+        tree = ast.parse(index.text)
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets) and node.value is not None:
+                return tuple(n.value for n in ast.walk(node.value) if isinstance(n, ast.Constant) and isinstance(n.value, str))
+        return None
+
     def modules_calling(self, function: str, modules: list[str]) -> list[str]:
         """Which of `modules` call `function` (a cheap lexical check, for plugin loading)."""
         out = []
