@@ -105,7 +105,7 @@ class Gen:
             "paren": "(" * depth + "x" + ")" * depth,
             "attr": "x" + ".y" * depth,
             "call": "f" + "()" * depth,
-            "list": "[" * depth + "]" * depth,
+            "list": "[" * (depth + 1) + "]" * (depth + 1),
             "plus": " + ".join(["1"] * (depth + 1)),
             "string": repr(self.noise(False)),
         }[kind]
@@ -399,3 +399,64 @@ def test_a_nfkc_name_is_the_name_python_sees(tmp_path):
     fn = StaticReader(DirTree(root=tmp_path)).function(MODULE, "Sampler.sample")
     assert fn.where == f"{RELPATH}:5"
     assert [p.name for p in fn.params] == ["b", unicodedata.normalize("NFKC", "\uff43")]
+
+
+# --------------------------------------------------------------------------- the bounds, at their edge
+
+_CHAINS = {
+    "list": lambda n: "[" * n + "]" * n,  # libcst nests two nodes per level here
+    "call-argument": lambda n: "f(" * n + "x" + ")" * n,
+    "keyword-argument": lambda n: "f(a=" * n + "x" + ")" * n,
+    "dict": lambda n: "{1: " * n + "1" + "}" * n,
+    "lambda": lambda n: "lambda: " * n + "x",
+    "conditional": lambda n: "x if y else " * n + "z",
+    "unary": lambda n: "-" * n + "x",
+    "sum": lambda n: " + ".join(["x"] * (n + 1)),
+    "attribute": lambda n: "x" + ".y" * n,
+    "call": lambda n: "f" + "()" * n,
+    "subscript": lambda n: "x" + "[0]" * n,
+    "comprehension": lambda n: "[x for x in " * n + "y" + "]" * n,
+}
+
+
+def _read_at_stack_depth(root, frames: int):
+    """Read with `frames` extra Python frames below, as under the CLI (click, scan, observers)."""
+    if frames:
+        return _read_at_stack_depth(root, frames - 1)
+    return StaticReader(DirTree(root=root)).function(MODULE, "Sampler.sample")
+
+
+@pytest.mark.parametrize("kind", sorted(_CHAINS))
+def test_the_deepest_readable_nesting_is_read_and_one_more_level_is_bad_input(tmp_path, kind):
+    """Just under MAX_NESTING libcst reads it with 150 frames already on the stack; past it, BadInput."""
+    (tmp_path / "vllm").mkdir()
+    (tmp_path / "vllm" / "__init__.py").write_text("")
+
+    def read(n: int):
+        (tmp_path / RELPATH).write_text(f"class Sampler:\n    def sample(self, a=1):\n        _v = {_CHAINS[kind](n)}\n"
+                                        "        return (a, _v)\n")
+        return _read_at_stack_depth(tmp_path, 150)
+
+    deepest = None
+    for n in range(120, 0, -1):
+        try:
+            fn = read(n)
+        except BadInput as exc:
+            assert "nested more than" in str(exc)
+            continue
+        deepest = n
+        break
+    assert deepest is not None and deepest >= 30, kind  # real code nests far less (vLLM: 28 for a whole module)
+    assert [p.name for p in fn.params] == ["a"] and fn.where == f"{RELPATH}:2"
+    with pytest.raises(BadInput, match="nested more than"):
+        read(deepest + 1)
+    with pytest.raises(BadInput):
+        read(1400)  # CPython 3.11 still parses this; the reader does not go there
+
+
+def test_a_definition_with_too_many_nodes_is_bad_input(tmp_path):
+    (tmp_path / "vllm").mkdir()
+    (tmp_path / "vllm" / "__init__.py").write_text("")
+    (tmp_path / RELPATH).write_text("class Sampler:\n    def sample(self):\n        return [" + "1," * 60_000 + "]\n")
+    with pytest.raises(BadInput, match="syntax nodes"):
+        StaticReader(DirTree(root=tmp_path)).function(MODULE, "Sampler.sample")
