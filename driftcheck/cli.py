@@ -116,13 +116,15 @@ def scan(source, wheel, release, live, as_json, markdown_path) -> None:
     Exit codes: 0 nothing unhandled, 1 unhandled drift, 2 bad input,
     3 fetch failed (network), 4 live check failed.
     """
-    from driftcheck.files import write_atomic
+    from driftcheck.files import check_writable, write_atomic
     from driftcheck.readers.source_tree import open_tree
     from driftcheck.report import print_table, to_json, to_markdown
     from driftcheck.scan import run_live, scan_tree
 
     if live and any(x is not None for x in (source, wheel, release)):
         raise DriftcheckError("--live reads the installed vLLM; it cannot be combined with --source/--wheel/--vllm-version")
+    if markdown_path is not None:
+        check_writable(markdown_path)  # refused before the scan, not after it
     tree = open_tree(source=source, wheel=wheel, release=release)
     result = scan_tree(tree)
     if live:
@@ -178,6 +180,9 @@ def explore(out_path) -> None:
     """ESamp on the tiny model at β 0, 0.4, 0.8: sample diversity and the distiller's loss."""
     import subprocess
 
+    from driftcheck.files import check_writable
+
+    check_writable(out_path)  # refused before the engine runs, not after
     out_path = str(Path(out_path).resolve())
     proc = subprocess.run([sys.executable, "-m", "driftcheck.explore", out_path])
     sys.exit(0 if proc.returncode == 0 and Path(out_path).is_file() else 4)
@@ -234,10 +239,12 @@ def bench(what, device, shape, mode, rounds, profile, json_path, md_path, log_di
     from driftcheck.bench.runner import run_benchmark
     from driftcheck.bench.scan_timing import bench_scan
     from driftcheck.bench.shapes import SHAPES
-    from driftcheck.files import write_atomic
+    from driftcheck.files import check_writable, write_atomic
 
     if shape not in SHAPES:
         _fail(BadInput(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}"))
+    for path in (json_path, md_path):
+        check_writable(path)
     json_file = Path(json_path)
     if what == "throughput":
         if log_dir:
@@ -278,7 +285,7 @@ def compat(releases, project, json_path, md_path) -> None:
     """Per release: an isolated venv, then scan --live, stress --shrink and the β=0 identity check."""
     from driftcheck import compat as compat_run
     from driftcheck.contracts.releases import RELEASES
-    from driftcheck.files import write_atomic
+    from driftcheck.files import check_writable, write_atomic
 
     chosen = _releases(releases)
     unknown = [r for r in chosen if r not in RELEASES]
@@ -286,6 +293,8 @@ def compat(releases, project, json_path, md_path) -> None:
         _fail(BadInput(f"unknown release(s): {', '.join(unknown)}"))
     if not (Path(project) / "pyproject.toml").is_file():
         _fail(BadInput(f"{project} is not this project's checkout (no pyproject.toml)"))
+    for path in (json_path, md_path):
+        check_writable(path)
     json_file = Path(json_path)
     results = _read_json(json_file)
     failed = False

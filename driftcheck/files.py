@@ -136,6 +136,20 @@ def check_target(path: str | os.PathLike) -> os.stat_result | None:
     return st
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """What a later write of `path` would refuse, refused now (before a long run): a target that
+    is not a regular file, a parent that is not a directory, a name that is no file name."""
+    path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        raise BadInput(f"cannot write {str(path)!r}: not a file name")
+    check_target(path)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise BadInput(f"cannot write {path}: {parent} is not a directory")
+            break
+
+
 def _make_parent(path: Path) -> None:
     parent = path.parent
     try:
@@ -183,9 +197,7 @@ def write_files(files: dict[str | os.PathLike, str]) -> list[Path]:
     """
     items = [(Path(p), text.encode("utf-8")) for p, text in files.items()]
     for path, _ in items:
-        if not path.name or path.name in (".", ".."):
-            raise BadInput(f"cannot write {str(path)!r}: not a file name")
-        check_target(path)
+        check_writable(path)
     temps: list[Path] = []
     current = items[0][0] if items else None
     try:

@@ -353,12 +353,14 @@ def _tree_listing(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir())
 
 
-def test_markdown_through_a_symlink_is_refused(tmp_path):
+@pytest.mark.parametrize("command", [["scan", "--markdown"], ["scan", "--live", "--markdown"], ["explore", "--out"]])
+def test_a_report_through_a_symlink_is_refused_before_the_work(tmp_path, command):
+    """Refused up front: a --live scan or an exploration (minutes of engine) never runs first."""
     target = tmp_path / "target.md"
     target.write_text("keep me\n")
     link = tmp_path / "report.md"
     link.symlink_to(target)
-    proc = run_cli("scan", "--markdown", link)
+    proc = run_cli(*command, link)
     assert_one_line_error(proc, EXIT_BAD_INPUT, "not a regular file")
     assert link.is_symlink() and target.read_text() == "keep me\n"
     assert _tree_listing(tmp_path) == ["report.md", "target.md"]
