@@ -12,22 +12,90 @@ from driftcheck.errors import EXIT_BAD_INPUT, EXIT_LIVE_FAILED, BadInput, Driftc
 from driftcheck.probes.faults import FAULTS
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def _fail(exc: DriftcheckError) -> None:
-    click.echo(f"driftcheck: error: {exc}", err=True)
+    click.echo(f"driftcheck: error: {_one_line(exc)}", err=True)
     sys.exit(exc.exit_code)
 
 
 class _Group(click.Group):
-    """Every DriftcheckError ends as one line and its exit code, never a traceback."""
+    """Every DriftcheckError, and click's own usage errors, end as one `driftcheck: error:` line
+    and a documented exit code, never a traceback or a usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `driftcheck`: the help, as click gives it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"driftcheck: error: {_one_line(exc.format_message())}{hint}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except click.ClickException as exc:
+            click.echo(f"driftcheck: error: {_one_line(exc.format_message())}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except click.Abort:
+            click.echo("driftcheck: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except DriftcheckError as exc:
             _fail(exc)
+        except (RecursionError, MemoryError) as exc:  # the readers bound their input; this is the backstop
+            _fail(BadInput(f"input too deeply nested or too large to read ({type(exc).__name__})"))
         except KeyboardInterrupt:
             click.echo("driftcheck: interrupted", err=True)
             sys.exit(130)
+
+
+class _Text(click.types.StringParamType):
+    """A string option whose empty value is bad input, never "not given"."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class _Path(click.Path):
+    """A path option whose empty value is bad input, never "not given"."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+TEXT = _Text()
+
+
+def _releases(value: str, option: str = "--releases") -> list[str]:
+    chosen = [r.strip() for r in value.split(",") if r.strip()]
+    if not chosen:
+        raise BadInput(f"{option} is empty: name at least one release")
+    return chosen
+
+
+def _read_json(path: Path) -> dict:
+    """A results file this command merges into: {} when absent, BadInput when not JSON."""
+    from driftcheck.files import read_regular
+
+    data = read_regular(path, 64 << 20)
+    if data is None:
+        return {}
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadInput(f"{path} is not a JSON results file: {exc}") from None
 
 
 @click.group(cls=_Group)
@@ -36,16 +104,16 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--source", type=click.Path(file_okay=False), help="scan a vLLM source tree (DIR/vllm/...)")
-@click.option("--wheel", type=click.Path(dir_okay=False), help="scan a vLLM wheel without installing it")
-@click.option("--vllm-version", "release", help="fetch that release's wheel into the cache and scan it")
+@click.option("--source", type=_Path(file_okay=False), help="scan a vLLM source tree (DIR/vllm/...)")
+@click.option("--wheel", type=_Path(dir_okay=False), help="scan a vLLM wheel without installing it")
+@click.option("--vllm-version", "release", type=TEXT, help="fetch that release's wheel into the cache and scan it")
 @click.option("--live", is_flag=True, help="also import the installed vLLM and run the tiny model on a real engine")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON instead of a table")
-@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="also write a Markdown report")
+@click.option("--markdown", "markdown_path", type=_Path(dir_okay=False), help="also write a Markdown report")
 @click.option("--arch", "archs", multiple=True,
               help="say which model runner an engine builds for this architecture (repeatable; default: the "
                    "architectures ESamp supports, Qwen2ForCausalLM and LlamaForCausalLM)")
-@click.option("--model", "model_dir", type=click.Path(file_okay=False),
+@click.option("--model", "model_dir", type=_Path(file_okay=False),
               help="a model directory: its config.json's architecture (and whether it is MoE or quantized)")
 def scan(source, wheel, release, live, as_json, markdown_path, archs, model_dir) -> None:
     """Scan a vLLM for drift in the surfaces ESamp depends on, and say which model runner a CUDA and a
@@ -55,14 +123,18 @@ def scan(source, wheel, release, live, as_json, markdown_path, archs, model_dir)
     hooks included), 2 bad input, 3 fetch failed (network), 4 live check failed.
     """
     from driftcheck.contracts.runners import Architecture
-    from driftcheck.files import write_atomic
+    from driftcheck.files import check_writable, write_atomic
     from driftcheck.readers.source_tree import open_tree
     from driftcheck.report import print_table, to_json, to_markdown
     from driftcheck.scan import run_live, scan_tree
 
-    if live and (source or wheel or release):
+    if live and any(x is not None for x in (source, wheel, release)):
         raise DriftcheckError("--live reads the installed vLLM; it cannot be combined with --source/--wheel/--vllm-version")
-    architectures = [Architecture(a) for a in archs]
+    if markdown_path is not None:
+        check_writable(markdown_path)  # refused before the scan, not after it
+    if any(not a.strip() for a in archs):
+        raise BadInput("--arch needs an architecture name (e.g. Qwen2ForCausalLM), not an empty value")
+    architectures = [Architecture(a.strip()) for a in archs]
     if model_dir:
         try:
             architectures.append(Architecture.from_model_dir(model_dir))
@@ -79,7 +151,7 @@ def scan(source, wheel, release, live, as_json, markdown_path, archs, model_dir)
                                  "counters": probes.get("counters"), "returns": probes.get("returns"),
                                  "seconds": probes.get("seconds")}
         result.disagreements += [f"probe: {p}" for p in problems(probes)]
-    if markdown_path:
+    if markdown_path is not None:
         write_atomic(markdown_path, to_markdown(result))
     if as_json:
         click.echo(json.dumps(to_json(result), indent=2))
@@ -118,27 +190,34 @@ def stress(shrink, seed, examples, multiproc, compiled, fault, esamp_beta, as_js
 
 @main.command()
 @click.option("--out", "out_path", default="reports/exploration.md", show_default=True,
-              type=click.Path(dir_okay=False))
+              type=_Path(dir_okay=False))
 def explore(out_path) -> None:
     """ESamp on the tiny model at β 0, 0.4, 0.8: sample diversity and the distiller's loss."""
     import subprocess
 
+    from driftcheck.files import check_writable
+
+    check_writable(out_path)  # refused before the engine runs, not after
     out_path = str(Path(out_path).resolve())
     proc = subprocess.run([sys.executable, "-m", "driftcheck.explore", out_path])
     sys.exit(0 if proc.returncode == 0 and Path(out_path).is_file() else 4)
 
 
 @main.command()
-@click.option("--releases", help="comma-separated releases (default: every release 0.10.0-0.33.0)")
-@click.option("--out", "out_dir", default="reports", show_default=True, type=click.Path(file_okay=False))
+@click.option("--releases", type=TEXT, help="comma-separated releases (default: every release 0.10.0-0.33.0)")
+@click.option("--out", "out_dir", default="reports", show_default=True, type=_Path(file_okay=False))
 def matrix(releases, out_dir) -> None:
-    """Scan many releases: a report per release and reports/matrix.md."""
+    """Scan many releases: a report per release and reports/matrix.md.
+
+    matrix.md is rewritten only when every release was scanned. Exit codes: 0 all scanned,
+    2 a release could not be scanned (bad input), 3 the package index could not be reached.
+    """
     from rich.progress import Progress
 
     from driftcheck.contracts.releases import RELEASES
     from driftcheck.matrix import run_matrix
 
-    chosen = [r.strip() for r in releases.split(",") if r.strip()] if releases else list(RELEASES)
+    chosen = _releases(releases) if releases is not None else list(RELEASES)
     with Progress(transient=not sys.stderr.isatty()) as progress:
         task = progress.add_task("scanning releases", total=len(chosen))
 
@@ -149,33 +228,38 @@ def matrix(releases, out_dir) -> None:
         progress.update(task, completed=len(chosen))
     for scan in scans:
         click.echo(f"{scan.version:>9}  {scan.fingerprint.digest}  unhandled={len(scan.unhandled)}")
-    for release, why in failures.items():
-        click.echo(f"{release:>9}  not scanned: {why}", err=True)
+    if failures:
+        why = "; ".join(f"{release}: {reason}" for release, reason in failures.items())
+        raise BadInput(f"{len(failures)} release(s) not scanned, {Path(out_dir) / 'matrix.md'} left as it was "
+                       f"({len(scans)} release reports written): {why}")
     click.echo(f"wrote {Path(out_dir) / 'matrix.md'} and {len(scans)} release reports")
-    sys.exit(EXIT_BAD_INPUT if failures else 0)
+    sys.exit(0)
 
 
 @main.command()
 @click.argument("what", type=click.Choice(["throughput", "scan", "render"]))
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--shape", default="cpu-mid", show_default=True, help="model shape (driftcheck/bench/shapes.py SHAPES)")
+@click.option("--shape", default="cpu-mid", show_default=True, type=TEXT,
+              help="model shape (driftcheck/bench/shapes.py SHAPES)")
 @click.option("--mode", type=click.Choice(["eager", "graphs"]), default="eager", show_default=True)
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 50), help="timed rounds per variant")
 @click.option("--profile", is_flag=True, help="also profile one round of each variant (top operators)")
 @click.option("--results", "json_path", default="reports/benchmarks.json", show_default=True,
-              type=click.Path(dir_okay=False), help="results file the run is merged into")
-@click.option("--out", "md_path", default="reports/benchmarks.md", show_default=True, type=click.Path(dir_okay=False))
-@click.option("--log-dir", type=click.Path(file_okay=False), help="keep the workers' engine logs here")
+              type=_Path(dir_okay=False), help="results file the run is merged into")
+@click.option("--out", "md_path", default="reports/benchmarks.md", show_default=True, type=_Path(dir_okay=False))
+@click.option("--log-dir", type=_Path(file_okay=False), help="keep the workers' engine logs here")
 def bench(what, device, shape, mode, rounds, profile, json_path, md_path, log_dir) -> None:
     """Benchmarks: ESamp vs vanilla throughput, scan timings; results merged into --results, table into --out."""
     from driftcheck.bench import report as bench_report
     from driftcheck.bench.runner import run_benchmark
     from driftcheck.bench.scan_timing import bench_scan
     from driftcheck.bench.shapes import SHAPES
-    from driftcheck.files import write_atomic
+    from driftcheck.files import check_writable, write_atomic
 
     if shape not in SHAPES:
         _fail(BadInput(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}"))
+    for path in (json_path, md_path):
+        check_writable(path)
     json_file = Path(json_path)
     if what == "throughput":
         if log_dir:
@@ -186,7 +270,7 @@ def bench(what, device, shape, mode, rounds, profile, json_path, md_path, log_di
         except RuntimeError as exc:
             # recorded, so the report says which configuration could not run and why
             bench_report.record({"label": f"{device}-{shape}-{mode}", "error": str(exc)}, json_file)
-            write_atomic(Path(md_path), bench_report.render_markdown(json.loads(json_file.read_text())))
+            write_atomic(Path(md_path), bench_report.render_markdown(_read_json(json_file)))
             click.echo(f"driftcheck: benchmark failed: {exc}", err=True)
             sys.exit(EXIT_LIVE_FAILED)
         for variant, v in result["variants"].items():
@@ -200,31 +284,34 @@ def bench(what, device, shape, mode, rounds, profile, json_path, md_path, log_di
         bench_report.record(result, json_file)
     if not json_file.is_file():
         _fail(BadInput(f"no results file {json_file}"))
-    write_atomic(Path(md_path), bench_report.render_markdown(json.loads(json_file.read_text())))
+    write_atomic(Path(md_path), bench_report.render_markdown(_read_json(json_file)))
     click.echo(f"wrote {md_path}")
 
 
 @main.command()
-@click.option("--releases", default="0.10.2,0.20.0,0.32.0", show_default=True, help="comma-separated releases")
-@click.option("--project", default=".", show_default=True, type=click.Path(file_okay=False, exists=True),
+@click.option("--releases", default="0.10.2,0.20.0,0.32.0", show_default=True, type=TEXT,
+              help="comma-separated releases")
+@click.option("--project", default=".", show_default=True, type=_Path(file_okay=False, exists=True),
               help="this project's checkout, installed into each venv")
 @click.option("--results", "json_path", default="reports/compat.json", show_default=True,
-              type=click.Path(dir_okay=False))
-@click.option("--out", "md_path", default="reports/compat.md", show_default=True, type=click.Path(dir_okay=False))
+              type=_Path(dir_okay=False))
+@click.option("--out", "md_path", default="reports/compat.md", show_default=True, type=_Path(dir_okay=False))
 def compat(releases, project, json_path, md_path) -> None:
     """Per release: an isolated venv, then scan --live, stress --shrink and the β=0 identity check."""
     from driftcheck import compat as compat_run
     from driftcheck.contracts.releases import RELEASES
-    from driftcheck.files import write_atomic
+    from driftcheck.files import check_writable, write_atomic
 
-    chosen = [r.strip() for r in releases.split(",") if r.strip()]
+    chosen = _releases(releases)
     unknown = [r for r in chosen if r not in RELEASES]
-    if not chosen or unknown:
-        _fail(BadInput(f"unknown release(s): {', '.join(unknown) or '(none given)'}"))
+    if unknown:
+        _fail(BadInput(f"unknown release(s): {', '.join(unknown)}"))
     if not (Path(project) / "pyproject.toml").is_file():
         _fail(BadInput(f"{project} is not this project's checkout (no pyproject.toml)"))
+    for path in (json_path, md_path):
+        check_writable(path)
     json_file = Path(json_path)
-    results = json.loads(json_file.read_text()) if json_file.is_file() else {}
+    results = _read_json(json_file)
     failed = False
     for release in chosen:
         click.echo(f"vLLM {release}: building/using venv, then scan --live, stress --shrink, β=0 identity ...")
@@ -240,15 +327,19 @@ def compat(releases, project, json_path, md_path) -> None:
 
 
 @main.command()
-@click.option("--source", type=click.Path(file_okay=False), help="scan a vLLM source tree (DIR/vllm/...)")
-@click.option("--wheel", type=click.Path(dir_okay=False), help="scan a vLLM wheel")
-@click.option("--vllm-version", "release", help="fetch that release's wheel and scan it")
-@click.option("--out", "out_dir", default="shims-generated", show_default=True, type=click.Path(file_okay=True),
+@click.option("--source", type=_Path(file_okay=False), help="scan a vLLM source tree (DIR/vllm/...)")
+@click.option("--wheel", type=_Path(dir_okay=False), help="scan a vLLM wheel")
+@click.option("--vllm-version", "release", type=TEXT, help="fetch that release's wheel and scan it")
+@click.option("--out", "out_dir", default="shims-generated", show_default=True, type=_Path(file_okay=True),
               help="directory the new shim and test modules go to (point DRIFTCHECK_SHIM_PATH at it)")
 @click.option("--diff", "show_diff", is_flag=True, help="print each shim as a unified diff against the shim it came from")
 @click.option("--dry-run", is_flag=True, help="write nothing")
-def propose(source, wheel, release, out_dir, show_diff, dry_run) -> None:
+@click.option("--force", is_flag=True, help="overwrite same-named files in --out even if reviewed or not generated")
+def propose(source, wheel, release, out_dir, show_diff, dry_run, force) -> None:
     """For each surface with an unknown contract, generate a shim from the nearest known one.
+
+    A same-named file in --out is replaced only if it is an unreviewed generated shim (or its
+    test module); a reviewed one, or any other file, needs --force.
 
     Exit codes: 0 every unknown contract got a complete shim (or there was none), 1 some
     surface needs a human (TODOs named), 2 bad input, 3 fetch failed.
@@ -278,7 +369,7 @@ def propose(source, wheel, release, out_dir, show_diff, dry_run) -> None:
     if dry_run:
         click.echo("dry run: nothing written")
     elif proposals:
-        written = gen.write(proposals, out)
+        written = gen.write(proposals, out, force=force)
         click.echo(f"wrote {', '.join(str(w) for w in written)}; use them with DRIFTCHECK_SHIM_PATH={out}")
     sys.exit(1 if notes or any(p.todos for p in proposals) else 0)
 

@@ -4,7 +4,8 @@ Exit codes (also in the README):
   0  every surface ESamp needs matched a known contract (or a compatible drift)
   1  unhandled drift: a surface is missing or shows an unknown contract
   2  bad input: no vLLM found, not a vLLM tree, broken wheel, unknown release,
-     unparsable surface file, bad option
+     unparsable surface file, a file that is not a regular file or is over a limit,
+     an output path that cannot be written, an empty value, a bad option or usage
   3  fetch failed: pip could not reach the package index
   4  live check failed: the installed vLLM could not be imported or the
      tiny engine could not run

@@ -1,4 +1,8 @@
-"""`driftcheck matrix`: scan many releases, one report each, plus the matrix table."""
+"""`driftcheck matrix`: scan many releases, one report each, plus the matrix table.
+
+Each release's reports are written once it is scanned; matrix.md only when every release asked
+for was scanned, so a failed run never replaces the last good matrix with "not scanned" rows. An
+unreachable package index stops the run at once (FetchFailed: exit 3)."""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ import json
 from pathlib import Path
 
 from driftcheck.contracts.catalog import SURFACES
-from driftcheck.errors import DriftcheckError
-from driftcheck.files import write_atomic
+from driftcheck.errors import DriftcheckError, FetchFailed
+from driftcheck.files import check_target, write_atomic, write_files
 from driftcheck.readers.source_tree import fetch_release
 from driftcheck.report import to_json, to_markdown
 from driftcheck.scan import ScanResult, scan_tree
@@ -16,9 +20,12 @@ from driftcheck.scan import ScanResult, scan_tree
 def run_matrix(releases: list[str], out_dir: Path, progress=None) -> tuple[list[ScanResult], dict[str, str]]:
     scans: list[ScanResult] = []
     failures: dict[str, str] = {}
+    check_target(out_dir / "matrix.md")  # refused now, not after every release was scanned
     for release in releases:
         try:
             scan = scan_tree(fetch_release(release), env_value="")  # VLLM_USE_V2_MODEL_RUNNER unset
+        except FetchFailed:
+            raise  # the index is unreachable: every later fetch would fail the same way
         except DriftcheckError as exc:
             failures[release] = str(exc)
             continue
@@ -27,9 +34,10 @@ def run_matrix(releases: list[str], out_dir: Path, progress=None) -> tuple[list[
                 progress(release)
         scan.version = release  # the release asked for, as the index names it
         scans.append(scan)
-        write_atomic(out_dir / "releases" / f"{release}.md", to_markdown(scan))
-        write_atomic(out_dir / "releases" / f"{release}.json", json.dumps(to_json(scan), indent=2) + "\n")
-    write_atomic(out_dir / "matrix.md", matrix_markdown(scans, failures))
+        write_files({out_dir / "releases" / f"{release}.md": to_markdown(scan),
+                     out_dir / "releases" / f"{release}.json": json.dumps(to_json(scan), indent=2) + "\n"})
+    if not failures:
+        write_atomic(out_dir / "matrix.md", matrix_markdown(scans))
     return scans, failures
 
 
@@ -41,7 +49,7 @@ def runner_cell(scan: ScanResult, platform: str) -> str:
     return verdict.runner.upper() + ("" if scan.plan.bound(verdict.runner) else " **UNBOUND**")
 
 
-def matrix_markdown(scans: list[ScanResult], failures: dict[str, str]) -> str:
+def matrix_markdown(scans: list[ScanResult]) -> str:
     surfaces = [s for s in SURFACES if len(s.contracts) > 1 or s.required]
     lines = [
         "# driftcheck matrix: ESamp surfaces across vLLM releases",
@@ -68,8 +76,6 @@ def matrix_markdown(scans: list[ScanResult], failures: dict[str, str]) -> str:
             f"{len(scan.unhandled)} | {runner_cell(scan, 'cuda')} | {runner_cell(scan, 'cpu')} | {v2} | "
             + " | ".join(cells) + " |"
         )
-    for release, why in failures.items():
-        lines.append(f"| {release} | - | not scanned: {why} |" + " |" * (len(surfaces) + 3))
     lines += ["", "Contracts:", ""]
     for s in SURFACES:
         for c in s.contracts:

@@ -27,7 +27,7 @@ def test_benchmark_table_has_every_ratio_and_every_failure(tmp_path):
     md = throughput.render_markdown(json.loads(path.read_text()))
     assert "0.900 [0.800–0.900]" in md and "| 12 |" in md
     assert "`cuda-b`: could not run: worker exited (1): OOM" in md
-    assert "| 0.800 | 3 | < 2 s, no torch |" in md
+    assert "| 0.800 | 3 | < 1 s, no torch |" in md
 
 
 def test_compat_reads_the_torch_pin_and_drops_the_media_packages(tmp_path):

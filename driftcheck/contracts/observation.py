@@ -72,6 +72,11 @@ class FunctionObservation:
     assignments: tuple[Assignment, ...] = ()
     defined_in: str = ""  # class that defines it, when inherited
     source: str = field(default="", repr=False, compare=False)  # the function's own text
+    #: in source order, what the body refers to: attribute names read ("argmax_invariant") and
+    #: calls as their dotted name with "(" ("self.topk_topp_sampler(")
+    mentions: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    #: (dotted callee, call text) for each call whose value is assigned ("self.norm", "self.norm(x, r)")
+    assigned_calls: tuple[tuple[str, str], ...] = field(default=(), repr=False, compare=False)
 
     def signature(self) -> Signature:
         return Signature.of_params(self.params)

@@ -7,8 +7,6 @@ only the files its surface names.
 
 from __future__ import annotations
 
-import re
-
 from driftcheck.contracts.catalog import SURFACES, Surface
 from driftcheck.contracts.observation import FunctionObservation, SurfaceObservation
 from driftcheck.contracts.values import NameList, RequestIds, ReturnNames
@@ -68,13 +66,29 @@ def _observe_function(reader: StaticReader, s: Surface, obs: SurfaceObservation)
     obs.aspects = function_aspects(fn)
     if "final_norm" in s.aspects:
         norm_calls = sorted({c for c in fn.calls if c.rsplit(".", 1)[-1] == "norm"})
-        obs.aspects["final_norm"] = _norm_call_text(fn.source) if norm_calls else "none"
+        obs.aspects["final_norm"] = _norm_call_text(fn) if norm_calls else "none"
     obs.detail = function_detail(fn)
 
 
-def _norm_call_text(text: str) -> str:
-    m = re.search(r"=\s*(self\.norm\([^()]*\))", text)
-    return " ".join(m.group(1).split()) if m else "self.norm(...)"
+def _norm_call_text(fn: FunctionObservation) -> str:
+    """The first `... = self.norm(...)` call in the body, as written."""
+    return next((text for callee, text in fn.assigned_calls if callee == "self.norm"), "self.norm(...)")
+
+
+def mentioned_before(fn: FunctionObservation, first: str, then: str) -> bool:
+    """Whether the body refers to `first` before `then` (in source order; a name ending in "(" is
+    a call of that name or of an attribute of that name). Comments and strings never count."""
+    def position(token: str) -> int:
+        for i, m in enumerate(fn.mentions):
+            if token.endswith("("):
+                if m.endswith("(") and (m == token or m.endswith("." + token)):
+                    return i
+            elif m == token:
+                return i
+        return -1
+
+    a, b = position(first), position(then)
+    return 0 <= a < b
 
 
 def _observe_members(reader: StaticReader, s: Surface, obs: SurfaceObservation) -> None:
@@ -103,13 +117,11 @@ def _observe_min_p(reader: StaticReader, s: Surface, obs: SurfaceObservation) ->
     obs.where = f"{index.relpath}:{block.header + 1}"
     sampler_module, sampler_qualname = s.options["sampler"].split(":")
     sample = reader.function(sampler_module, sampler_qualname)
-    text = sample.source
-    applied = text.find(s.options["applied_via"])
-    topk = text.find(s.options["topk_topp_call"])
+    before = mentioned_before(sample, s.options["applied_via"], s.options["topk_topp_call"])
     obs.aspects = {
         "present": "yes",
         "module": cls_module,
-        "before_topk_topp": "yes" if 0 <= applied < topk else "no",
+        "before_topk_topp": "yes" if before else "no",
     }
 
 
@@ -162,8 +174,7 @@ def _observe_plugins(reader: StaticReader, s: Surface, obs: SurfaceObservation) 
     fn = reader.function(module, loader)
     obs.where = fn.where
     groups = [g for g in reader.string_constants(module) if g == s.options["group"]]
-    index = reader.index(module)
-    if not groups and index is not None and f'"{s.options["group"]}"' in index.text:
+    if not groups and s.options["group"] in reader.strings(module):
         groups = [s.options["group"]]
     obs.aspects = {
         "present": "yes",

