@@ -28,3 +28,27 @@ def reproduction_error(model, deep_rows, logits) -> float | None:
         return None
     width = min(recomputed.shape[-1], logits.shape[-1])
     return float((recomputed[:, :width] - logits[:, :width].float()).abs().max())
+
+
+def plain_lm_head(model):
+    """The LM head's weight [vocab, hidden] when `compute_logits` is exactly `hidden @ weight.T`
+    on one device (no bias, scale 1, no soft cap, the whole vocabulary on this rank); else None,
+    and logits must come from the model's own `compute_logits` (dense)."""
+    head = getattr(model, "lm_head", None)
+    processor = getattr(model, "logits_processor", None)
+    weight = getattr(head, "weight", None)
+    if weight is None or processor is None or weight.dim() != 2:
+        return None
+    if getattr(processor, "scale", 1.0) != 1.0 or getattr(processor, "soft_cap", None) is not None:
+        return None
+    if getattr(head, "bias", None) is not None or getattr(processor, "logits_as_input", False):
+        return None
+    tp = getattr(head, "tp_size", 1) or 1
+    return weight if tp == 1 else None
+
+
+def candidate_logits(model, normed, weight, idx):
+    """LM-head logits of `normed` rows [rows, hidden] at vocabulary entries `idx` [rows, k] only:
+    the same dot products the dense head computes, over the gathered rows of `weight` (fp32)."""
+    rows = weight.index_select(0, idx.reshape(-1)).view(*idx.shape, weight.shape[1])
+    return (rows.float() @ normed.float().unsqueeze(-1)).squeeze(-1)

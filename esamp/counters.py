@@ -24,6 +24,10 @@ class ESampCounters:
     rows_counted: int = 0  # the rows those counts cover
     groups_live: int = 0
     groups_reset: int = 0
+    dense_steps: int = 0  # interventions that computed logits_dist over the whole vocabulary
+    candidate_steps: int = 0  # interventions that computed it at the candidates only
+    rows_overflowed: int = 0  # rows the candidate path left alone (more candidates than it gathered)
+    candidates_quantiles: dict = field(default_factory=dict)  # per-row candidate counts: median, p90, p99
 
     @property
     def loss_mean(self) -> float | None:

@@ -31,3 +31,13 @@ def fused_logits(ref: torch.Tensor, dist: torch.Tensor, beta: torch.Tensor, temp
     if any_beta_at_most_minus_one:
         out = torch.where(torch.isfinite(ref), out, ref)
     return out
+
+
+def fused_at(values: torch.Tensor, dist: torch.Tensor, beta: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """The same formula at gathered candidates: values [rows, k] are logits_ref at the candidates
+    (-inf where a row has fewer than k), dist [rows, k] logits_dist there. Filtered-out entries stay
+    -inf; β = 0 and greedy rows come back unchanged."""
+    t = effective_temperature(temperature).to(values.dtype)
+    b = torch.where(temperature >= SAMPLING_EPS, beta.to(values.dtype), torch.zeros_like(t))
+    out = torch.addcmul(values * (1 + b).unsqueeze(1), dist.to(values.dtype), (-b / t).unsqueeze(1))
+    return torch.where(torch.isfinite(values), out, values)

@@ -4,6 +4,7 @@ logits_dist = LM head(final norm(the distiller's prediction)); vLLM's own draw f
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,38 +32,123 @@ def to_device(values, dtype, device):
     return host.to(dtype).pin_memory().to(device, non_blocking=True)
 
 
+#: The candidate path gathers at most this many LM-head rows per row; a step whose recent candidate
+#: counts come near it takes the dense path (measured each step, read without waiting for the device).
+CANDIDATE_CAP = 1024
+MIN_CANDIDATE_K = 16
+COUNT_SAMPLES = 64  # steps whose per-row candidate counts are kept for the distribution (median, p90, p99)
+
+
 class FusedSampler:
+    """Fuses the post-filter logits. Two exact paths:
+
+    dense       logits_dist over the whole vocabulary through the model's own `compute_logits`;
+    candidates  logits_dist only at the surviving candidates: the top-k of the filtered logits
+                (k = the next power of two above twice the largest recent candidate count), the
+                LM-head rows gathered there (adapters.model.candidate_logits). A row with more
+                candidates than k this step (counted, never silently wrong) is left as vLLM filtered it.
+
+    The path is chosen on the host from the candidate counts of steps the device has finished,
+    so no step waits for the device; the first steps, and models whose logits are not a plain
+    LM head, take the dense path.
+    """
+
     def __init__(self, counters: ESampCounters) -> None:
         self.counters = counters
-        self.candidates_total = None  # device tensor: surviving candidates over the counted rows
+        self.candidates_total = None  # device: surviving candidates over the counted rows
+        self.overflow_total = None  # device: rows the candidate path left alone (more candidates than k)
+        self.count_copies = deque()  # (pinned host copy of a step's largest candidate count, ready event)
+        self.recent_max: int | None = None
+        self.count_samples: list = []  # device tensors: per-row candidate counts of sampled steps
+
+    def _path_k(self) -> int | None:
+        """k for the candidate path, or None for the dense path, from finished steps' counts."""
+        while self.count_copies and (self.count_copies[0][1] is None or self.count_copies[0][1].query()):
+            host, _ = self.count_copies.popleft()
+            self.recent_max = int(host)
+        if self.recent_max is None:
+            return None
+        k = max(MIN_CANDIDATE_K, 1 << (2 * max(self.recent_max, 1) - 1).bit_length())
+        return k if k <= CANDIDATE_CAP else None
+
+    def _record_counts(self, counts) -> None:
+        import torch
+
+        top = counts.max().to(torch.int64)
+        if top.device.type == "cuda":
+            host = torch.empty((), dtype=torch.int64, pin_memory=True)
+            host.copy_(top, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+            self.count_copies.append((host, ready))
+        else:
+            self.count_copies.append((top, None))
 
     def fuse(self, pending: Pending, batch):
         """The fused logits for the filtered batch, or None when there is nothing to fuse."""
         import torch
 
-        from esamp.fused import fused_logits
+        from driftcheck.adapters.model import candidate_logits, plain_lm_head
+        from esamp.fused import fused_at, fused_logits
 
         temperature = batch.sampling.temperature if batch.sampling is not None else None
         if temperature is None:
             return None
         model = pending.view.runner.get_model()
         ref = batch.logits
-        with torch.no_grad():
-            dist = logits_from_hidden(model, pending.prediction.to(next(model.parameters()).dtype))[:, : ref.shape[1]]
         betas = pending.betas
         beta_dev = to_device(betas, torch.float32, ref.device)
-        out = fused_logits(ref, dist, beta_dev, temperature.to(ref.device),
-                           any_beta_at_most_minus_one=bool((betas <= -1).any()))
+        temperature = temperature.to(ref.device)
         c = self.counters
+        k = self._path_k()  # from earlier steps' counts: this step's are not waited for
+        counts = torch.isfinite(ref).sum(dim=-1)  # per row, on the device
+        self._record_counts(counts)
+        weight = plain_lm_head(model) if k is not None else None
+        with torch.no_grad():
+            if weight is None:  # dense
+                c.dense_steps += 1
+                dist = logits_from_hidden(model, pending.prediction.to(weight_dtype(model)))[:, : ref.shape[1]]
+                out = fused_logits(ref, dist, beta_dev, temperature,
+                                   any_beta_at_most_minus_one=bool((betas <= -1).any()))
+            else:  # candidates
+                c.candidate_steps += 1
+                k = min(k, ref.shape[1])
+                values, idx = torch.topk(ref, k, dim=-1)
+                covered = counts <= k
+                normed = model.model.norm(pending.prediction.to(weight.dtype))
+                dist = candidate_logits(model, normed, weight, idx)
+                acting = torch.where(covered, beta_dev, torch.zeros_like(beta_dev))
+                out = ref.clone().scatter_(1, idx, fused_at(values, dist, acting, temperature))
+                over = (~covered & (beta_dev != 0)).sum()
+                self.overflow_total = over if self.overflow_total is None else self.overflow_total + over
         c.intervention_calls += 1
-        acting = int((betas != 0).sum())
+        acting_rows = int((betas != 0).sum())
         if c.intervention_calls % CANDIDATES_EVERY == 1:
-            candidates = (torch.isfinite(ref) & (beta_dev != 0).unsqueeze(1)).sum()  # counted on the device
+            active = beta_dev != 0
+            candidates = torch.where(active, counts, torch.zeros_like(counts)).sum()
             self.candidates_total = candidates if self.candidates_total is None else self.candidates_total + candidates
-            c.rows_counted += acting
-        c.rows_intervened += acting
+            c.rows_counted += acting_rows
+            if len(self.count_samples) < COUNT_SAMPLES:
+                self.count_samples.append(counts[active])
+        c.rows_intervened += acting_rows
         return out
 
     def read_candidates(self) -> None:
+        """Fold the device-side counts into the counters (waits for the device: stats() only)."""
+        import torch
+
+        c = self.counters
         if self.candidates_total is not None:
-            self.counters.candidates_sum = int(self.candidates_total)
+            c.candidates_sum = int(self.candidates_total)
+        if self.overflow_total is not None:
+            c.rows_overflowed = int(self.overflow_total)
+        if self.count_samples:
+            all_counts = torch.cat(self.count_samples).float().cpu()
+            if all_counts.numel():
+                q = torch.quantile(all_counts, torch.tensor([0.5, 0.9, 0.99]))
+                c.candidates_quantiles = {"median": float(q[0]), "p90": float(q[1]), "p99": float(q[2]),
+                                          "rows": int(all_counts.numel())}
+
+
+def weight_dtype(model):
+    return next(model.parameters()).dtype

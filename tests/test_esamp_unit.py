@@ -128,3 +128,73 @@ def test_missing_prepare_view_stops_an_enabled_run():
             c._check_hooks_fired(torch.zeros(3, 10), None)
     finally:
         HOOKS.engine_esamp_enabled, HOOKS.counters.requests_added = saved
+
+
+class _HeadModel(torch.nn.Module):
+    """A model as ESamp sees it: a final norm, a plain LM head and compute_logits (vLLM's shape)."""
+
+    def __init__(self, hidden: int, vocab: int, seed: int) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        from types import SimpleNamespace
+
+        self.norm_weight = torch.rand(hidden, generator=gen) + 0.5
+        self.model = SimpleNamespace(norm=lambda h: h * torch.rsqrt((h * h).mean(-1, keepdim=True) + 1e-6)
+                                     * self.norm_weight)
+        self.lm_head = torch.nn.Linear(hidden, vocab, bias=False)
+        with torch.no_grad():
+            self.lm_head.weight.copy_(torch.randn(vocab, hidden, generator=gen))
+        self.logits_processor = SimpleNamespace(scale=1.0, soft_cap=None, logits_as_input=False)
+
+    def compute_logits(self, hidden):
+        return hidden @ self.lm_head.weight.T
+
+
+def _fuse(sampler, model, ref, pred, betas, temperature):
+    from types import SimpleNamespace
+
+    from esamp.intervene import Pending
+
+    view = SimpleNamespace(runner=SimpleNamespace(get_model=lambda: model))
+    batch = SimpleNamespace(logits=ref, sampling=SimpleNamespace(temperature=temperature))
+    return sampler.fuse(Pending(pred, betas, view), batch)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 6), vocab=st.integers(8, 300), seed=st.integers(0, 10_000), peaked=st.booleans(),
+       data=st.data())
+def test_candidate_path_equals_the_dense_path(rows, vocab, seed, peaked, data):
+    """logits_dist at the candidates only gives the fused logits the dense LM head gives, on random
+    and on peaked (few-candidate) logits; a row with more candidates than gathered is left as filtered."""
+    from esamp.counters import ESampCounters
+    from esamp.intervene import FusedSampler
+
+    hidden = 16
+    model = _HeadModel(hidden, vocab, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    scale = 8.0 if peaked else 1.0
+    ref = torch.randn(rows, vocab, generator=gen) * scale
+    keep_counts = data.draw(st.lists(st.integers(1, vocab), min_size=rows, max_size=rows))
+    ranks = ref.argsort(dim=-1, descending=True).argsort(dim=-1)
+    ref = torch.where(ranks < torch.tensor(keep_counts).unsqueeze(1), ref, torch.full_like(ref, float("-inf")))
+    pred = torch.randn(rows, hidden, generator=gen)
+    betas = torch.tensor(data.draw(st.lists(st.sampled_from([0.0, 0.4, 0.8, 1.5]), min_size=rows, max_size=rows)))
+    temperature = torch.tensor(data.draw(st.lists(st.sampled_from([0.0, 0.6, 1.0]), min_size=rows, max_size=rows)))
+
+    dense = _fuse(FusedSampler(ESampCounters()), model, ref, pred, betas, temperature)  # first step: dense
+    counters = ESampCounters()
+    sampler = FusedSampler(counters)
+    sampler.recent_max = data.draw(st.integers(1, vocab))  # as if earlier steps had measured this
+    k = sampler._path_k()
+    candidate = _fuse(sampler, model, ref, pred, betas, temperature)
+    assert counters.candidate_steps == (1 if k is not None else 0)
+    counts = torch.isfinite(ref).sum(-1)
+    for r in range(rows):
+        if k is not None and counts[r] > k:  # not gathered whole: left as vLLM filtered it
+            assert torch.equal(candidate[r], ref[r])
+        else:
+            assert torch.equal(torch.isinf(candidate[r]), torch.isinf(dense[r]))
+            finite = torch.isfinite(dense[r])
+            assert torch.allclose(candidate[r][finite], dense[r][finite], atol=1e-4, rtol=1e-5)
+    sampler.read_candidates()
+    assert counters.rows_overflowed == int(((counts > (k or 10**9)) & (betas != 0)).sum())
