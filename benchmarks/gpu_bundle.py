@@ -5,7 +5,7 @@ at most 64 MiB. Route (measured in ../shared/gpu/README.md): the Python-only tre
 vLLM release pinned to torch 2.11 (0.20.x-0.27.x), a stub for its compiled extension,
 and the pure dependency wheels the device lacks.
 
-usage (here):   python benchmarks/gpu_bundle.py [--vllm 0.20.0]     -> .gpu-bundle/
+usage (here):   python benchmarks/gpu_bundle.py [--vllm 0.20.0] [--out .gpu-bundle]   -> .gpu-bundle/
 then one device call (the `run` tool, carry [".gpu-bundle"]):
                 bash benchmarks/gpu_device.sh qwen2.5-0.5b:eager qwen2.5-7b:graphs ...
 and here:       python benchmarks/gpu_bundle.py --merge DIR   (DIR: the call's files, holding gpu.json)
@@ -46,7 +46,11 @@ uvloop wheel xxhash yarl zipp""".split())
 #: GPU-kernel packages the Python-only route does not use (and too big to carry).
 SKIP = {canonicalize_name(x) for x in ["torch", "torchaudio", "torchvision", "flashinfer-python", "flashinfer-cubin",
                                          "apache-tvm-ffi", "tilelang", "nvidia-cudnn-frontend", "fastsafetensors",
-                                         "nvidia-cutlass-dsl", "quack-kernels", "numba", "opencv-python-headless"]}
+                                         "nvidia-cutlass-dsl", "quack-kernels", "numba", "opencv-python-headless",
+                                         # big, and not imported by a Qwen2 engine on the Python-only route
+                                         # (Triton forks, video/media decoding, gRPC exporters; 0.27.1)
+                                         "tokenspeed-triton", "tokenspeed-mla", "pynvvideocodec", "torchcodec",
+                                         "grpcio"]}
 #: Needed beyond vLLM's own requirements: xgrammar needs a newer tvm-ffi than vLLM pins for
 #: flashinfer; mistral_common needs pycountry; libcst is driftcheck's static reader.
 EXTRA = ["apache-tvm-ffi>=0.1.11", "pycountry", "libcst"]
@@ -71,7 +75,8 @@ def fetch_vllm_wheel(version: str, cache: Path) -> Path:
 
 def python_tree(wheel: Path, out: Path) -> None:
     """The wheel without compiled code and C/C++ headers, plus the stub extension modules."""
-    skip_ext = (".so", ".h", ".hpp", ".cuh", ".inl")
+    # compiled code, C/C++/CUDA sources, the web UI and pictures: nothing the Python engine imports
+    skip_ext = (".so", ".h", ".hpp", ".cuh", ".inl", ".cu", ".cpp", ".js", ".css", ".jpg", ".png", ".md")
     buf = io.BytesIO()
     with zipfile.ZipFile(wheel) as zf, tarfile.open(fileobj=buf, mode="w:gz") as tar:
         def add(name: str, data: bytes) -> None:
@@ -80,8 +85,9 @@ def python_tree(wheel: Path, out: Path) -> None:
             tar.addfile(info, io.BytesIO(data))
 
         for name in zf.namelist():
-            if name.endswith(skip_ext) or name.endswith("/"):
-                continue
+            base = name.rsplit("/", 1)[-1]
+            if name.endswith(skip_ext) or name.endswith("/") or (name.startswith("vllm/") and "." not in base):
+                continue  # (a file without a suffix under vllm/ is a native executable, e.g. vllm/vllm-rs)
             data = zf.read(name)
             if name == "vllm/vllm_flash_attn/__init__.py":
                 # fa_utils imports this package on CUDA; without FA2/FA3 kernels it raises, and
@@ -95,9 +101,8 @@ def python_tree(wheel: Path, out: Path) -> None:
     (out / "vllm-tree.tgz").write_bytes(buf.getvalue())
 
 
-def dependency_wheels(wheel: Path, out: Path) -> list[str]:
-    """The cp312 wheels the device lacks: vLLM's Requires-Dist closure, minus what it has."""
-    wh = out / "wh"
+def dependency_wheels(wheel: Path, wh: Path) -> list[str]:
+    """The cp312 wheels the device lacks: vLLM's Requires-Dist closure, minus what it has, into `wh`."""
     wh.mkdir(parents=True, exist_ok=True)
     queue = [Requirement(line) for line in wheel_requirements(wheel)] + [Requirement(x) for x in EXTRA]
     done, failed = set(), []
@@ -141,18 +146,44 @@ def tiny_model(out: Path) -> None:
         shutil.copytree(src, dest)
 
 
-def build(version: str) -> None:
+def closure_file(version: str) -> Path:
+    """The distributions a GPU engine of this release imported on the device, measured there
+    (driftcheck.engine_checks --imports writes them): the bundle carries only those wheels."""
+    return Path(__file__).resolve().parent / "gpu" / f"import-closure-{version}.txt"
+
+
+def build(version: str, bundle_dir: Path) -> None:
+    import shutil
+
     wheel = fetch_vllm_wheel(version, env.cache_dir() / "wheels")
-    BUNDLE.mkdir(exist_ok=True)
-    python_tree(wheel, BUNDLE)
-    tiny_model(BUNDLE)
-    failed = dependency_wheels(wheel, BUNDLE)
-    bundle = sum(p.stat().st_size for p in BUNDLE.rglob("*") if p.is_file())
+    shutil.rmtree(bundle_dir, ignore_errors=True)
+    bundle_dir.mkdir()
+    python_tree(wheel, bundle_dir)
+    tiny_model(bundle_dir)
+    staging = env.cache_dir() / "gpu-wheels" / version  # the whole closure, kept here, not carried
+    failed = dependency_wheels(wheel, staging)
+    closure = closure_file(version)
+    keep = ({canonicalize_name(x) for x in closure.read_text().split() if x} if closure.is_file() else None)
+    (bundle_dir / "wh").mkdir()
+    left_out = []
+    extra = {canonicalize_name(e.split(">")[0]) for e in EXTRA}
+    for w in sorted(staging.glob("*.whl")):
+        name = canonicalize_name(w.name.split("-")[0])
+        if (name in SKIP and name not in extra) or name in DEVICE_HAS:
+            continue  # staged by an earlier build with other rules
+        if keep is None or name in keep or name in extra:
+            shutil.copy2(w, bundle_dir / "wh" / w.name)
+        else:
+            left_out.append(f"{w.name} ({w.stat().st_size / 2**20:.1f} MiB)")
+    bundle = sum(p.stat().st_size for p in bundle_dir.rglob("*") if p.is_file())
     total = bundle + tree_size()
-    (BUNDLE / "manifest.json").write_text(json.dumps({"vllm": version, "wheel": wheel.name,
-                                                      "bundle_bytes": bundle, "failed": failed}, indent=1))
-    print(f"bundle {BUNDLE}: {bundle / 2**20:.1f} MiB; with the working tree {total / 2**20:.1f} MiB "
-          f"(carry limit {CARRY_LIMIT / 2**20:.0f} MiB)")
+    (bundle_dir / "manifest.json").write_text(json.dumps({"vllm": version, "wheel": wheel.name,
+                                                          "bundle_bytes": bundle, "failed": failed,
+                                                          "closure": str(closure) if keep else None,
+                                                          "left_out": left_out}, indent=1))
+    print(f"bundle {bundle_dir}: {bundle / 2**20:.1f} MiB; with the working tree {total / 2**20:.1f} MiB "
+          f"(carry limit {CARRY_LIMIT / 2**20:.0f} MiB); {len(left_out)} wheels outside the measured import closure "
+          f"left out")
     if failed:
         print("could not download (the device may still have them):", ", ".join(failed))
     if total > CARRY_LIMIT:
@@ -177,6 +208,7 @@ def merge(files_dir: Path) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vllm", default="0.20.0", help="vLLM release (torch 2.11 pin: 0.20.x-0.27.x)")
+    ap.add_argument("--out", type=Path, default=BUNDLE, help="bundle directory (carry it)")
     ap.add_argument("--merge", type=Path, help="merge a device call's gpu.json files into reports/")
     args = ap.parse_args()
-    merge(args.merge) if args.merge else build(args.vllm)
+    merge(args.merge) if args.merge else build(args.vllm, args.out)

@@ -2,7 +2,9 @@
 # Runs on the GPU device machine, from the repository root, with .gpu-bundle carried (built here by
 # benchmarks/gpu_bundle.py). Installs the bundle, then one job per argument, in order:
 #   check:ENV:MODE[:inproc]  engine checks on the built-in tiny model (driftcheck/engine_checks.py):
-#                     ENV v1 | v2 sets VLLM_USE_V2_MODEL_RUNNER=0|1 and expects that runner; MODE eager|graphs;
+#                     ENV v1 | v2 sets VLLM_USE_V2_MODEL_RUNNER=0|1 and expects that runner;
+#                     ENV scan leaves it unset and expects the runner `driftcheck scan` predicts for a
+#                     CUDA engine and Qwen2 (the release's default); MODE eager|graphs;
 #                     inproc: only the in-process engine (default: in-process and multiprocess)
 #   SHAPE:MODE        the ESamp vs vanilla throughput benchmark (driftcheck bench shapes; eager|graphs)
 # Options first: --rounds N (benchmark rounds), --profile. Results under $OUT: gpu.json (benchmarks),
@@ -30,10 +32,20 @@ for job in "$@"; do
   case "$job" in
     check:*)
       IFS=: read -r _ runner mode only <<< "$job"
-      v2=0; [ "$runner" = v2 ] && v2=1
-      VLLM_USE_V2_MODEL_RUNNER=$v2 python3 -m driftcheck.engine_checks --device cuda --mode "$mode" \
-        ${only:+--inproc-only} --expect-runner "$runner" --out "$OUT/check-$runner-$mode.json" \
+      if [ "$runner" = scan ]; then
+        unset VLLM_USE_V2_MODEL_RUNNER
+        expect=$(python3 -m driftcheck scan --json 2>"$OUT/scan-$mode.err" | tee "$OUT/scan-$mode.json" | python3 -c \
+          "import json,sys; print([r['runner'] for r in json.load(sys.stdin)['runners'] if r['platform'] == 'cuda' and r['architecture'] == 'Qwen2ForCausalLM'][0])") \
+          || { echo "== $job: the scan gave no runner verdict"; tail -3 "$OUT/scan-$mode.err"; status=1; continue; }
+        echo "scan: a CUDA engine builds $expect for Qwen2"
+      else
+        expect=$runner; export VLLM_USE_V2_MODEL_RUNNER=0; [ "$runner" = v2 ] && export VLLM_USE_V2_MODEL_RUNNER=1
+      fi
+      python3 -m driftcheck.engine_checks --device cuda --mode "$mode" \
+        ${only:+--inproc-only} --expect-runner "$expect" --out "$OUT/check-$runner-$mode.json" \
+        --imports "$OUT/imports-$runner-$mode.txt" \
         > "$OUT/check-$runner-$mode.log" 2>&1 || status=1
+      unset VLLM_USE_V2_MODEL_RUNNER
       echo "== $job ($(( $(date +%s) - t )) s)"
       python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('ok', r['ok'], 'runner', r.get('runner')); [print(' ', k, c['ok'], c['s'], c['problems'][:2]) for k, c in r['checks'].items()]" "$OUT/check-$runner-$mode.json" 2>/dev/null || tail -5 "$OUT/check-$runner-$mode.log"
       ;;

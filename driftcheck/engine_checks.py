@@ -115,8 +115,9 @@ def judge_esamp(run: dict, vanilla: dict) -> list[str]:
 
 
 def run_checks(run: Runner, base: dict, multiproc_modes=(False, True), expect_runner: str | None = None) -> dict:
-    """Every check in every process mode; {name: {"ok", "s", "problems"}} and an overall "ok"."""
-    out: dict = {"checks": {}}
+    """Every check in every process mode; {name: {"ok", "s", "problems"}} and an overall "ok";
+    "imports": the distributions the in-process engine with the shims imported."""
+    out: dict = {"checks": {}, "imports": None}
     for multiproc in multiproc_modes:
         mode = "multiproc" if multiproc else "inproc"
         opts = {**base, "multiproc": multiproc}
@@ -128,7 +129,7 @@ def run_checks(run: Runner, base: dict, multiproc_modes=(False, True), expect_ru
             continue
         stats_runner = None
         for name, options, judge in (
-            ("probes", {}, lambda r: judge_probes(r, vanilla, expect_runner)),
+            ("probes", {"imports": True}, lambda r: judge_probes(r, vanilla, expect_runner)),
             ("beta0", {"probes": False, "esamp": {"enable": True}, "beta": 0}, lambda r: judge_beta0(r, vanilla)),
             ("esamp", {"probes": False, "esamp": {"enable": True, "sharing": "shared"}, "beta": 0.8, "rounds": 3},
              lambda r: judge_esamp(r, vanilla)),
@@ -138,6 +139,8 @@ def run_checks(run: Runner, base: dict, multiproc_modes=(False, True), expect_ru
             problems = judge(result) if result is not None else [f"run failed (exit {rc}): {tail}"]
             if result is not None:
                 stats_runner = _engine_stats(result).get("runner") or stats_runner
+                if result.get("imports") and not multiproc:
+                    out["imports"] = result["imports"]
             out["checks"][f"{name}-{mode}"] = {"ok": not problems, "s": round(time.perf_counter() - t0, 1),
                                                "problems": problems}
             if result is not None and name == "esamp":
@@ -159,12 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--expect-runner", choices=("v1", "v2"), help="fail unless the engine builds this runner")
     ap.add_argument("--inproc-only", action="store_true", help="skip the multiprocess mode")
     ap.add_argument("--out", help="write the verdicts here as JSON")
+    ap.add_argument("--imports", help="write the distributions the engine imported here, one per line")
     args = ap.parse_args(argv)
     base = {"device": args.device, "mode": args.mode}
     result = run_checks(subprocess_runner(), base, (False,) if args.inproc_only else (False, True),
                         args.expect_runner)
     result.update({"device": args.device, "mode": args.mode, "expect_runner": args.expect_runner,
                    "env": {k: os.environ.get(k) for k in ("VLLM_USE_V2_MODEL_RUNNER",)}})
+    if args.imports and result.get("imports"):
+        from driftcheck.files import write_atomic
+
+        write_atomic(args.imports, "\n".join(result["imports"]) + "\n")
     text = json.dumps(result, indent=1, sort_keys=True)
     if args.out:
         from driftcheck.files import write_atomic

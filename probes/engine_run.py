@@ -8,6 +8,7 @@ between runs. Options (JSON object):
   eager      bool  enforce_eager (default true; false = torch.compile + graphs) -- on the CPU
   device     "cpu" (default) | "cuda": on the GPU device machine, with its engine settings
   mode       "eager" (default) | "graphs" -- on "cuda" (models.engine_env.gpu_engine_kwargs)
+  imports    bool  also report the distributions this process imported (what a GPU bundle must carry)
   shims      bool  import esamp.runtime first (default true)
   probes     bool  attach the recording probe (default = shims)
   n, max_tokens, seeds ...  the workload (see WORKLOAD)
@@ -83,7 +84,14 @@ def main(options: dict) -> dict:
     del llm
     from driftcheck.shims.hook_points import read_stats
 
+    imported = None
+    if options.get("imports"):
+        from importlib.metadata import packages_distributions
+
+        owners = packages_distributions()
+        imported = sorted({d for m in list(sys.modules) for d in owners.get(m.split(".")[0], [])})
     return {
+        "imports": imported,
         "tokens": tokens,
         "request_ids": [out.request_id for out in outputs],
         "stats": read_stats(stats_dir),
