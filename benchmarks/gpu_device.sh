@@ -19,12 +19,13 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
+BUNDLE=${BUNDLE:-.gpu-bundle}  # the bundle directory carried (benchmarks/gpu_bundle.py --out)
 mkdir -p "$OUT" /tmp/vl /tmp/site
 t0=$(date +%s)
-tar xzf .gpu-bundle/vllm-tree.tgz -C /tmp/vl
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-bundle/wh/*.whl \
+tar xzf "$BUNDLE/vllm-tree.tgz" -C /tmp/vl
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$BUNDLE"/wh/*.whl \
   > "$OUT/install.log" 2>&1 || { echo "bundle install failed"; tail -5 "$OUT/install.log"; exit 1; }
-export PYTHONPATH=/tmp/vl:/tmp/site:$PWD VLLM_USE_DEEP_GEMM=0 DRIFTCHECK_CACHE=$PWD/.gpu-bundle/cache PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/vl:/tmp/site:$PWD VLLM_USE_DEEP_GEMM=0 DRIFTCHECK_CACHE=$PWD/$BUNDLE/cache PYTHONUNBUFFERED=1
 echo "installed in $(( $(date +%s) - t0 )) s; $(nvidia-smi --query-gpu=name --format=csv,noheader)"
 status=0
 for job in "$@"; do
