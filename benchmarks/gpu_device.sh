@@ -22,7 +22,7 @@ done
 BUNDLE=${BUNDLE:-.gpu-bundle}  # the bundle directory carried (benchmarks/gpu_bundle.py --out)
 mkdir -p "$OUT" /tmp/vl /tmp/site
 t0=$(date +%s)
-tar xzf "$BUNDLE/vllm-tree.tgz" -C /tmp/vl
+python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall('/tmp/vl', filter='data')" "$BUNDLE/vllm-tree.tar.xz"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$BUNDLE"/wh/*.whl \
   > "$OUT/install.log" 2>&1 || { echo "bundle install failed"; tail -5 "$OUT/install.log"; exit 1; }
 export PYTHONPATH=/tmp/vl:/tmp/site:$PWD VLLM_USE_DEEP_GEMM=0 DRIFTCHECK_CACHE=$PWD/$BUNDLE/cache PYTHONUNBUFFERED=1
