@@ -44,7 +44,7 @@ for job in "$@"; do
       fi
       python3 -m driftcheck.engine_checks --device cuda --mode "$mode" \
         ${only:+--inproc-only} --expect-runner "$expect" --out "$OUT/check-$runner-$mode.json" \
-        --imports "$OUT/imports-$runner-$mode.txt" \
+        --imports "$OUT/imports-$runner-$mode.txt" --log "$OUT/runs-$runner-$mode.log" \
         > "$OUT/check-$runner-$mode.log" 2>&1 || status=1
       unset VLLM_USE_V2_MODEL_RUNNER
       echo "== $job ($(( $(date +%s) - t )) s)"

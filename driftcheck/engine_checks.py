@@ -43,6 +43,7 @@ def subprocess_runner(python: str = sys.executable, env: dict | None = None, tim
                 return 124, None, f"timed out after {timeout} s"
         if log is not None:
             log.write(f"$ engine_run {json.dumps(options)}\n{proc.stdout[-20000:]}{proc.stderr[-20000:]}\n")
+            log.flush()
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DRIFTCHECK_RUN ")]
         result = json.loads(lines[-1][len("DRIFTCHECK_RUN "):]) if proc.returncode == 0 and lines else None
         tail = "" if result else (proc.stderr.strip().splitlines() or ["no output"])[-1][-400:]
@@ -163,9 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inproc-only", action="store_true", help="skip the multiprocess mode")
     ap.add_argument("--out", help="write the verdicts here as JSON")
     ap.add_argument("--imports", help="write the distributions the engine imported here, one per line")
+    ap.add_argument("--log", help="append every engine run's command line, stdout and stderr here")
     args = ap.parse_args(argv)
     base = {"device": args.device, "mode": args.mode}
-    result = run_checks(subprocess_runner(), base, (False,) if args.inproc_only else (False, True),
+    log = open(args.log, "a", encoding="utf-8") if args.log else None
+    result = run_checks(subprocess_runner(log=log), base, (False,) if args.inproc_only else (False, True),
                         args.expect_runner)
     result.update({"device": args.device, "mode": args.mode, "expect_runner": args.expect_runner,
                    "env": {k: os.environ.get(k) for k in ("VLLM_USE_V2_MODEL_RUNNER",)}})
