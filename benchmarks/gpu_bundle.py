@@ -96,8 +96,11 @@ def python_tree(wheel: Path, out: Path) -> None:
                                     b"if False:\n    raise ImportError(")
             add(name, data)
         add("vllm/_C.py", STUB.read_bytes())
-        for empty in ("vllm/_C_stable_libtorch.py", "vllm/_moe_C.py"):
-            add(empty, b"# stub: compiled extension not carried to the device\n")
+        # 0.27 moved the torch.ops._C ops into _C_stable_libtorch, which the CUDA platform imports
+        # instead of _C (measured on the device: 'cutlass_scaled_mm_supports_fp8' missing): it
+        # registers the same stub ops, whichever module a release imports
+        add("vllm/_C_stable_libtorch.py", b"# stub: the same ops as vllm/_C.py\nimport vllm._C  # noqa: F401\n")
+        add("vllm/_moe_C.py", b"# stub: compiled extension not carried to the device\n")
     (out / "vllm-tree.tar.xz").write_bytes(buf.getvalue())
 
 
