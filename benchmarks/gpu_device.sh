@@ -25,7 +25,8 @@ t0=$(date +%s)
 python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall('/tmp/vl', filter='data')" "$BUNDLE/vllm-tree.tar.xz"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$BUNDLE"/wh/*.whl \
   > "$OUT/install.log" 2>&1 || { echo "bundle install failed"; tail -5 "$OUT/install.log"; exit 1; }
-export PYTHONPATH=/tmp/vl:/tmp/site:$PWD VLLM_USE_DEEP_GEMM=0 DRIFTCHECK_CACHE=$PWD/$BUNDLE/cache PYTHONUNBUFFERED=1
+# no FlashInfer on the Python-only route: V2 (0.27) otherwise imports it for its fused sampler
+export PYTHONPATH=/tmp/vl:/tmp/site:$PWD VLLM_USE_DEEP_GEMM=0 VLLM_USE_FLASHINFER_SAMPLER=0 DRIFTCHECK_CACHE=$PWD/$BUNDLE/cache PYTHONUNBUFFERED=1
 echo "installed in $(( $(date +%s) - t0 )) s; $(nvidia-smi --query-gpu=name --format=csv,noheader)"
 status=0
 for job in "$@"; do
