@@ -83,4 +83,17 @@ def gpu_engine_kwargs(mode: str = "eager") -> dict[str, Any]:
     if mode == "graphs":
         compilation.update({"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"})
     return {"enforce_eager": mode == "eager", "gpu_memory_utilization": 0.4, "attention_backend": "TRITON_ATTN",
-            "kernel_config": {"ir_op_priority": {"rms_norm": ["native"]}}, "compilation_config": compilation}
+            "kernel_config": {"ir_op_priority": {op: ["native"] for op in ir_ops()}}, "compilation_config": compilation}
+
+
+def ir_ops() -> list[str]:
+    """The vLLM IR ops this release dispatches by priority (the fields of its IrOpPriorityConfig:
+    rms_norm in 0.20, fused_add_rms_norm too in 0.27), so that each gets its native PyTorch form
+    (the stub's kernels would fail). Import only on the device, where vLLM runs."""
+    from dataclasses import fields
+
+    try:
+        from vllm.config.kernel import IrOpPriorityConfig
+    except ImportError:
+        return ["rms_norm"]
+    return [f.name for f in fields(IrOpPriorityConfig)]
