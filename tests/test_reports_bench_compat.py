@@ -55,3 +55,22 @@ def test_compat_table_explains_each_failure():
     md = compat.render_markdown(results)
     assert md.index("| 0.9.0 |") < md.index("| 0.10.2 |")  # version order, not string order
     assert "- 0.10.2 scan: GLIBCXX_3.4.32 not found" in md and "- 0.9.0 install: pip failed" in md
+
+
+def test_compat_lists_every_gpu_run_with_its_runner_and_failures(tmp_path):
+    import json
+
+    def check(name, vllm, env_value, runner, esamp_ok):
+        (tmp_path / name).write_text(json.dumps({
+            "vllm": vllm, "gpu": "NVIDIA H200", "mode": "eager", "env": {"VLLM_USE_V2_MODEL_RUNNER": env_value},
+            "runner": {"inproc": runner}, "checks": {"probes-inproc": {"ok": True}, "beta0-inproc": {"ok": True},
+                                                     "esamp-inproc": {"ok": esamp_ok}}}))
+
+    check("check-b.json", "0.27.1", None, "v2", False)
+    check("check-a.json", "0.20.0", "1", "v2", True)
+    md = compat.render_markdown({}, compat.read_gpu_checks(tmp_path))
+    rows = [ln for ln in md.splitlines() if ln.startswith("| 0.")]
+    assert rows[0].startswith("| 0.20.0 | NVIDIA H200 | eager | 1 | inproc: v2 |")
+    assert rows[1].startswith("| 0.27.1 | NVIDIA H200 | eager | unset | inproc: v2 | inproc pass | inproc pass | "
+                              "inproc **FAIL** |")
+    assert "## Live on the GPU" not in compat.render_markdown({}, [])
