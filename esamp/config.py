@@ -8,6 +8,7 @@ engine process), per-request β from `SamplingParams.extra_args["esamp_beta"]`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 BETA_KEY = "esamp_beta"
@@ -48,7 +49,37 @@ class ESampConfig:
         return config
 
 
+BETA_RANGE = (0.0, 10.0)  # 0 = off; the paper's settings are 0.2-2
+
+
+class ESampRequestError(ValueError):
+    """A request's ESamp settings are not ones ESamp can run with (the message names the setting).
+    Raised in the front-end when vLLM admits the request: that request alone is rejected."""
+
+
+def validate_request(params, vllm_config=None) -> None:
+    """Check a request's ESamp settings at admission (the `admit` hook point): β is a real
+    number in BETA_RANGE; no other `esamp_*` key (a typo would silently leave ESamp off); β > 0
+    only on an engine started with ESamp enabled (else the request would silently get vanilla)."""
+    extra = getattr(params, "extra_args", None) or {}
+    unknown = sorted(k for k in extra if isinstance(k, str) and k.startswith("esamp") and k != BETA_KEY)
+    if unknown:
+        raise ESampRequestError(f"unknown ESamp request setting(s) {', '.join(map(repr, unknown))} in extra_args; "
+                                f"the only one is {BETA_KEY!r}")
+    if BETA_KEY not in extra:
+        return
+    beta = extra[BETA_KEY]
+    low, high = BETA_RANGE
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) \
+            or not low <= beta <= high:
+        raise ESampRequestError(f"extra_args[{BETA_KEY!r}] must be a finite number in [{low:g}, {high:g}] "
+                                f"(0 = ESamp off for this request), not {beta!r}")
+    if beta and vllm_config is not None and not ESampConfig.from_vllm_config(vllm_config).enable:
+        raise ESampRequestError(f"extra_args[{BETA_KEY!r}]={beta!r} asks for ESamp, but this engine was started "
+                                "without it: pass additional_config={'esamp': {'enable': True}}")
+
+
 def beta_of(params) -> float:
-    """A request's β (0 when it did not ask for ESamp)."""
+    """A request's β (0 when it did not ask for ESamp); validated at admission."""
     extra = getattr(params, "extra_args", None) or {}
     return float(extra.get(BETA_KEY, 0.0) or 0.0)

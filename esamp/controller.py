@@ -19,7 +19,7 @@ with the surface named.
 from __future__ import annotations
 
 from driftcheck.shims.hook_points import HOOKS
-from esamp.config import ESampConfig
+from esamp.config import ESampConfig, validate_request
 from esamp.counters import ESampCounters
 from esamp.gate import ESampGateFailed, Gate
 from esamp.groups import Groups
@@ -167,5 +167,6 @@ def attach() -> ESampController:
         CONTROLLER = ESampController()
         HOOKS.subscribe("sample", CONTROLLER.on_sample)
         HOOKS.subscribe("request_event", CONTROLLER.on_request)
+        HOOKS.subscribe("admit", validate_request)  # front-end: a bad β is that request's error
         HOOKS.subscribe("stats", CONTROLLER.stats, key="esamp")
     return CONTROLLER

@@ -21,6 +21,13 @@ class Groups:
         self.beta_of: dict = {}  # engine id -> β
 
     def on_request(self, event) -> None:
+        if event.kind == "added" and not event.known and beta_of(event.params):
+            from esamp.gate import ESampGateFailed
+
+            raise ESampGateFailed(f"ESamp: request {event.engine_id!r} asks for ESamp but reached the engine without "
+                                  "the identity vLLM's front-end gives it (surface engine.add_request: the process "
+                                  "holding the LLM / AsyncLLM has not bound driftcheck's shims; import esamp.runtime "
+                                  "there)")
         if event.kind == "added":
             self.group_of[event.engine_id] = event.group
             self.beta_of[event.engine_id] = beta_of(event.params)

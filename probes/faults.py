@@ -16,7 +16,7 @@ from driftcheck.patching import Patch, apply_all
 FAULTS = {
     "stale_rows": "index the taps with a persistent scratch buffer sliced to the largest batch seen, not the "
                   "live row count (the decode-shrink bug)",
-    "drop_id_map": "forget the request-id mapping: events carry the engine's id where the caller's belongs",
+    "drop_id_map": "forget the request identity: events carry the engine's id where the caller's belongs",
     "silent_tap": "tapped layers keep their buffers but never write them (port hits stay 0)",
 }
 
@@ -51,12 +51,12 @@ def _drop_id_map() -> list[Patch]:
     from driftcheck.adapters import request_ids
 
     def make(original):
-        def id_map_for(request_ids_contract, child_ids_contract):
-            return request_ids.RequestIdMap(reassigned=False, child_prefix=False)
+        def identity_of(engine_id, params):
+            return request_ids.Identity(engine_id, engine_id, None, known=False)  # what the front-end said is lost
 
-        return id_map_for
+        return identity_of
 
-    return [Patch(request_ids, "id_map_for", make, __name__)]
+    return [Patch(request_ids, "identity_of", make, __name__)]
 
 
 def _silent_tap() -> list[Patch]:

@@ -24,7 +24,7 @@ class Record:
     row_count_mismatches: int = 0  # steps where the tap read more/fewer rows than live requests
     rows_checked: int = 0
     attributions: list = field(default_factory=list)  # (req_id, logits index) of each checked row, capped
-    requests: list = field(default_factory=list)  # (kind, engine id, caller id, group)
+    requests: list = field(default_factory=list)  # (kind, engine id, caller id, group, child index, known)
 
 
 RECORD = Record()
@@ -53,7 +53,7 @@ def on_sample(logits, view) -> None:
 
 
 def on_request(event) -> None:
-    RECORD.requests.append((event.kind, event.engine_id, event.caller_id, event.group))
+    RECORD.requests.append((event.kind, event.engine_id, event.caller_id, event.group, event.child, event.known))
 
 
 _attached = False

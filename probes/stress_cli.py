@@ -10,7 +10,11 @@ import tempfile
 
 from driftcheck.errors import LiveCheckFailed
 
-STRESS_TIMEOUT_S = 900
+STRESS_TIMEOUT_S = 900  # for the default 6 schedules; more schedules get more time
+
+
+def stress_timeout(options: dict) -> int:
+    return max(STRESS_TIMEOUT_S, 300 + 30 * int(options.get("examples") or 0))
 
 
 def run_stress(options: dict) -> dict:
@@ -26,10 +30,10 @@ def run_stress(options: dict) -> dict:
             try:
                 proc = subprocess.run(
                     [sys.executable, "-m", "driftcheck.probes.stress", json.dumps(options)],
-                    stdout=out, stderr=err, text=True, timeout=STRESS_TIMEOUT_S, env=env,
+                    stdout=out, stderr=err, text=True, timeout=stress_timeout(options), env=env,
                 )
             except subprocess.TimeoutExpired:
-                raise LiveCheckFailed(f"stress did not finish in {STRESS_TIMEOUT_S} s") from None
+                raise LiveCheckFailed(f"stress did not finish in {stress_timeout(options)} s") from None
         with open(out_path) as f:
             lines = [ln for ln in f.read().splitlines() if ln.startswith("DRIFTCHECK_STRESS ")]
         if not lines:
@@ -87,6 +91,10 @@ def print_summary(result: dict, console=None) -> None:
         f"sampler calls {counters.get('sampler_calls')}, requests added/finished "
         f"{counters.get('requests_added')}/{counters.get('requests_finished')}; returns {result.get('returns')}"
     )
+    kinds = result.get("kinds") or {}
+    seeded = result.get("seeded") or {}
+    console.print("request kinds covered: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+                  + ("" if seeded.get("drawn") else f"; seeded requests not drawn: {seeded.get('why')}"))
     if (result.get("esamp") or {}).get("enabled"):
         e = result["esamp"]
         console.print(f"esamp: gate passed {e['gate_passed']}, train steps {e['train_steps']}, rows trained "
@@ -99,3 +107,30 @@ def print_summary(result: dict, console=None) -> None:
         console.print(f"... and {len(found) - 12} more")
     console.print(("[bold red]stress FAILED[/]" if found else "[green]stress passed[/]")
                   + f" in {result['seconds']} s")
+
+
+def render_markdown(result: dict) -> str:
+    """The summary as Markdown (`driftcheck stress --report`)."""
+    opts = result["options"]
+    found = problems(result)
+    engine, counters = result.get("engine", {}), result.get("counters", {})
+    examples = result.get("examples", [])
+    lines = ["# driftcheck stress --shrink", "",
+             "Produced by `driftcheck stress --shrink` (probes/stress.py). Do not edit by hand.", "",
+             f"- options: {', '.join(f'{k}={v}' for k, v in sorted(opts.items()) if v not in (None, False))}",
+             f"- verdict: **{'FAILED' if found else 'passed'}** in {result['seconds']} s",
+             f"- schedules: {len(examples)}, requests {sum(e['requests'] for e in examples)}, samples "
+             f"{sum(e['children'] for e in examples)}, engine steps {engine.get('steps')}, max live rows "
+             f"{engine.get('max_live_rows')}, shrinking steps {engine.get('shrink_steps')}",
+             f"- rows checked against transformers: {sum(e['rows_checked'] for e in examples)}, max |Δ| "
+             f"{max((max(e['max_err'].values()) for e in examples), default=0.0):.1e}",
+             f"- hooks: prepare views {counters.get('prepare_views')}, requests added/finished "
+             f"{counters.get('requests_added')}/{counters.get('requests_finished')}",
+             "", "| request kind | count |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted((result.get("kinds") or {}).items())]
+    seeded = result.get("seeded") or {}
+    if not seeded.get("drawn"):
+        lines += ["", f"Seeded requests not drawn: {seeded.get('why')}."]
+    if found:
+        lines += ["", "## Failures", ""] + [f"- {p}" for p in found]
+    return "\n".join(lines) + "\n"

@@ -19,6 +19,11 @@ subscribes (`HOOKS.subscribe(name, fn)`), not left to comments:
                                      step's logits? (a runner whose fused sampler never materialises
                                      filtered logits then draws through the unfused path)
   request_event   fn(event)          a request was added / finished (RequestEvent)
+  admit           fn(params, vllm_config)
+                                     in the front-end, when vLLM admits a request, before it reaches
+                                     the engine (vllm_config: the engine's, None if vLLM does not say):
+                                     raise ValueError (naming the setting) to reject that request
+                                     alone; the caller gets the error, the engine never sees it
   stats           fn() -> dict       a subscriber's own findings, written into the stats files
 
 Layer taps are not callbacks: tapped layers write persistent buffers (Tap) that
@@ -66,6 +71,7 @@ HOOK_SPECS = {
     "post_filter_wants": HookSpec("post_filter_wants", ("view",), "True if post_filter will change the logits",
                                   single=True),
     "request_event": HookSpec("request_event", ("event",), "ignored"),
+    "admit": HookSpec("admit", ("params", "vllm_config"), "raise ValueError to reject the request"),
     "stats": HookSpec("stats", (), "a JSON-able dict", keyed=True),
 }
 
@@ -99,6 +105,7 @@ class Counters:
     post_filter_rows: int = 0
     interventions: int = 0  # post-filter calls whose subscriber changed the logits
     fused_sampler_bypassed: int = 0  # V2 steps drawn without the fused (FlashInfer/XPU) sampler, for ESamp
+    requests_admitted: int = 0  # front-end: requests vLLM admitted through the identity shim
     requests_added: int = 0
     requests_finished: int = 0
 
@@ -111,6 +118,12 @@ class RequestEvent:
     group: str  # the prompt group (n>1 siblings share it)
     child: int | None = None  # index among the n samples of its prompt
     params: Any = field(default=None, repr=False)  # the request's SamplingParams ("added" only)
+    known: bool = True  # False: vLLM's front-end never recorded who sent it (adapters.request_ids)
+
+    @classmethod
+    def of(cls, kind: str, engine_id: str, identity, params=None) -> RequestEvent:
+        """From an adapters.request_ids.Identity."""
+        return cls(kind, engine_id, identity.caller, identity.group, identity.child, params, identity.known)
 
 
 @dataclass
@@ -214,6 +227,12 @@ class HookPoints:
             self.counters.requests_finished += 1
         for listener in self.subscribers["request_event"]:
             listener(event)
+
+    def admit(self, params, vllm_config=None) -> None:
+        """A request is being admitted (front-end): every admission subscriber may reject it."""
+        for check in self.subscribers["admit"]:
+            check(params, vllm_config)
+        self.counters.requests_admitted += 1
 
     def live_rows(self, view):
         """Packed-token indices of this step's sampled rows: one per live request, never more."""

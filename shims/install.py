@@ -20,7 +20,7 @@ import subprocess
 import sys
 
 from driftcheck import env
-from driftcheck.contracts.matching import aspect_drifts, expected_aspects
+from driftcheck.contracts.matching import aspect_drifts, expected_aspects, with_derived
 from driftcheck.contracts.runners import NAMES, RUNNERS
 from driftcheck.contracts.values import Signature, descriptor_of
 from driftcheck.errors import DriftcheckError
@@ -103,7 +103,9 @@ def imported_mismatches(plan: ShimPlan, patches: list[Patch]) -> dict[str, str]:
         seen = {"descriptor": descriptor_of(raw) if isinstance(p.owner, type) else "function"}
         func = raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else raw
         seen["signature"] = Signature.of_callable(func, drop_first=seen["descriptor"] in ("instance", "classmethod"))
-        drifts = [d for a in ("descriptor", "signature") if a in expected for d in aspect_drifts(a, expected[a], seen[a])]
+        seen = with_derived(surface, seen)
+        drifts = [d for a in ("descriptor", "signature", "leading") if a in expected
+                  for d in aspect_drifts(a, expected[a], seen[a])]
         if drifts:
             out[p.surface] = ("; ".join(d.render() for d in drifts)
                               + f" when imported, but its source matched {contract_id}")

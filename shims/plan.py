@@ -35,12 +35,14 @@ SHIM_MODULES = (
     "driftcheck.shims.layer_taps",
     "driftcheck.shims.request_events",
     "driftcheck.shims.request_events_v2",
+    "driftcheck.shims.request_identity",
     "driftcheck.shims.plugin",
     "driftcheck.shims.runner_guard",
 )
 #: Every hook point a model runner needs bound before ESamp can run on it. A shim module serves
 #: one hook point for one runner family (RUNNER "v1" / "v2") or for every runner (RUNNER None).
-HOOK_POINTS = ("prepare_view", "post_filter", "layer_taps", "request_events", "engine_process", "runner_guard")
+HOOK_POINTS = ("prepare_view", "post_filter", "layer_taps", "request_events", "request_identity", "engine_process",
+               "runner_guard")
 GENERATED_PACKAGE = "driftcheck_generated_shims"  # the import name generated shim modules get
 
 _generated: dict[str, ModuleType] = {}  # file path -> loaded module

@@ -2,8 +2,8 @@
 
 V2's runner adds new requests to its request states in `add_requests(scheduler_output)` and
 drops finished ones (and preempted ones, which come back as new requests when rescheduled) in
-`finish_requests(scheduler_output)`. Engine ids map to the caller's id and the prompt group by
-the request-id contracts (adapters.request_ids), as for V1.
+`finish_requests(scheduler_output)`. Who sent each request is what the front-end recorded in its
+SamplingParams (adapters.request_ids), as for V1.
 """
 
 from __future__ import annotations
@@ -16,24 +16,19 @@ HOOK_POINT = "request_events"
 RUNNER = "v2"
 HANDLES = {
     "runner_v2.request_events": ("requests_v2/add+finish",),
-    "engine.request_ids": ("request_ids/passthrough", "request_ids/assign_request_id"),
-    "engine.child_ids": ("child_ids/index_prefix",),
 }
 
 
 def patches(ctx) -> list[Patch]:
     from vllm.v1.worker.gpu.model_runner import GPUModelRunner
 
-    ids = request_ids.id_map_for(ctx.contract_id("engine.request_ids"), ctx.contract_id("engine.child_ids"))
-
-    def event(kind: str, engine_id: str, params=None) -> RequestEvent:
-        caller, group, child = ids.split(engine_id)
-        return RequestEvent(kind, engine_id, caller, group, child, params)
+    ids = request_ids.Identities()
 
     def make_add(original):
         def add_requests(self, scheduler_output, *args, **kwargs):
             for new in scheduler_output.scheduled_new_reqs:
-                HOOKS.publish_request(event("added", new.req_id, new.sampling_params))
+                identity = ids.added(new.req_id, new.sampling_params)
+                HOOKS.publish_request(RequestEvent.of("added", new.req_id, identity, new.sampling_params))
             return original(self, scheduler_output, *args, **kwargs)
 
         return add_requests
@@ -43,7 +38,7 @@ def patches(ctx) -> list[Patch]:
             gone = set(scheduler_output.finished_req_ids) | set(getattr(scheduler_output, "preempted_req_ids", ()) or ())
             for req_id in sorted(gone):
                 if req_id in self.req_states.req_id_to_index:  # only requests this runner holds
-                    HOOKS.publish_request(event("finished", req_id))
+                    HOOKS.publish_request(RequestEvent.of("finished", req_id, ids.finished(req_id)))
             return original(self, scheduler_output, *args, **kwargs)
 
         return finish_requests

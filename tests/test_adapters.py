@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from driftcheck.adapters.model import logits_from_hidden, reproduction_error
 from driftcheck.adapters.prepare import build_view, step_rows
-from driftcheck.adapters.request_ids import RequestIdMap, id_map_for
+from driftcheck.adapters.request_ids import Identities, Identity, annotated, identity_of
 from driftcheck.adapters.sampler import SAMPLING_EPS, effective_temperature
 from driftcheck.contracts.values import ReturnNames
 
@@ -92,17 +92,37 @@ def test_reproduction_error_is_zero_for_the_rows_themselves_and_none_for_other_r
     assert reproduction_error(model, deep[:1], logits) is None  # the tap read another number of rows
 
 
-@pytest.mark.parametrize("engine_id, expected", [
-    ("q-1a2b3c4d", ("q", "q-1a2b3c4d", None)),
-    ("2_q-1a2b3c4d", ("q", "q-1a2b3c4d", 2)),
-])
-def test_request_ids_reassigned_contract(engine_id, expected):
-    ids = id_map_for("request_ids/assign_request_id", "child_ids/index_prefix")
-    assert ids == RequestIdMap(reassigned=True, child_prefix=True)
-    assert ids.split(engine_id) == expected
+_IDS = st.text(st.sampled_from(list("0123456789_-abq") + ["é", "中", "🙂", " "]), min_size=1, max_size=12)
 
 
-def test_request_ids_passthrough_contract():
-    ids = id_map_for("request_ids/passthrough", "child_ids/index_prefix")
-    assert ids.split("q") == ("q", "q", None)
-    assert ids.split("1_q") == ("q", "q", 1)
+@given(caller=_IDS, parent=st.one_of(st.none(), _IDS), index=st.one_of(st.none(), st.integers(0, 64)),
+       engine_id=_IDS)
+def test_identity_comes_from_what_the_front_end_recorded_never_from_the_id(caller, parent, index, engine_id):
+    params = SimpleNamespace(extra_args={"esamp_beta": 0.5})
+    recorded = annotated(params, caller, parent, index)
+    assert params.extra_args == {"esamp_beta": 0.5}  # the caller's own params are never changed
+    assert recorded.extra_args["esamp_beta"] == 0.5
+    identity = identity_of(engine_id, recorded)
+    assert identity == Identity(caller, parent if parent is not None else engine_id, index, known=True)
+    # without a record the id is not parsed: the request stands alone, and says it is unknown
+    assert identity_of(engine_id, params) == Identity(engine_id, engine_id, None, known=False)
+
+
+def test_ids_that_look_like_vllm_ids_are_taken_as_sent():
+    """The ids a parser of id strings got wrong: '7_batch' (n=1) is not child 7 of 'batch'; '1_x' and
+    '2_x' are two requests, not one group; a '-' + 8 characters suffix is part of the id."""
+    for caller, engine_id in [("7_batch", "7_batch-abcdefgh"), ("1_x", "1_x-12345678"), ("2_x", "2_x-87654321"),
+                              ("q-abcdefgh", "q-abcdefgh-1a2b3c4d")]:
+        identity = identity_of(engine_id, annotated(SimpleNamespace(extra_args=None), caller))
+        assert (identity.caller, identity.group, identity.child) == (caller, engine_id, None)
+    child = identity_of("3_batch-1a2b3c4d", annotated(SimpleNamespace(extra_args=None), "batch", "batch-1a2b3c4d", 3))
+    assert (child.caller, child.group, child.child) == ("batch", "batch-1a2b3c4d", 3)
+
+
+def test_identities_live_from_added_to_finished():
+    ids = Identities()
+    params = annotated(SimpleNamespace(extra_args=None), "c", "p", 1)
+    assert ids.added("e", params) == Identity("c", "p", 1)
+    assert ids.finished("e") == Identity("c", "p", 1)
+    assert ids.finished("e") == Identity("e", "e", None, known=False)  # finished twice: no longer known
+    assert annotated(None, "c") is None  # a pooling request has no sampling params

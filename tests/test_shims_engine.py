@@ -34,8 +34,8 @@ def test_hooks_fire_rows_attributed_tokens_identical(mode, vanilla, engine_run, 
         assert stats["pid"] != run["main_pid"]
     else:
         assert stats["pid"] == run["main_pid"]
-    assert set(stats["bound"]) == {"prepare_view", "post_filter", "layer_taps", "request_events", "engine_process",
-                                   "runner_guard"}
+    assert set(stats["bound"]) == {"prepare_view", "post_filter", "layer_taps", "request_events", "request_identity",
+                                   "engine_process", "runner_guard"}
     assert stats["runner"] == "v1"  # the CPU worker built the V1 runner, and the guard let it
     c, probe = stats["counters"], stats["probe"]
 
@@ -58,8 +58,9 @@ def test_hooks_fire_rows_attributed_tokens_identical(mode, vanilla, engine_run, 
     per_request = Counter(req for req, _ in probe["attributions"])
     assert set(per_request) == {r[1] for r in added}
     reassigned = installed_contracts["engine.request_ids"].aspects["request_ids"].behaviour == "reassigned"
-    for kind, engine_id, caller_id, group in added:
+    for kind, engine_id, caller_id, group, child_index, known in added:
         child = int(engine_id.split("_", 1)[0])
+        assert known and child_index == child  # the front-end's record agrees with vLLM's own child naming
         # 'i_<caller>-<8 chars>' where the engine reassigns ids, 'i_<caller>' where it passes them through
         assert engine_id.startswith(f"{child}_{caller_id}-") if reassigned else engine_id == f"{child}_{caller_id}"
         assert per_request[engine_id] == len(tokens[int(caller_id)][child]), engine_id

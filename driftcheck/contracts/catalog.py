@@ -16,6 +16,8 @@ Aspects:
   present       "yes" / "no" (an optional surface may be absent by contract)
   signature     parameters without self/cls: "(logits, temp, all_random)";
                 "name=" has a default, "*a"/"**k" are var-args
+  leading       the first options["leading"] parameters of the signature (a wrapper that
+                passes the rest through depends on those only)
   descriptor    instance | staticmethod | classmethod | property | function
   return_arity  "value" (one object) or "tuple/N"
   return_names  "(logits_indices, spec_decode_metadata)": the names each
@@ -271,6 +273,34 @@ SURFACES: tuple[Surface, ...] = (
         "how the n>1 samples of one prompt are named (ESamp's prompt groups)",
         (C("child_ids/index_prefix", "child i of request R is 'i_R'", "0.10.0-",
            child_ids='f"{index}_{self.request_id}"'),),
+    ),
+    Surface(
+        "runner.update_states", "vllm.v1.worker.gpu_model_runner:GPUModelRunner._update_states", "function",
+        ("signature",),
+        "where the V1 runner learns of new and finished requests (scheduled_new_reqs, finished_req_ids)",
+        (C("update_states/scheduler-output", "(scheduler_output)", "0.10.0-", signature="(scheduler_output)"),),
+        runner="v1",
+    ),
+    Surface(
+        "engine.child_info", "vllm.v1.engine.parallel_sampling:ParentRequest.get_child_info", "function",
+        ("signature", "return_arity"),
+        "where the front-end names child i of an n>1 request and builds its params (the prompt group)",
+        (C("child_info/index", "(index) -> (child id, child SamplingParams)", "0.10.0-",
+           signature="(index)", return_arity="tuple/2"),),
+    ),
+    Surface(
+        "engine.add_request", "vllm.v1.engine.llm_engine:LLMEngine.add_request", "function", ("leading",),
+        "where LLM / LLMEngine admit a request: its caller's id and params, before the engine sees it",
+        (C("admission/request-prompt-params", "(request_id, prompt, params, ...)", "0.10.0-",
+           leading="(request_id, prompt, params)"),),
+        options={"leading": 3},
+    ),
+    Surface(
+        "engine.async_add_request", "vllm.v1.engine.async_llm:AsyncLLM.add_request", "function", ("leading",),
+        "where AsyncLLM (`vllm serve`) admits a request: its caller's id and params",
+        (C("admission/request-prompt-params", "(request_id, prompt, params, ...)", "0.10.0-",
+           leading="(request_id, prompt, params)"),),
+        options={"leading": 3},
     ),
     Surface(
         "model.qwen2.decoder_layer", "vllm.model_executor.models.qwen2:Qwen2DecoderLayer.forward", "function",

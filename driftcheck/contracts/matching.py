@@ -101,7 +101,7 @@ def aspect_drifts(aspect: str, expected, seen) -> list[Drift]:
     if aspect == "present":
         kind = DriftKind.SURFACE_MISSING if seen == "no" else DriftKind.SURFACE_APPEARED
         return [Drift(kind, "present", expected, seen)]
-    if aspect == "signature":
+    if aspect in ("signature", "leading"):
         return signature_drifts(expected, seen)
     if aspect == "descriptor":
         return [Drift(DriftKind.DESCRIPTOR_CHANGED, aspect, expected, seen)]
@@ -114,6 +114,15 @@ def aspect_drifts(aspect: str, expected, seen) -> list[Drift]:
     if aspect == "fields":
         return [Drift(DriftKind.FIELD_MISSING, aspect, expected, seen)]
     return [Drift(DriftKind.ASPECT_CHANGED, aspect, expected, seen)]
+
+
+def with_derived(surface: Surface, aspects: dict) -> dict:
+    """Aspects derived from the ones a reader saw, the same for every reader: `leading` is the
+    first `options["leading"]` parameters of the signature (a surface whose wrapper passes the
+    rest through depends on those only)."""
+    if "leading" in surface.aspects and aspects.get("signature") is not None:
+        aspects["leading"] = aspects["signature"].head(int(surface.options["leading"]))
+    return aspects
 
 
 def expected_aspects(surface: Surface, contract: Contract) -> dict:

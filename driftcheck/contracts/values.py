@@ -103,6 +103,10 @@ class Signature:
     def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
 
+    def head(self, n: int) -> Signature:
+        """The first n parameters (what a wrapper that passes the rest through depends on)."""
+        return Signature(self.params[:n])
+
     def positional(self) -> tuple[str, ...]:
         """Names of the plain (non-star) parameters, in order."""
         return tuple(p.name for p in self.params if not p.star)
@@ -217,6 +221,7 @@ class RequestIds:
 
 ASPECT_TYPES = {
     "signature": Signature.parse,
+    "leading": Signature.parse,
     "return_names": ReturnNames.parse,
     "fields": NameList.parse,
     "members": NameList.parse,

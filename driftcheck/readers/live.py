@@ -26,6 +26,7 @@ import time
 
 from driftcheck import env
 from driftcheck.contracts.catalog import ESAMP_INPUT_BATCH_FIELDS, SURFACES
+from driftcheck.contracts.matching import with_derived
 from driftcheck.contracts.observation import KEYWORD_ONLY, POSITIONAL_ONLY, POSITIONAL_OR_KEYWORD, VAR_KEYWORD
 from driftcheck.contracts.observation import VAR_POSITIONAL, Param, SurfaceObservation
 from driftcheck.contracts.values import NameList, RequestIds, Signature, descriptor_of
@@ -77,7 +78,8 @@ def inspect_surface(surface) -> SurfaceObservation:
     # an instance method read off the class still has self; a classmethod is bound already
     params = inspect_signature(obj, drop_first=descriptor == "instance")
     obs.where = f"{getattr(obj, '__module__', surface.module)}:{surface.qualname}"
-    obs.aspects = {"present": "yes", "descriptor": descriptor, "signature": Signature.of_params(params)}
+    obs.aspects = with_derived(surface, {"present": "yes", "descriptor": descriptor,
+                                         "signature": Signature.of_params(params)})
     return obs
 
 

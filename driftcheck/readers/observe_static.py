@@ -8,6 +8,7 @@ only the files its surface names.
 from __future__ import annotations
 
 from driftcheck.contracts.catalog import SURFACES, Surface
+from driftcheck.contracts.matching import with_derived
 from driftcheck.contracts.observation import FunctionObservation, SurfaceObservation
 from driftcheck.contracts.values import NameList, RequestIds, ReturnNames
 from driftcheck.readers.source_tree import SourceTree
@@ -63,7 +64,7 @@ def function_detail(fn: FunctionObservation) -> dict:
 def _observe_function(reader: StaticReader, s: Surface, obs: SurfaceObservation) -> None:
     fn = reader.function(s.module, s.qualname)
     obs.where = fn.where
-    obs.aspects = function_aspects(fn)
+    obs.aspects = with_derived(s, function_aspects(fn))
     if "final_norm" in s.aspects:
         norm_calls = sorted({c for c in fn.calls if c.rsplit(".", 1)[-1] == "norm"})
         obs.aspects["final_norm"] = _norm_call_text(fn) if norm_calls else "none"
