@@ -43,6 +43,8 @@ def to_json(scan: ScanResult) -> dict:
         "runners": runners_json(scan),
         "live": scan.live,
         "disagreements": scan.disagreements,
+        "out_of_range": [{"surface": o.surface, "contract": o.contract, "contract_releases": o.contract_releases,
+                          "tree_releases": o.tree_releases, "drift": o.drift().render()} for o in scan.out_of_range],
     }
 
 
@@ -86,6 +88,8 @@ def headline(scan: ScanResult) -> str:
         parts.append("runner(s) an engine will build without bound hooks: " + ", ".join(NAMES[r] for r in runners))
     if scan.disagreements:
         parts.append(f"{len(scan.disagreements)} static/live disagreement(s)")
+    if scan.out_of_range:
+        parts.append("contract(s) out of the tree's release range: " + ", ".join(o.surface for o in scan.out_of_range))
     return f"{what}: fingerprint {scan.fingerprint.digest}, " + "; ".join(parts)
 
 
@@ -123,6 +127,8 @@ def print_table(scan: ScanResult, console=None) -> None:
             console.print(f"live probes (driftcheck stress --shrink, 2 schedules): {verdict} in {probes['seconds']} s")
     for d in scan.disagreements:
         console.print(f"[bold red]static/live disagreement:[/] {d}")
+    for o in scan.out_of_range:
+        console.print(f"[bold red]out of range:[/] {o.drift().render()}")
     expected = scan.expected_runners
     for runner, unbound in (scan.plan.unbound.items() if scan.plan else ()):
         for u in unbound:
@@ -155,4 +161,7 @@ def to_markdown(scan: ScanResult) -> str:
         lines += ["", "## Live", "", "```json", json.dumps(scan.live, indent=2, sort_keys=True), "```"]
     if scan.disagreements:
         lines += ["", "## Static/live disagreements", ""] + [f"- {d}" for d in scan.disagreements]
+    if scan.out_of_range:
+        lines += ["", "## Contracts out of the tree's release range", ""] + [f"- {o.drift().render()}"
+                                                                             for o in scan.out_of_range]
     return "\n".join(lines) + "\n"

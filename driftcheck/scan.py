@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from driftcheck import env
 from driftcheck.contracts.drift import Drift, DriftKind
-from driftcheck.contracts.matching import Disagreement, Fingerprint, SurfaceResult, disagreements, match_all
+from driftcheck.contracts.matching import (Disagreement, Fingerprint, OutOfRange, SurfaceResult, consistency,
+                                           disagreements, match_all)
 from driftcheck.contracts.observation import SurfaceObservation
 from driftcheck.contracts.runners import ESAMP_ARCHITECTURES, NAMES, Architecture, Verdict, cpu_runner, gpu_runner
 from driftcheck.errors import EXIT_OK, EXIT_UNHANDLED_DRIFT, LiveCheckFailed
@@ -67,6 +68,11 @@ class ScanResult:
                                       f"unbound: {missing}"))
         return out
 
+    @property
+    def out_of_range(self) -> list[OutOfRange]:
+        """Surfaces whose contract no release shares with the others' (cross-surface consistency)."""
+        return consistency(self.results)
+
     def shim(self, surface_id: str) -> str:
         """The shim that handles a surface, 'none fits', or '-' (no shim reads it)."""
         if self.plan is None:
@@ -77,7 +83,8 @@ class ScanResult:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_UNHANDLED_DRIFT if self.unhandled or self.runner_drifts or self.disagreements else EXIT_OK
+        unhandled = self.unhandled or self.runner_drifts or self.disagreements or self.out_of_range
+        return EXIT_UNHANDLED_DRIFT if unhandled else EXIT_OK
 
 
 def scan_tree(tree: SourceTree, architectures: list[Architecture] | None = None,

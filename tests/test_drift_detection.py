@@ -139,3 +139,41 @@ def test_scan_names_the_shim_or_that_none_fits(drifted, installed_scan):
     scan = drifted.scan()
     assert scan.shim("sampler.sample") == "none fits"
     assert [r.surface.id for r in scan.unhandled] == ["sampler.sample"]
+
+
+def test_a_surface_drifting_back_to_an_old_contract_is_out_of_range(drifted, installed_tree):
+    """apply_temperature turns back into the two-argument instance method of 0.10.x while every
+    other surface stays as installed: each surface matches a known contract, but no release ever
+    had this fingerprint, so the scan names the surface, both ranges, and exits 1."""
+    drifted.edit("vllm/v1/sample/sampler.py",
+                 "    @staticmethod\n    def apply_temperature(\n        logits: torch.Tensor,\n"
+                 "        temp: torch.Tensor,\n        all_random: bool,\n    )",
+                 "    def apply_temperature(\n        self,\n        logits: torch.Tensor,\n"
+                 "        temp: torch.Tensor,\n    )")
+    scan = drifted.scan()
+    assert _result(scan, "sampler.apply_temperature").contract.id == "temperature/instance"  # a known shape
+    assert scan.unhandled == []  # every surface on its own is fine ...
+    [out] = scan.out_of_range  # ... the combination is not
+    assert (out.surface, out.contract, out.contract_releases) == ("sampler.apply_temperature", "temperature/instance",
+                                                                 "0.10.0-0.10.2")
+    from driftcheck.contracts.releases import ReleaseRange
+
+    assert ReleaseRange.parse(out.tree_releases).contains(installed_tree.version)
+    assert "no release had this combination" in out.drift().render()
+    assert scan.exit_code == EXIT_UNHANDLED_DRIFT
+
+
+def test_consistency_takes_the_releases_most_contracts_agree_on():
+    from types import SimpleNamespace
+
+    from driftcheck.contracts.catalog import Contract
+    from driftcheck.contracts.matching import consistency
+
+    def result(sid, seen_in):
+        return SimpleNamespace(surface=SimpleNamespace(id=sid), contract=Contract(sid, "", {}, seen_in))
+
+    same = [result("a", "0.20.0-"), result("b", "0.25.0-0.27.1"), result("c", "0.10.0-")]
+    assert consistency(same) == []  # 0.25.0-0.27.1 had all three
+    mixed = same + [result("d", "0.10.0-0.10.2"), result("e", "0.99.0")]  # e: no catalogued release (generated)
+    [out] = consistency(mixed)
+    assert (out.surface, out.tree_releases) == ("d", "0.25.0-0.27.1")

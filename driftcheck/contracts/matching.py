@@ -192,6 +192,43 @@ def match_all(
     return results, fp
 
 
+# --------------------------------------------------------------------------- one release, all surfaces
+
+@dataclass(frozen=True)
+class OutOfRange:
+    """A surface whose matched contract no release shares with the contracts the other surfaces
+    matched: a fingerprint no release ever had (e.g. one surface drifted back to an old shape)."""
+
+    surface: str
+    contract: str
+    contract_releases: str  # the contract's release range
+    tree_releases: str  # the releases most of the other surfaces' contracts agree on
+
+    def drift(self) -> Drift:
+        return Drift(DriftKind.CONTRACT_OUT_OF_RANGE, "seen_in", self.tree_releases, self.contract_releases,
+                     note=f"{self.surface} matched {self.contract} (releases {self.contract_releases}), but the "
+                          f"other surfaces match releases {self.tree_releases}: no release had this combination")
+
+
+def consistency(results: list[SurfaceResult]) -> list[OutOfRange]:
+    """Cross-surface consistency: for every catalogued release, how many matched contracts it has;
+    the releases with the most are the tree's range. A surface whose contract holds none of them is
+    out of range. Contracts no catalogued release has (generated for a newer release) take no part."""
+    from driftcheck.contracts.releases import RELEASES
+
+    matched = [(r.surface.id, r.contract) for r in results if r.contract is not None and r.contract.seen_in.releases()]
+    if not matched:
+        return []
+    votes = {release: sum(c.seen_in.contains(release) for _, c in matched) for release in RELEASES}
+    best = max(votes.values())
+    if best == len(matched):
+        return []  # one release had every one of these contracts
+    agreed = [release for release in RELEASES if votes[release] == best]
+    tree = agreed[0] if len(agreed) == 1 else f"{agreed[0]}-{agreed[-1]}"
+    return [OutOfRange(sid, c.id, str(c.seen_in), tree) for sid, c in matched
+            if not any(c.seen_in.contains(release) for release in agreed)]
+
+
 # --------------------------------------------------------------------------- two readers, one surface
 
 #: The aspects both readers can see, in the order disagreements are reported.
