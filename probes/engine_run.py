@@ -9,7 +9,11 @@ between runs. Options (JSON object):
   device     "cpu" (default) | "cuda": on the GPU device machine, with its engine settings
   mode       "eager" (default) | "graphs" -- on "cuda" (models.engine_env.gpu_engine_kwargs)
   imports    bool  also report the distributions this process imported (what a GPU bundle must carry)
-  shims      bool  import esamp.runtime first (default true)
+  shims      bool  import esamp.runtime first (default true); "auto": do not import it, so only the
+                   plugin can bind the shims (when the engine config enables ESamp)
+  admission  list  instead of the workload: one generate() call per entry, each one request whose
+                   extra_args is the entry (null: none), in order; each outcome is its tokens or the
+                   error it raised (a bad request between good ones)
   probes     bool  attach the recording probe (default = shims)
   n, max_tokens, seeds ...  the workload (see WORKLOAD)
 """
@@ -43,9 +47,9 @@ def main(options: dict) -> dict:
     os.environ[env.STATS_DIR] = stats_dir
     os.environ[env.VLLM_MULTIPROCESSING] = "1" if options.get("multiproc", True) else "0"
     shims = options.get("shims", True)
-    if options.get("probes", shims):
+    if options.get("probes", bool(shims)):
         os.environ[env.PROBES] = "1"
-    if shims:
+    if shims is True:
         import esamp.runtime  # noqa: F401 - binds the shims here and, via the plugin, in the engine
         if options.get("probes", shims):
             from driftcheck.probes.recorder import attach
@@ -76,6 +80,12 @@ def main(options: dict) -> dict:
     ]
     t0 = time.perf_counter()
     tokens = []
+    if options.get("admission") is not None:
+        outcomes = admission(llm, options["admission"])
+        del llm  # shuts the engine down: its processes must not outlive this one
+        from driftcheck.shims.hook_points import read_stats
+
+        return {"outcomes": outcomes, "stats": read_stats(stats_dir), "main_pid": os.getpid()}
     for _ in range(options.get("rounds", 1)):  # successive generate() calls reuse batch slots
         outputs = llm.generate(work["prompts"], params, use_tqdm=False)
         tokens.append([[list(c.token_ids) for c in out.outputs] for out in outputs])
@@ -99,6 +109,22 @@ def main(options: dict) -> dict:
         "generate_s": round(gen_s, 2),
         "main_pid": os.getpid(),
     }
+
+
+def admission(llm, entries: list) -> list[dict]:
+    """One generate() per entry (see the module docstring); the engine keeps serving after a
+    rejected request, or the next generate() hangs (the caller's timeout turns that into a failure)."""
+    from vllm import SamplingParams
+
+    outcomes = []
+    for extra in entries:
+        params = SamplingParams(n=2, max_tokens=6, temperature=0.9, top_p=0.9, seed=11, extra_args=extra)
+        try:
+            out = llm.generate(["the quick brown fox"], params, use_tqdm=False)
+            outcomes.append({"tokens": [list(c.token_ids) for c in out[0].outputs]})
+        except Exception as exc:  # noqa: BLE001 - the rejection is the outcome
+            outcomes.append({"error": f"{type(exc).__name__}: {exc}"})
+    return outcomes
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ SHIM_MODULES = (
     "driftcheck.shims.plugin",
     "driftcheck.shims.runner_guard",
 )
+#: Bound by the plugin where no plan is bound yet (not chosen by a plan): it watches for ESamp being asked for.
+UNPLANNED_SHIMS = ("driftcheck.shims.esamp_request",)
 #: Every hook point a model runner needs bound before ESamp can run on it. A shim module serves
 #: one hook point for one runner family (RUNNER "v1" / "v2") or for every runner (RUNNER None).
 HOOK_POINTS = ("prepare_view", "post_filter", "layer_taps", "request_events", "request_identity", "engine_process",
@@ -179,6 +181,9 @@ class ShimPlan:
             for module in self.selected.get(runner, {}).values():
                 if surface_id in module.HANDLES:
                     return module.__name__.rsplit(".", 1)[-1]
+        for name in UNPLANNED_SHIMS:
+            if surface_id in importlib.import_module(name).HANDLES:
+                return name.rsplit(".", 1)[-1]
         return None
 
     def rule(self) -> str | None:

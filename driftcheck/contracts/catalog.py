@@ -282,6 +282,12 @@ SURFACES: tuple[Surface, ...] = (
         runner="v1",
     ),
     Surface(
+        "engine.create_config", "vllm.engine.arg_utils:EngineArgs.create_engine_config", "function",
+        ("return_arity",),
+        "builds the VllmConfig every engine process receives: where ESamp being asked for is first seen",
+        (C("create_config/returns-config", "returns the VllmConfig (one value)", "0.10.0-", return_arity="value"),),
+    ),
+    Surface(
         "engine.child_info", "vllm.v1.engine.parallel_sampling:ParentRequest.get_child_info", "function",
         ("signature", "return_arity"),
         "where the front-end names child i of an n>1 request and builds its params (the prompt group)",
