@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from driftcheck.errors import EXIT_BAD_INPUT, EXIT_LIVE_FAILED, BadInput, DriftcheckError
+from driftcheck.errors import EXIT_BAD_INPUT, EXIT_LIVE_FAILED, BadInput, DriftcheckError, LiveCheckFailed
 from driftcheck.probes.faults import FAULTS
 
 
@@ -180,7 +180,7 @@ def stress(shrink, seed, examples, multiproc, compiled, fault, esamp_beta, seede
     Exit codes: 0 passed, 1 a probe failed (the message names it), 4 the engine did not run.
     """
     from driftcheck.files import check_writable, write_atomic
-    from driftcheck.probes.stress_cli import print_summary, problems, render_markdown, run_stress
+    from driftcheck.probes.stress_cli import engine_died, print_summary, problems, render_markdown, run_stress
 
     if examples < 1:
         raise DriftcheckError("--examples must be at least 1")
@@ -188,12 +188,14 @@ def stress(shrink, seed, examples, multiproc, compiled, fault, esamp_beta, seede
         check_writable(report_path)  # refused before the engine runs, not after
     result = run_stress({"seed": seed, "examples": examples, "multiproc": multiproc, "compiled": compiled,
                          "fault": fault, "esamp_beta": esamp_beta, "seeded": seeded})
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-    else:
-        print_summary(result)
     if report_path:
         write_atomic(report_path, render_markdown(result))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    elif not engine_died(result):
+        print_summary(result)
+    if engine_died(result):
+        raise LiveCheckFailed(f"stress: {engine_died(result)}")
     sys.exit(1 if problems(result) else 0)
 
 

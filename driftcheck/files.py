@@ -164,7 +164,7 @@ def _make_parent(path: Path) -> None:
 
 def _stage(path: Path, data: bytes, existing: os.stat_result | None, temps: list[Path]) -> Path:
     for _ in range(100):
-        tmp = path.parent / f".dc-{secrets.token_hex(4)}.tmp"
+        tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.tmp"
         temps.append(tmp)  # before it exists: a signal from here on removes it
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
@@ -221,6 +221,41 @@ def write_files(files: dict[str | os.PathLike, str]) -> list[Path]:
         _remove(temps)
         raise
     return [path for path, _ in items]
+
+
+TEMP_PREFIX = ".dc-"  # staged files: .dc-<writer pid>-<random>.tmp beside their target
+
+
+def sweep_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Remove staged files whose writer is gone (a process killed with SIGKILL mid-write cannot
+    remove its own); a live writer's are left alone. Returns what was removed."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(TEMP_PREFIX) and name.endswith(".tmp")):
+            continue
+        pid = name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+            removed.append(Path(directory) / name)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:

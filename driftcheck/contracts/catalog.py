@@ -288,6 +288,19 @@ SURFACES: tuple[Surface, ...] = (
         (C("create_config/returns-config", "returns the VllmConfig (one value)", "0.10.0-", return_arity="value"),),
     ),
     Surface(
+        "engine.request_rejection", "vllm.exceptions:VLLMValidationError", "bases", ("present", "bases"),
+        "the error that tells vLLM (and `vllm serve`: HTTP 400) a request is the caller's fault",
+        (
+            C("rejection/value-error", "no vllm.exceptions: a ValueError from add_request is the caller's fault",
+              "0.10.0-0.13.0", present="no"),
+            C("rejection/validation-value-error", "VLLMValidationError(ValueError)", "0.14.0-0.26.0",
+              present="yes", bases="ValueError"),
+            C("rejection/validation-client-error", "VLLMValidationError(VLLMClientError): AsyncLLM.generate passes "
+              "only VLLMClientError on as the caller's fault; a ValueError becomes a 500", "0.27.0-",
+              present="yes", bases="VLLMClientError"),
+        ),
+    ),
+    Surface(
         "engine.child_info", "vllm.v1.engine.parallel_sampling:ParentRequest.get_child_info", "function",
         ("signature", "return_arity"),
         "where the front-end names child i of an n>1 request and builds its params (the prompt group)",

@@ -1,0 +1,86 @@
+"""The engine-core process killed (SIGKILL) in the middle of a stress run and of an ESamp run: the
+command ends within seconds with the dead process named, one line, exit 4; no traceback; nothing
+half-written in the report's folder; none of the run's processes left behind. (Before the watchdog,
+probes/watchdog.py, the stress waited on the dead engine until its own 900 s timeout.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.engine
+
+
+def _kill_engine_core_mid_run(proc: subprocess.Popen, settle_s: float) -> tuple[int, float, list]:
+    """Wait for the run's engine core, let it work `settle_s`, SIGKILL it; (pid, seconds the command
+    took to end after the kill, the run's other processes at the kill)."""
+    deadline = time.monotonic() + 120
+    core = None
+    while core is None:
+        assert proc.poll() is None, "the run ended before its engine core started"
+        assert time.monotonic() < deadline, "no engine core appeared"
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if "EngineCore" in " ".join(child.cmdline()):
+                    core = child
+            except psutil.NoSuchProcess:
+                pass
+        time.sleep(0.5)
+    time.sleep(settle_s)
+    assert proc.poll() is None, "the run ended before the kill: give it more work"
+    others = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.pid != core.pid]
+    core.kill()
+    t0 = time.monotonic()
+    proc.wait(timeout=120)
+    return core.pid, time.monotonic() - t0, others
+
+
+def _assert_gone(processes) -> None:
+    time.sleep(1)
+    alive = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"left behind: {alive}"
+
+
+def test_stress_run_whose_engine_core_is_killed_ends_at_once(tmp_path):
+    report = tmp_path / "reports" / "stress.md"
+    report.parent.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "driftcheck", "stress", "--shrink", "--multiproc", "--examples", "40",
+                             "--report", str(report)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    pid, took, others = _kill_engine_core_mid_run(proc, settle_s=12)
+    out, err = proc.communicate()
+    assert proc.returncode == 4, (out[-2000:], err[-2000:])
+    assert took < 30
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"driftcheck: error: stress: engine process {pid} (VLLM::EngineCore")
+    assert "while the run was in progress (in schedule s" in lines[0]
+    assert "Traceback" not in out + err
+    # the report says what happened, whole; nothing staged is left beside it
+    text = report.read_text()
+    assert text.startswith("# driftcheck stress --shrink") and "**FAILED**" in text and text.endswith("\n")
+    assert f"engine process {pid}" in text
+    assert sorted(p.name for p in report.parent.iterdir()) == ["stress.md"]
+    _assert_gone(others)
+
+
+def test_esamp_run_whose_engine_core_is_killed_ends_at_once(tmp_path):
+    import json
+
+    options = {"multiproc": True, "probes": False, "esamp": {"enable": True}, "beta": 0.8, "rounds": 400}
+    stats = tmp_path / "stats"
+    stats.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "driftcheck.probes.engine_run", json.dumps(options)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    pid, took, others = _kill_engine_core_mid_run(proc, settle_s=12)
+    out, err = proc.communicate()
+    assert proc.returncode == 4, err[-2000:]
+    assert took < 30
+    assert err.strip().splitlines()[-1].startswith(f"driftcheck: error: engine process {pid} (VLLM::EngineCore")
+    assert "DRIFTCHECK_RUN" not in out
+    _assert_gone(others)
