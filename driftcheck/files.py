@@ -190,12 +190,12 @@ def _stage(path: Path, data: bytes, existing: os.stat_result | None, temps: list
     return tmp
 
 
-def write_files(files: dict[str | os.PathLike, str]) -> list[Path]:
+def write_files(files: dict[str | os.PathLike, str | bytes]) -> list[Path]:
     """Write several files whole or not at all: all are staged first, then renamed into place.
 
     BadInput (nothing replaced) if a target is not a regular file or cannot be written.
     """
-    items = [(Path(p), text.encode("utf-8")) for p, text in files.items()]
+    items = [(Path(p), data if isinstance(data, bytes) else data.encode("utf-8")) for p, data in files.items()]
     for path, _ in items:
         check_writable(path)
     temps: list[Path] = []
@@ -258,7 +258,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
+def write_atomic(path: str | os.PathLike, text: str | bytes) -> None:
     """Write whole or not at all; never through a path that is not a regular file."""
     write_files({path: text})
 

@@ -28,6 +28,7 @@ class ESampCounters:
     candidate_steps: int = 0  # interventions that computed it at the candidates only
     rows_overflowed: int = 0  # rows the candidate path left alone (more candidates than it gathered)
     candidates_quantiles: dict = field(default_factory=dict)  # per-row candidate counts: median, p90, p99
+    agreement_hits: int = 0  # counted rows where logits_dist's best candidate is logits_ref's best one
 
     @property
     def loss_mean(self) -> float | None:
@@ -45,4 +46,7 @@ class ESampCounters:
         out = asdict(self)
         out["loss_mean"] = self.loss_mean
         out["candidates_per_row"] = self.candidates_sum / self.rows_counted if self.rows_counted else None
+        # how often the distiller's prediction, through the model's own norm and LM head, picks the
+        # model's own most likely candidate: what ESamp steers away from is what the model would do
+        out["dist_top1_agreement"] = self.agreement_hits / self.rows_counted if self.rows_counted else None
         return out

@@ -56,6 +56,7 @@ class FusedSampler:
     def __init__(self, counters: ESampCounters) -> None:
         self.counters = counters
         self.candidates_total = None  # device: surviving candidates over the counted rows
+        self.agreement_total = None  # device: counted rows where argmax logits_dist == argmax logits_ref
         self.overflow_total = None  # device: rows the candidate path left alone (more candidates than k)
         self.count_copies = deque()  # (pinned host copy of a step's largest candidate count, ready event)
         self.recent_max: int | None = None
@@ -104,12 +105,15 @@ class FusedSampler:
         counts = torch.isfinite(ref).sum(dim=-1)  # per row, on the device
         self._record_counts(counts)
         weight = plain_lm_head(model) if k is not None else None
+        counted = (c.intervention_calls + 1) % CANDIDATES_EVERY == 1  # this step's rows are counted
         with torch.no_grad():
             if weight is None:  # dense
                 c.dense_steps += 1
                 dist = logits_from_hidden(model, pending.prediction.to(weight_dtype(model)))[:, : ref.shape[1]]
                 out = fused_logits(ref, dist, beta_dev, temperature,
                                    any_beta_at_most_minus_one=bool((betas <= -1).any()))
+                if counted:
+                    agree = dist.masked_fill(~torch.isfinite(ref), float("-inf")).argmax(-1) == ref.argmax(-1)
             else:  # candidates
                 c.candidate_steps += 1
                 k = min(k, ref.shape[1])
@@ -121,12 +125,16 @@ class FusedSampler:
                 out = ref.clone().scatter_(1, idx, fused_at(values, dist, acting, temperature))
                 over = (~covered & (beta_dev != 0)).sum()
                 self.overflow_total = over if self.overflow_total is None else self.overflow_total + over
+                if counted:  # topk is sorted: column 0 is logits_ref's best candidate
+                    agree = dist.masked_fill(~torch.isfinite(values), float("-inf")).argmax(-1) == 0
         c.intervention_calls += 1
         acting_rows = int((betas != 0).sum())
-        if c.intervention_calls % CANDIDATES_EVERY == 1:
+        if counted:
             active = beta_dev != 0
             candidates = torch.where(active, counts, torch.zeros_like(counts)).sum()
             self.candidates_total = candidates if self.candidates_total is None else self.candidates_total + candidates
+            hits = (agree & active).sum()
+            self.agreement_total = hits if self.agreement_total is None else self.agreement_total + hits
             c.rows_counted += acting_rows
             if len(self.count_samples) < COUNT_SAMPLES:
                 self.count_samples.append(counts[active])
@@ -142,6 +150,8 @@ class FusedSampler:
             c.candidates_sum = int(self.candidates_total)
         if self.overflow_total is not None:
             c.rows_overflowed = int(self.overflow_total)
+        if self.agreement_total is not None:
+            c.agreement_hits = int(self.agreement_total)
         if self.count_samples:
             all_counts = torch.cat(self.count_samples).float().cpu()
             if all_counts.numel():

@@ -18,7 +18,13 @@ FAULTS = {
                   "live row count (the decode-shrink bug)",
     "drop_id_map": "forget the request identity: events carry the engine's id where the caller's belongs",
     "silent_tap": "tapped layers keep their buffers but never write them (port hits stay 0)",
+    # meaning-changing faults: every shape probe stays green; only the effect probe sees them
+    "ignore_fused": "ESamp computes the fused logits, but the draw uses vLLM's unfused ones",
+    "deep_from_shallow": "the distiller's deep target is read from the shallow tap (the wrong layer)",
+    "shuffle_rows": "the deep rows are shifted by one request before training (misaligned rows)",
 }
+#: The faults `driftcheck explore --check` must catch (the others are the shape probes' business).
+MEANING_FAULTS = ("ignore_fused", "deep_from_shallow", "shuffle_rows")
 
 _injected: dict[str, list[Patch]] = {}
 
@@ -72,7 +78,43 @@ def _silent_tap() -> list[Patch]:
     return [Patch(layer_taps, "attach_tap", make, __name__)]
 
 
-_BUILD = {"stale_rows": _stale_rows, "drop_id_map": _drop_id_map, "silent_tap": _silent_tap}
+def _ignore_fused() -> list[Patch]:
+    from esamp.controller import ESampController
+
+    def make(original):
+        def post_filter(self, batch):
+            original(self, batch)  # fused, counted as an intervention ...
+            return None  # ... and dropped: vLLM draws from its own logits
+
+        return post_filter
+
+    return [Patch(ESampController, "post_filter", make, __name__)]
+
+
+def _step_rows(transform) -> list[Patch]:
+    from esamp.controller import ESampController
+
+    def make(original):
+        def _step(self, view, keep, shallow, deep):
+            return original(self, view, keep, shallow, transform(shallow, deep))
+
+        return _step
+
+    return [Patch(ESampController, "_step", make, __name__)]
+
+
+def _deep_from_shallow() -> list[Patch]:
+    return _step_rows(lambda shallow, deep: shallow.clone())
+
+
+def _shuffle_rows() -> list[Patch]:
+    import torch
+
+    return _step_rows(lambda shallow, deep: torch.roll(deep, 1, dims=0) if deep.shape[0] > 1 else deep)
+
+
+_BUILD = {"stale_rows": _stale_rows, "drop_id_map": _drop_id_map, "silent_tap": _silent_tap,
+          "ignore_fused": _ignore_fused, "deep_from_shallow": _deep_from_shallow, "shuffle_rows": _shuffle_rows}
 
 
 def inject(name: str) -> None:

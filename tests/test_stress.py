@@ -43,6 +43,13 @@ def test_stress_passes(args, installed_contracts):
     for e in result["examples"]:
         assert max(e["max_err"].values()) < 1e-3
     assert result["return_violations"] == []
+    # the request kinds covered, caller ids that look like vLLM's own among them (the fixed first
+    # schedule: '7_batch', '1_x', '2_x' with n=1, 'q-abcdefgh', 'batch' with n=3), each attributed
+    kinds = result["kinds"]
+    assert kinds["id like a child id (i_R)"] >= 4 and kinds["id like a reassigned id (R-xxxxxxxx)"] >= 1
+    assert kinds["n=1"] >= 4 and kinds["n>1"] >= 2 and kinds["prompt over the token budget (chunked prefill)"] >= 1
+    assert result["examples"][0]["violations"] == [] and result["examples"][0]["requests"] == 6
+    assert result["seeded"] == {"drawn": False, "why": result["seeded"]["why"]} and "upstream" in result["seeded"]["why"]
     assert result["returns"]["runner.prepare_inputs"] == [installed_contracts["runner.prepare_inputs"]
                                                           .aspects["return_names"].arity]
 
