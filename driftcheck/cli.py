@@ -223,9 +223,10 @@ def explore(out_path, problems, check, fault, as_json) -> None:
         if as_json:
             click.echo(json.dumps(result, indent=2))
         f = result["figures"]
-        click.echo(f"effect probe on {f['slice']} problems: ESamp moved {f['moved']:.1%} of samples, distiller "
-                   f"agreement {f['agreement'] if f['agreement'] is None else round(f['agreement'], 3)}, distinct "
-                   f"correct {f['distinct_esamp']} vs vanilla {f['distinct_vanilla']}", err=as_json)
+        click.echo(f"effect probe on {f['slice']} problems: ESamp moved {f['moved']:.1%} of samples, distiller R² "
+                   f"{f['r2'] if f['r2'] is None else round(f['r2'], 3)} (copying the shallow row: "
+                   f"{f['r2_shallow'] if f['r2_shallow'] is None else round(f['r2_shallow'], 3)}), distinct correct "
+                   f"{f['distinct_esamp']} vs vanilla {f['distinct_vanilla']}", err=as_json)
         for line in result["problems"]:
             click.echo(f"FAIL {line}", err=as_json)
         sys.exit(1 if result["problems"] else 0)
@@ -233,7 +234,8 @@ def explore(out_path, problems, check, fault, as_json) -> None:
         check_writable(path)  # refused before the engine runs, not after
     report = exploration.evaluate(problems or exploration.PROBLEMS, log=log)
     exploration.write_report(report, out_path)
-    click.echo(exploration.verdict(report["results"]))
+    for table in report["tables"]:
+        click.echo(f"max_num_seqs {table['max_num_seqs']}: {exploration.verdict(table['results'])}")
     click.echo(f"wrote {out_path}")
 
 
@@ -274,7 +276,7 @@ def matrix(releases, out_dir) -> None:
 @click.argument("what", type=click.Choice(["throughput", "scan", "render"]))
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--shape", default="cpu-mid", show_default=True, type=TEXT,
-              help="model shape (driftcheck/bench/shapes.py SHAPES)")
+              help="model shape (driftcheck/bench/shapes.py SHAPES; 'task': the trained task model, CPU)")
 @click.option("--mode", type=click.Choice(["eager", "graphs"]), default="eager", show_default=True)
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 50), help="timed rounds per variant")
 @click.option("--profile", is_flag=True, help="also profile one round of each variant (top operators)")
@@ -287,11 +289,13 @@ def bench(what, device, shape, mode, rounds, profile, json_path, md_path, log_di
     from driftcheck.bench import report as bench_report
     from driftcheck.bench.runner import run_benchmark
     from driftcheck.bench.scan_timing import bench_scan
-    from driftcheck.bench.shapes import SHAPES
+    from driftcheck.bench.shapes import SHAPES, TRAINED
     from driftcheck.files import check_writable, write_atomic
 
-    if shape not in SHAPES:
-        _fail(BadInput(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}"))
+    if shape not in SHAPES and shape not in TRAINED:
+        _fail(BadInput(f"unknown shape {shape!r}; known: {', '.join([*SHAPES, *TRAINED])}"))
+    if shape in TRAINED and device != "cpu":
+        _fail(BadInput(f"shape {shape!r} runs on the CPU only"))
     for path in (json_path, md_path):
         check_writable(path)
     json_file = Path(json_path)

@@ -10,10 +10,11 @@ intervals over problems. Writes reports/exploration.md and a pass@k plot (PNG).
 `--check` is the effect probe: a small fixed slice, vanilla and ESamp β = 0.8 (shared), and it
 fails, naming what was lost, when
   - the draw ignores the fused logits (ESamp moved no sample),
-  - the distiller no longer predicts the deep state (the share of rows where LM head(norm(its
-    prediction))'s best candidate is the model's own best falls below AGREEMENT_MIN: a wrong
-    layer or misaligned rows), or
-  - exploration is lost (ESamp finds fewer distinct correct answers per problem than vanilla).
+  - the distiller no longer predicts the deep state: its out-of-sample R² on the deep tap's rows,
+    read by the probe independently of ESamp (probes/effect.py), falls below R2_MIN (a wrong
+    layer, or rows misaligned with their requests).
+It also reports distinct correct answers per problem for both; on this task ESamp does not find
+more than vanilla (reports/exploration.md), so that figure is reported, not required.
 The fault switches (probes/faults.py MEANING_FAULTS) prove each is caught while the shape probes
 stay green.
 
@@ -37,11 +38,19 @@ KS = (1, 2, 4, 8, 16)
 SAMPLING = {"temperature": 0.8, "top_p": 0.95}  # a common sampling setting
 PROBLEMS = 200  # held-out problems in the report
 CHECK_PROBLEMS = 48  # the effect probe's slice
+#: Batch sizes (max_num_seqs) of the report. The distiller takes one step per engine step: with 256
+#: rows a step, 200 problems x n=16 of 2-5 tokens are ~50 steps and it barely learns (R² ~0.07);
+#: with 16 (one prompt's samples a step) ~1,000 steps. Both are reported.
+BATCHES = (256, 16)
+CHECK_BATCH = 16
+#: Other ESamp settings the report tries (β = 0.8, shared distiller, max_num_seqs CHECK_BATCH).
+OTHER_SETTINGS = (("lr 1e-4", {"lr": 1e-4}), ("lr 1e-2", {"lr": 1e-2}), ("width 64", {"width": 64}),
+                  ("width 1024", {"width": 1024}))
 BOOTSTRAP = 2000
 ENGINE_TIMEOUT_S = 600
 #: The effect probe's floors, set from the clean and the faulted runs (README: "Effect probe").
-MOVED_MIN = 0.2  # share of ESamp samples that differ from vanilla's (same seeds)
-AGREEMENT_MIN = 0.5  # distiller top-1 agreement with the model's own logits
+MOVED_MIN = 0.2  # share of ESamp samples that differ from vanilla's (same seeds): clean 0.60, ignore_fused 0
+R2_MIN = 0.15  # the distiller's out-of-sample R² on the deep state: clean 0.28, faults 0.01-0.07
 
 
 @dataclass(frozen=True)
@@ -116,33 +125,39 @@ def engine_main(spec: dict) -> dict:
     esamp = spec["beta"] is not None
     if esamp:
         import esamp.runtime  # noqa: F401 - binds the shims
+        from driftcheck.probes import effect
+
+        effect.attach()
     from vllm import LLM, SamplingParams
 
     from driftcheck.models.task import EOS, MAX_ANSWER, eval_problems
 
     problems = eval_problems()[: spec["problems"]]
-    kwargs = {"additional_config": {"esamp": {"enable": True, "sharing": spec["sharing"]}}} if esamp else {}
+    settings = {"enable": True, "sharing": spec["sharing"], **spec.get("esamp", {})}
+    kwargs = {"additional_config": {"esamp": settings}} if esamp else {}
     llm = LLM(model=spec["model"], skip_tokenizer_init=True, enforce_eager=True, dtype="float32", max_model_len=32,
-              max_num_seqs=256, seed=0, **kwargs)
+              max_num_seqs=spec.get("max_num_seqs", 256), seed=0, **kwargs)
     params = [SamplingParams(n=N, max_tokens=MAX_ANSWER, seed=1000 + i, stop_token_ids=[EOS], detokenize=False,
                              extra_args={"esamp_beta": spec["beta"]} if esamp else None, **SAMPLING)
               for i in range(len(problems))]
     t0 = time.perf_counter()
     outs = llm.generate([{"prompt_token_ids": p.prompt_ids()} for p in problems], params, use_tqdm=False)
     seconds = time.perf_counter() - t0
-    stats = None
+    stats = fidelity = None
     if esamp:
         from esamp import controller
 
-        stats = controller.CONTROLLER.stats()
+        stats, fidelity = controller.CONTROLLER.stats(), effect.FIDELITY.to_json()
     return {"tokens": [[list(c.token_ids) for c in o.outputs] for o in outs], "esamp": stats,
-            "seconds": round(seconds, 1)}
+            "fidelity": fidelity, "seconds": round(seconds, 1)}
 
 
-def run_config(model_dir: str, config: Config, problems: int, fault: str | None = None) -> dict:
+def run_config(model_dir: str, config: Config, problems: int, fault: str | None = None, **engine) -> dict:
+    """One configuration in a fresh process; `engine`: max_num_seqs, esamp (more ESamp settings)."""
     from driftcheck.errors import LiveCheckFailed
 
-    spec = {"model": model_dir, "beta": config.beta, "sharing": config.sharing, "problems": problems, "fault": fault}
+    spec = {"model": model_dir, "beta": config.beta, "sharing": config.sharing, "problems": problems, "fault": fault,
+            **engine}
     with tempfile.TemporaryDirectory() as cwd:
         try:
             proc = subprocess.run([sys.executable, "-m", "driftcheck.explore", "--engine", json.dumps(spec)],
@@ -158,23 +173,35 @@ def run_config(model_dir: str, config: Config, problems: int, fault: str | None 
 
 # --------------------------------------------------------------------------- the report
 
-def evaluate(problems: int = PROBLEMS, configs=CONFIGS, log=print) -> dict:
+def evaluate(problems: int = PROBLEMS, configs=CONFIGS, batches=BATCHES, log=print) -> dict:
+    """Every configuration at every batch size (max_num_seqs), against vanilla at the same one."""
     from driftcheck.models.task import ensure_task_model, eval_problems, training_record
 
     model_dir = str(ensure_task_model(log=log))
     held_out = eval_problems()[:problems]
-    runs = {}
-    for config in configs:
-        log(f"explore: {config.label} on {problems} problems x n={N} ...")
-        runs[config.label] = run_config(model_dir, config, problems)
-    base = per_problem(held_out, runs["vanilla"]["tokens"])
-    results = []
-    for config in configs:
-        rows = per_problem(held_out, runs[config.label]["tokens"])
-        results.append({"label": config.label, "beta": config.beta, "sharing": config.sharing,
-                        "metrics": metrics(rows, None if config.beta is None else base),
-                        "esamp": runs[config.label]["esamp"], "seconds": runs[config.label]["seconds"]})
-    return {"problems": problems, "model": training_record(model_dir), "results": results}
+    tables, bases = [], {}
+    for batch in batches:
+        runs = {}
+        for config in configs:
+            log(f"explore: {config.label}, max_num_seqs {batch}, {problems} problems x n={N} ...")
+            runs[config.label] = run_config(model_dir, config, problems, max_num_seqs=batch)
+        bases[batch] = base = per_problem(held_out, runs["vanilla"]["tokens"])
+        results = []
+        for config in configs:
+            run = runs[config.label]
+            results.append({"label": config.label, "beta": config.beta, "sharing": config.sharing,
+                            "metrics": metrics(per_problem(held_out, run["tokens"]),
+                                               None if config.beta is None else base),
+                            "esamp": run["esamp"], "fidelity": run["fidelity"], "seconds": run["seconds"]})
+        tables.append({"max_num_seqs": batch, "results": results})
+    others = []
+    for label, settings in (OTHER_SETTINGS if CHECK_BATCH in bases else ()):
+        config = Config(f"ESamp β=0.8 shared, {label}", 0.8)
+        log(f"explore: {config.label}, max_num_seqs {CHECK_BATCH} ...")
+        run = run_config(model_dir, config, problems, max_num_seqs=CHECK_BATCH, esamp=settings)
+        others.append({"label": config.label, "settings": settings, "esamp": run["esamp"], "fidelity": run["fidelity"],
+                       "metrics": metrics(per_problem(held_out, run["tokens"]), bases[CHECK_BATCH])})
+    return {"problems": problems, "model": training_record(model_dir), "tables": tables, "others": others}
 
 
 def _cell(value) -> str:
@@ -183,7 +210,7 @@ def _cell(value) -> str:
 
 
 def markdown(report: dict, plot_name: str | None) -> str:
-    model, rs = report["model"], report["results"]
+    model = report["model"]
     lines = [
         "# Does ESamp explore? pass@k on the built-in task model",
         "",
@@ -200,47 +227,63 @@ def markdown(report: dict, plot_name: str | None) -> str:
         "",
         f"Workload: {report['problems']} held-out problems × n={N} samples, temperature "
         f"{SAMPLING['temperature']}, top_p {SAMPLING['top_p']}, per-request seeds (vanilla and ESamp draw with "
-        f"the same generators). Intervals: 95 % bootstrap over problems ({BOOTSTRAP} resamples); Δ = the "
-        "configuration minus vanilla, paired by problem.",
-        "",
-        "| configuration | " + " | ".join(f"pass@{k}" for k in KS) + " | distinct correct / problem |",
-        "|---|" + "---|" * (len(KS) + 1),
+        f"the same generators); ESamp's defaults otherwise (width 256, lr 1e-3). Intervals: 95 % bootstrap "
+        f"over problems ({BOOTSTRAP} resamples); Δ = the configuration minus vanilla, paired by problem. The "
+        "distiller takes one Adam step per engine step, so how much it learns depends on the batch size: each "
+        "table is one `max_num_seqs`. R² = the distiller's out-of-sample R² on the deep state (probes/effect.py).",
     ]
-    for r in rs:
-        m = r["metrics"]
-        lines.append(f"| {r['label']} | " + " | ".join(_cell(m[f'pass@{k}']) for k in KS)
-                     + f" | {_cell(m['distinct'])} |")
-    lines += ["", "Against vanilla (paired):", "",
-              "| configuration | " + " | ".join(f"Δpass@{k}" for k in KS) + " | Δdistinct |",
-              "|---|" + "---|" * (len(KS) + 1)]
-    for r in rs[1:]:
-        m = r["metrics"]
-        lines.append(f"| {r['label']} | " + " | ".join(_cell(m[f'Δpass@{k}']) for k in KS)
-                     + f" | {_cell(m['Δdistinct'])} |")
-    lines += ["", "ESamp's own counters per run (train steps, final loss, distiller top-1 agreement with the "
-              "model's logits, candidates per row):", ""]
-    for r in rs[1:]:
-        e = r["esamp"] or {}
-        lines.append(f"- {r['label']}: {e.get('train_steps')} train steps, loss {e.get('loss_mean', 0):.3f} mean / "
-                     f"{e.get('loss_last', 0):.3f} last, agreement {e.get('dist_top1_agreement', 0):.3f}, "
-                     f"{e.get('candidates_per_row', 0):.1f} candidates per row, {r['seconds']} s")
-    lines += ["", "## Verdict", "", verdict(rs)]
+    for table in report["tables"]:
+        rs = table["results"]
+        lines += ["", f"## max_num_seqs {table['max_num_seqs']}", "",
+                  "| configuration | " + " | ".join(f"pass@{k}" for k in KS) + " | distinct correct / problem |",
+                  "|---|" + "---|" * (len(KS) + 1)]
+        for r in rs:
+            m = r["metrics"]
+            lines.append(f"| {r['label']} | " + " | ".join(_cell(m[f'pass@{k}']) for k in KS)
+                         + f" | {_cell(m['distinct'])} |")
+        lines += ["", "| against vanilla (paired) | " + " | ".join(f"Δpass@{k}" for k in KS) + " | Δdistinct |",
+                  "|---|" + "---|" * (len(KS) + 1)]
+        for r in rs[1:]:
+            m = r["metrics"]
+            lines.append(f"| {r['label']} | " + " | ".join(_cell(m[f'Δpass@{k}']) for k in KS)
+                         + f" | {_cell(m['Δdistinct'])} |")
+        lines += [""]
+        for r in rs[1:]:
+            e, f = r["esamp"] or {}, r["fidelity"] or {}
+            lines.append(f"- {r['label']}: {e.get('train_steps')} train steps, loss {e.get('loss_mean') or 0:.3f} "
+                         f"mean, R² {f.get('r2') or 0:.3f} (copying the shallow row: {f.get('r2_shallow') or 0:.3f}), "
+                         f"distiller top-1 agreement {e.get('dist_top1_agreement') or 0:.3f}, "
+                         f"{e.get('candidates_per_row') or 0:.1f} candidates per row, {r['seconds']} s")
+        lines += ["", "**Verdict:** " + verdict(rs)]
+    if report.get("others"):
+        lines += ["", f"## Other ESamp settings (β=0.8, shared, max_num_seqs {CHECK_BATCH}; Δ against vanilla above)",
+                  "", "| settings | Δpass@1 | Δpass@4 | Δpass@16 | Δdistinct | R² |", "|---|---|---|---|---|---|"]
+        for o in report["others"]:
+            m, f = o["metrics"], o["fidelity"] or {}
+            lines.append(f"| {o['label']} | {_cell(m['Δpass@1'])} | {_cell(m['Δpass@4'])} | {_cell(m['Δpass@16'])} | "
+                         f"{_cell(m['Δdistinct'])} | {f.get('r2') or 0:.3f} |")
     if plot_name:
         lines += ["", f"![pass@k]({plot_name})"]
     return "\n".join(lines) + "\n"
 
 
 def verdict(results: list[dict]) -> str:
-    """What the numbers say, plainly, for the best ESamp configuration at pass@16 and in distinct answers."""
+    """What the numbers say, plainly: the best ESamp configuration at pass@1, at pass@16 and in
+    distinct correct answers, each with its paired difference to vanilla."""
     esamp = results[1:]
-    best = max(esamp, key=lambda r: r["metrics"]["Δpass@16"][0])
-    d16, dd = best["metrics"]["Δpass@16"], best["metrics"]["Δdistinct"]
+
     def sig(ci):
         return "above zero" if ci[1] > 0 else ("below zero" if ci[2] < 0 else "not distinguishable from zero")
-    return (f"Best ESamp configuration at pass@16: {best['label']}, Δpass@16 {_cell(d16)} ({sig(d16)}), "
-            f"Δdistinct correct answers {_cell(dd)} ({sig(dd)}). "
-            + ("ESamp beats vanilla here." if d16[1] > 0 or dd[1] > 0 else
-               "ESamp does not beat vanilla on this task with these settings; the table says by how much."))
+
+    parts, wins = [], False
+    for key, what in (("Δpass@1", "pass@1"), ("Δpass@16", "pass@16"), ("Δdistinct", "distinct correct answers")):
+        best = max(esamp, key=lambda r: r["metrics"][key][0])
+        ci = best["metrics"][key]
+        parts.append(f"{what}: best {best['label']}, Δ {_cell(ci)} ({sig(ci)})")
+        wins = wins or (key != "Δpass@1" and ci[1] > 0)
+    return ("; ".join(parts) + ". " + ("ESamp explores more than vanilla here." if wins else
+            "ESamp does not find more correct answers than vanilla on this task (pass@16, distinct answers); "
+            "where it helps, it is pass@1."))
 
 
 def plot(report: dict, path: str) -> None:
@@ -249,19 +292,22 @@ def plot(report: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for r in report["results"]:
-        means = [r["metrics"][f"pass@{k}"][0] for k in KS]
-        err = [[m - r["metrics"][f"pass@{k}"][1] for k, m in zip(KS, means)],
-               [r["metrics"][f"pass@{k}"][2] - m for k, m in zip(KS, means)]]
-        ax.errorbar(KS, means, yerr=err, marker="o", capsize=3, label=r["label"])
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(KS, [str(k) for k in KS])
-    ax.set_xlabel("k")
-    ax.set_ylabel("pass@k (95 % bootstrap interval)")
-    ax.set_title(f"subset sum, {report['problems']} held-out problems, n={N}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    tables = report["tables"]
+    fig, axes = plt.subplots(1, len(tables), figsize=(5.2 * len(tables), 4.2), dpi=120, sharey=True, squeeze=False)
+    for ax, table in zip(axes[0], tables):
+        for r in table["results"]:
+            means = [r["metrics"][f"pass@{k}"][0] for k in KS]
+            err = [[m - r["metrics"][f"pass@{k}"][1] for k, m in zip(KS, means)],
+                   [r["metrics"][f"pass@{k}"][2] - m for k, m in zip(KS, means)]]
+            ax.errorbar(KS, means, yerr=err, marker="o", capsize=3, label=r["label"])
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(KS, [str(k) for k in KS])
+        ax.set_xlabel("k")
+        ax.set_title(f"max_num_seqs {table['max_num_seqs']}")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("pass@k (95 % bootstrap interval)")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(f"subset sum, {report['problems']} held-out problems, n={N}")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -295,27 +341,26 @@ def check(problems: int = CHECK_PROBLEMS, fault: str | None = None, log=print, v
 
     model_dir = str(ensure_task_model(log=log))
     slice_ = eval_problems()[:problems]
-    vanilla = vanilla or run_config(model_dir, Config("vanilla", None), problems)
-    esamp = run_config(model_dir, Config("ESamp β=0.8 shared", 0.8), problems, fault=fault)
+    vanilla = vanilla or run_config(model_dir, Config("vanilla", None), problems, max_num_seqs=CHECK_BATCH)
+    esamp = run_config(model_dir, Config("ESamp β=0.8 shared", 0.8), problems, fault=fault, max_num_seqs=CHECK_BATCH)
     pairs = [(a, b) for va, vb in zip(vanilla["tokens"], esamp["tokens"]) for a, b in zip(va, vb)]
     moved = sum(a != b for a, b in pairs) / len(pairs)
     base, rows = per_problem(slice_, vanilla["tokens"]), per_problem(slice_, esamp["tokens"])
     distinct_v = sum(r["distinct"] for r in base) / len(base)
     distinct_e = sum(r["distinct"] for r in rows) / len(rows)
-    e = esamp["esamp"] or {}
-    agreement = e.get("dist_top1_agreement")
+    e, fidelity = esamp["esamp"] or {}, esamp["fidelity"] or {}
+    r2 = fidelity.get("r2")
     found = []
     if moved < MOVED_MIN:
         found.append(f"ESamp moved {moved:.1%} of the samples (same seeds as vanilla; at least {MOVED_MIN:.0%} "
                      "expected): the draw does not use the fused logits (surface sampler post-filter)")
-    if agreement is None or agreement < AGREEMENT_MIN:
-        found.append(f"the distiller's prediction agrees with the model's own best candidate on "
-                     f"{0 if agreement is None else agreement:.1%} of rows (at least {AGREEMENT_MIN:.0%} expected): "
-                     "it is not predicting the deep state (wrong tap layer, or rows misaligned with their requests)")
-    if distinct_e < distinct_v:
-        found.append(f"ESamp found {distinct_e:.2f} distinct correct answers per problem, vanilla {distinct_v:.2f}: "
-                     "exploration lost")
-    return {"problems": found, "figures": {"moved": round(moved, 3), "agreement": agreement,
+    if r2 is None or r2 < R2_MIN:
+        found.append(f"the distiller's prediction explains {0 if r2 is None else r2:.1%} of the deep state's variance "
+                     f"out of sample (R², at least {R2_MIN:.0%} expected; copying the shallow row: "
+                     f"{fidelity.get('r2_shallow') or 0:.1%}): it is not predicting the deep state (wrong tap layer, "
+                     "or rows misaligned with their requests)")
+    return {"problems": found, "figures": {"moved": round(moved, 3), "r2": r2, "r2_shallow": fidelity.get("r2_shallow"),
+                                           "agreement": e.get("dist_top1_agreement"),
                                            "distinct_vanilla": round(distinct_v, 3),
                                            "distinct_esamp": round(distinct_e, 3),
                                            "loss_mean": e.get("loss_mean"), "slice": problems, "fault": fault}}

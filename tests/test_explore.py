@@ -62,7 +62,9 @@ def task_model():
 def vanilla_slice(task_model):
     from driftcheck.explore import CHECK_PROBLEMS, run_config
 
-    return run_config(task_model, Config("vanilla", None), CHECK_PROBLEMS)
+    from driftcheck.explore import CHECK_BATCH
+
+    return run_config(task_model, Config("vanilla", None), CHECK_PROBLEMS, max_num_seqs=CHECK_BATCH)
 
 
 @pytest.mark.engine
@@ -73,7 +75,7 @@ def test_the_effect_probe_passes_on_the_clean_tree(task_model):
     result = json.loads(proc.stdout)
     assert result["problems"] == []
     f = result["figures"]
-    assert f["moved"] >= 0.2 and f["agreement"] >= 0.5 and f["distinct_esamp"] >= f["distinct_vanilla"]
+    assert f["moved"] >= 0.2 and f["r2"] >= 0.15 > f["r2_shallow"]
 
 
 @pytest.mark.engine

@@ -19,12 +19,15 @@ def record(result: dict, json_path: Path) -> None:
 
 def render_markdown(data: dict) -> str:
     lines = ["# Benchmarks", "",
-             "Produced by `driftcheck bench` (driftcheck/throughput.py; GPU rows by "
+             "Produced by `driftcheck bench` (driftcheck/bench/; GPU rows by "
              "`benchmarks/gpu_bundle.py` + one device call). Do not edit by hand.", "",
              "## Throughput: ESamp vs vanilla vLLM", "",
              "Same engine settings and SamplingParams (n=16, temperature 0.8, top_p 0.95, ignore_eos, fixed "
              f"max_tokens, prefix caching off); ESamp at β={BETA} on every request; two warm engines, timed rounds "
-             "alternating A B A B. Ratio = ESamp tok/s / vanilla tok/s, per pair of rounds: median [min–max].", "",
+             "alternating A B A B. Ratio = ESamp tok/s / vanilla tok/s, per pair of rounds: median [min–max]. "
+             "Shape `task`: the trained task model (driftcheck/models/task.py) with real weights, its own held-out "
+             "prompts, answers ended by its end token. Candidates per row after top-k/top-p/min-p: mean "
+             "(median / p90 / p99 where counted).", "",
              "| machine | vLLM | shape | mode | min_p | vanilla tok/s | ESamp tok/s | ratio | candidates/row |",
              "|---|---|---|---|---|---|---|---|---|"]
     skipped = []
@@ -34,8 +37,11 @@ def render_markdown(data: dict) -> str:
         if "error" in r:
             skipped.append(f"- `{label}`: could not run: {r['error']}")
             continue
-        cand = (r.get("esamp_counters") or {}).get("candidates_per_row")
+        counters = r.get("esamp_counters") or {}
+        cand, q = counters.get("candidates_per_row"), counters.get("candidates_quantiles") or {}
         cand_text = f"{cand:,.0f}" if cand else "-"
+        if q:
+            cand_text += f" ({q['median']:,.0f} / {q['p90']:,.0f} / {q['p99']:,.0f})"
         for variant, v in r["variants"].items():
             lines.append(f"| {r['machine']} | {r['vllm']} | {r['shape']} | {r['mode']} | {variant.split('=')[1]} | "
                          f"{statistics.median(v['vanilla_tok_s']):,.0f} | {statistics.median(v['esamp_tok_s']):,.0f} | "

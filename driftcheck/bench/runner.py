@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from driftcheck.bench.shapes import BETA, MIN_P_VARIANTS, SAMPLING, WORKLOADS, write_model_dir
+from driftcheck.bench.shapes import BETA, MIN_P_VARIANTS, SAMPLING, workload, write_model_dir
 
 
 class Worker:
@@ -54,7 +54,8 @@ def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: b
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="driftcheck-bench-"))
     label = f"{device}-{shape}-{mode}"
     model_dir = write_model_dir(shape, log_dir / "models")
-    base = {"device": device, "mode": mode, "model_dir": str(model_dir), "workload": WORKLOADS[device],
+    work = workload(device, shape)
+    base = {"device": device, "mode": mode, "shape": shape, "model_dir": str(model_dir), "workload": work,
             "label": label}
     workers = []
     try:
@@ -64,7 +65,7 @@ def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: b
             w.info = w.ask()
         vanilla, esamp = workers
         result = {"label": label, "device": device, "shape": shape, "mode": mode, "rounds": rounds,
-                  "workload": WORKLOADS[device], "sampling": SAMPLING, "beta": BETA, "machine": machine(device),
+                  "workload": work, "sampling": SAMPLING, "beta": BETA, "machine": machine(device),
                   "vllm": vanilla.info["vllm"], "torch": vanilla.info["torch"],
                   "load_s": {"vanilla": vanilla.info["load_s"], "esamp": esamp.info["load_s"]}, "variants": {}}
         for min_p in MIN_P_VARIANTS:

@@ -18,10 +18,16 @@ SHAPES = {
                    "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064},
 }
 
+#: "task": the trained built-in task model (driftcheck/models/task.py, real weights, peaked logits
+#: like a trained LM's: a few candidates per row after top_p), its own held-out prompts, each answer
+#: ended by the model's end token (no ignore_eos). CPU only.
+TRAINED = ("task",)
+
 #: Workloads per device: the GPU one is the device recipe's baseline (16 prompts x n=16 x 128).
 WORKLOADS = {
     "cpu": {"prompts": 4, "prompt_len": 32, "n": 16, "max_tokens": 32},
     "cuda": {"prompts": 16, "prompt_len": 32, "n": 16, "max_tokens": 128},
+    "task": {"prompts": 64, "n": 16},
 }
 SAMPLING = {"temperature": 0.8, "top_p": 0.95}
 MIN_P_VARIANTS = (0.0, 0.05)  # without and with min_p
@@ -29,7 +35,12 @@ BETA = 0.8
 
 
 def write_model_dir(shape: str, root: Path) -> Path:
-    """A Qwen2 config.json of the named shape (weights come from load_format="dummy")."""
+    """A Qwen2 config.json of the named shape (weights come from load_format="dummy"), or the
+    trained task model's own directory."""
+    if shape in TRAINED:
+        from driftcheck.models.task import ensure_task_model
+
+        return ensure_task_model()
     cfg = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
            "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
            "tie_word_embeddings": shape == "qwen2.5-0.5b", "torch_dtype": "bfloat16",
@@ -40,12 +51,27 @@ def write_model_dir(shape: str, root: Path) -> Path:
     return out
 
 
-def engine_kwargs(device: str, mode: str) -> dict:
+def engine_kwargs(device: str, mode: str, shape: str = "") -> dict:
     """vLLM engine settings per device and mode (eager | graphs); shared by both workers."""
-    common = {"load_format": "dummy", "skip_tokenizer_init": True, "seed": 0, "enable_prefix_caching": False,
-              "max_model_len": 1024}
+    common = {"load_format": "auto" if shape in TRAINED else "dummy", "skip_tokenizer_init": True, "seed": 0,
+              "enable_prefix_caching": False, "max_model_len": 1024 if shape not in TRAINED else 32}
     if device == "cpu":
         return {**common, "dtype": "float32", "enforce_eager": mode == "eager", "max_num_seqs": 64}
     from driftcheck.models.engine_env import gpu_engine_kwargs
 
     return {**common, "dtype": "bfloat16", **gpu_engine_kwargs(mode)}
+
+
+def workload(device: str, shape: str) -> dict:
+    return WORKLOADS["task" if shape in TRAINED else device]
+
+
+def prompts_and_limits(shape: str, work: dict) -> tuple[list[dict], dict]:
+    """The prompts (token ids) and the SamplingParams limits of a workload."""
+    if shape in TRAINED:
+        from driftcheck.models.task import EOS, MAX_ANSWER, eval_problems
+
+        return ([{"prompt_token_ids": p.prompt_ids()} for p in eval_problems(work["prompts"])],
+                {"max_tokens": MAX_ANSWER, "stop_token_ids": [EOS]})
+    return ([{"prompt_token_ids": [(100 + 7 * i + j) % 30000 + 2 for j in range(work["prompt_len"])]}
+             for i in range(work["prompts"])], {"max_tokens": work["max_tokens"], "ignore_eos": True})

@@ -15,7 +15,7 @@ import time
 
 from driftcheck import env
 from driftcheck.bench.profile import profile_round
-from driftcheck.bench.shapes import BETA, MIN_P_VARIANTS, SAMPLING, engine_kwargs
+from driftcheck.bench.shapes import BETA, MIN_P_VARIANTS, SAMPLING, engine_kwargs, prompts_and_limits
 
 
 def _worker(opts: dict) -> None:
@@ -39,32 +39,31 @@ def _worker(opts: dict) -> None:
         torch.set_num_threads(1)
     extra = {"additional_config": {"esamp": {"enable": True}}} if esamp else {}
     t0 = time.perf_counter()
-    llm = LLM(model=opts["model_dir"], **engine_kwargs(opts["device"], opts["mode"]), **extra)
+    llm = LLM(model=opts["model_dir"], **engine_kwargs(opts["device"], opts["mode"], opts.get("shape", "")), **extra)
     load_s = time.perf_counter() - t0
     work = opts["workload"]
-    prompts = [{"prompt_token_ids": [(100 + 7 * i + j) % 30000 + 2 for j in range(work["prompt_len"])]}
-               for i in range(work["prompts"])]
+    prompts, limits = prompts_and_limits(opts.get("shape", ""), work)
 
-    def params(min_p: float, max_tokens: int):
-        return SamplingParams(n=work["n"], min_p=min_p, max_tokens=max_tokens, ignore_eos=True, detokenize=False,
+    def params(min_p: float):
+        return SamplingParams(n=work["n"], min_p=min_p, detokenize=False, **limits,
                               extra_args={"esamp_beta": BETA} if esamp else None, **SAMPLING)
 
-    def generate(min_p: float, max_tokens: int) -> tuple[int, float]:
+    def generate(min_p: float) -> tuple[int, float]:
         t = time.perf_counter()
-        outs = llm.generate(prompts, params(min_p, max_tokens), use_tqdm=False)
+        outs = llm.generate(prompts, params(min_p), use_tqdm=False)
         return sum(len(c.token_ids) for o in outs for c in o.outputs), time.perf_counter() - t
 
     for min_p in MIN_P_VARIANTS:  # warm-up: every shape of batch the timed rounds will see
-        generate(min_p, work["max_tokens"])
+        generate(min_p)
     proto.write(json.dumps({"ready": True, "load_s": load_s, "vllm": _vllm_version(),
                             "torch": torch.__version__}) + "\n")
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["op"] == "round":
-            tokens, seconds = generate(cmd["min_p"], work["max_tokens"])
+            tokens, seconds = generate(cmd["min_p"])
             proto.write(json.dumps({"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds}) + "\n")
         elif cmd["op"] == "profile":
-            proto.write(json.dumps({"profile": profile_round(lambda: generate(cmd["min_p"], work["max_tokens"]))}) + "\n")
+            proto.write(json.dumps({"profile": profile_round(lambda: generate(cmd["min_p"]))}) + "\n")
         elif cmd["op"] == "stats":
             stats = {}
             if esamp:

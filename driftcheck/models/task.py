@@ -5,7 +5,7 @@ six (each at most once) that add up to the target. Targets are sums of 2-4 of th
 problems have several correct answers (held-out: median 2, at most 4, 82 % with more than one). The checker is
 exact (`correct`), and two answers are the same answer when they are the same set of numbers.
 
-    tokens   0 pad, 1 bos, 2 eos, 3 "=", 4 ":", NUM + v for the number v (0-45)
+    tokens   0 pad, 1 bos, 2 eos, 3 "=", 4 ":", NUM + v for the number v (0-54)
     prompt   bos a1 a2 a3 a4 a5 a6 = T :
     answer   x1 x2 ... eos
 
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from driftcheck import env
 
 PAD, BOS, EOS, EQ, COLON, NUM = 0, 1, 2, 3, 4, 10
-MAX_VALUE = 45
-VOCAB = 64
+MAX_VALUE = 4 * 15 - 6  # the largest target: four of the numbers 1-15 (12 + 13 + 14 + 15)
+VOCAB = 72
 NUMBERS, LOW, HIGH = 6, 1, 15
 EVAL_SEED, EVAL_PROBLEMS = 20261201, 400
 PROMPT_LEN = NUMBERS + 4
@@ -48,7 +48,7 @@ RECIPE = {
                "intermediate_size": 512, "max_position_embeddings": 32, "rope_theta": 10000.0,
                "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "hidden_act": "silu", "vocab_size": VOCAB,
                "bos_token_id": BOS, "eos_token_id": EOS, "pad_token_id": PAD},
-    "train": {"seed": 0, "steps": 2400, "batch": 256, "lr": 3e-3, "warmup": 100, "weight_decay": 0.01},
+    "train": {"seed": 0, "steps": 1200, "batch": 128, "lr": 3e-3, "warmup": 100, "weight_decay": 0.01},
 }
 _MARKER = "train.json"
 
@@ -125,7 +125,7 @@ def _batch(rng: random.Random, size: int, held_out: set):
         answer = sorted(rng.choice(p.solutions()), key=lambda _: rng.random())  # any order of one solution
         seq = p.prompt_ids() + [NUM + v for v in answer] + [EOS]
         ids[i, :len(seq)] = torch.tensor(seq)
-        labels[i, PROMPT_LEN - 1:len(seq) - 1] = torch.tensor(seq[PROMPT_LEN:])
+        labels[i, PROMPT_LEN:len(seq)] = torch.tensor(seq[PROMPT_LEN:])  # the model shifts them itself
     return ids, labels
 
 
