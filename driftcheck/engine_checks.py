@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from typing import Callable
@@ -30,24 +29,16 @@ Runner = Callable[[dict], tuple[int, dict | None, str]]  # options -> (exit code
 
 def subprocess_runner(python: str = sys.executable, env: dict | None = None, timeout: int = 900,
                       log=None) -> Runner:
-    """Run probes/engine_run.py with `python` in a neutral directory (a checkout on sys.path would
-    shadow the installed package)."""
-    import tempfile
+    """Run probes/engine_run.py with `python` in a fresh process (driftcheck.child)."""
+    from driftcheck.child import run_module
 
     def run(options: dict) -> tuple[int, dict | None, str]:
-        with tempfile.TemporaryDirectory() as cwd:
-            try:
-                proc = subprocess.run([python, "-m", "driftcheck.probes.engine_run", json.dumps(options)], cwd=cwd,
-                                      capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
-            except subprocess.TimeoutExpired:
-                return 124, None, f"timed out after {timeout} s"
+        child = run_module("driftcheck.probes.engine_run", [json.dumps(options)], "DRIFTCHECK_RUN", timeout=timeout,
+                           env={**os.environ, **(env or {})}, python=python)
         if log is not None:
-            log.write(f"$ engine_run {json.dumps(options)}\n{proc.stdout[-20000:]}{proc.stderr[-20000:]}\n")
+            log.write(f"$ engine_run {json.dumps(options)}\n{child.stdout[-20000:]}{child.stderr[-20000:]}\n")
             log.flush()
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DRIFTCHECK_RUN ")]
-        result = json.loads(lines[-1][len("DRIFTCHECK_RUN "):]) if proc.returncode == 0 and lines else None
-        tail = "" if result else (proc.stderr.strip().splitlines() or ["no output"])[-1][-400:]
-        return proc.returncode, result, tail
+        return child.returncode, child.result, "" if child.result else child.tail
 
     return run
 

@@ -27,7 +27,6 @@ import json
 import math
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -154,21 +153,13 @@ def engine_main(spec: dict) -> dict:
 
 def run_config(model_dir: str, config: Config, problems: int, fault: str | None = None, **engine) -> dict:
     """One configuration in a fresh process; `engine`: max_num_seqs, esamp (more ESamp settings)."""
-    from driftcheck.errors import LiveCheckFailed
+    from driftcheck.child import result_of, run_module
 
     spec = {"model": model_dir, "beta": config.beta, "sharing": config.sharing, "problems": problems, "fault": fault,
             **engine}
-    with tempfile.TemporaryDirectory() as cwd:
-        try:
-            proc = subprocess.run([sys.executable, "-m", "driftcheck.explore", "--engine", json.dumps(spec)],
-                                  capture_output=True, text=True, timeout=ENGINE_TIMEOUT_S, cwd=cwd)
-        except subprocess.TimeoutExpired:
-            raise LiveCheckFailed(f"explore: {config.label} did not finish in {ENGINE_TIMEOUT_S} s") from None
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DRIFTCHECK_EXPLORE ")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise LiveCheckFailed(f"explore: {config.label} failed (exit {proc.returncode}): {tail}")
-    return json.loads(lines[-1][len("DRIFTCHECK_EXPLORE "):])
+    run = run_module("driftcheck.explore", ["--engine", json.dumps(spec)], "DRIFTCHECK_EXPLORE",
+                     timeout=ENGINE_TIMEOUT_S)
+    return result_of(run, f"explore: {config.label}")
 
 
 # --------------------------------------------------------------------------- the report

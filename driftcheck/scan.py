@@ -7,14 +7,12 @@ readers agree (driftcheck.contracts.matching.disagreements).
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 
 from driftcheck import env
+from driftcheck.child import result_of, run_module
 from driftcheck.contracts.drift import Drift, DriftKind
 from driftcheck.contracts.matching import (Disagreement, Fingerprint, OutOfRange, SurfaceResult, consistency,
                                            disagreements, match_all)
@@ -137,16 +135,8 @@ def run_live(scan: ScanResult) -> None:
 
     child_env = {**cpu_engine_env(), **os.environ, env.VLLM_MULTIPROCESSING: "0"}
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run([sys.executable, "-m", "driftcheck.readers.live"], capture_output=True, text=True,
-                              timeout=LIVE_TIMEOUT_S, env=child_env)
-    except subprocess.TimeoutExpired:
-        raise LiveCheckFailed(f"live check did not finish in {LIVE_TIMEOUT_S} s") from None
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DRIFTCHECK_LIVE ")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise LiveCheckFailed(f"live check failed (exit {proc.returncode}): {tail}")
-    live = json.loads(lines[-1][len("DRIFTCHECK_LIVE "):])
+    live = result_of(run_module("driftcheck.readers.live", [], "DRIFTCHECK_LIVE", timeout=LIVE_TIMEOUT_S,
+                                env=child_env), "live check")
     check_observers_fired(live)
     live["seconds"] = round(time.perf_counter() - t0, 1)
     scan.live = live

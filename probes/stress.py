@@ -323,6 +323,8 @@ def main(options: dict) -> dict:
     def on_death(message: str) -> None:  # the watchdog's thread: the main thread may be blocked for good
         emit(result(message, engine_died=f"{message} (in schedule s{len(examples)})"))
         dog.kill_all()
+        for folder in (rows_dir, stats_dir):
+            shutil.rmtree(folder, ignore_errors=True)
         os._exit(0)
 
     from driftcheck.probes.watchdog import watch

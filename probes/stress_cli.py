@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 
-from driftcheck.errors import LiveCheckFailed
 
 STRESS_TIMEOUT_S = 900  # for the default 6 schedules; more schedules get more time
 
@@ -19,28 +16,12 @@ def stress_timeout(options: dict) -> int:
 
 def run_stress(options: dict) -> dict:
     """Run probes/stress.py in a fresh process; its JSON result."""
+    from driftcheck.child import result_of, run_module
     from driftcheck.models.engine_env import cpu_engine_env
 
-    env = {**cpu_engine_env(), **os.environ}
-    # Files, not pipes: vLLM's engine processes inherit the worker's stdout/stderr and may
-    # outlive it by seconds; a pipe would keep us waiting for them.
-    with tempfile.TemporaryDirectory(prefix="driftcheck-stress-") as tmp:
-        out_path, err_path = os.path.join(tmp, "out"), os.path.join(tmp, "err")
-        with open(out_path, "w") as out, open(err_path, "w") as err:
-            try:
-                proc = subprocess.run(
-                    [sys.executable, "-m", "driftcheck.probes.stress", json.dumps(options)],
-                    stdout=out, stderr=err, text=True, timeout=stress_timeout(options), env=env,
-                )
-            except subprocess.TimeoutExpired:
-                raise LiveCheckFailed(f"stress did not finish in {stress_timeout(options)} s") from None
-        with open(out_path) as f:
-            lines = [ln for ln in f.read().splitlines() if ln.startswith("DRIFTCHECK_STRESS ")]
-        if not lines:
-            with open(err_path) as f:
-                tail = (f.read().strip().splitlines() or ["no output"])[-1]
-            raise LiveCheckFailed(f"stress run failed (exit {proc.returncode}): {tail}")
-    return json.loads(lines[-1][len("DRIFTCHECK_STRESS "):])
+    run = run_module("driftcheck.probes.stress", [json.dumps(options)], "DRIFTCHECK_STRESS",
+                     timeout=stress_timeout(options), env={**cpu_engine_env(), **os.environ})
+    return result_of(run, "stress run")
 
 
 def engine_died(result: dict) -> str | None:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -16,14 +17,15 @@ import pytest
 pytestmark = pytest.mark.engine
 
 
-def _kill_engine_core_mid_run(proc: subprocess.Popen, settle_s: float) -> tuple[int, float, list]:
-    """Wait for the run's engine core, let it work `settle_s`, SIGKILL it; (pid, seconds the command
-    took to end after the kill, the run's other processes at the kill)."""
-    deadline = time.monotonic() + 120
+def _kill_engine_core_mid_run(proc: subprocess.Popen, tmp: Path, settle_s: float) -> tuple[int, float, list]:
+    """Wait for the run's engine core to be serving (the run's temp folder, TMPDIR=tmp, holds the
+    per-step stats or tapped rows it writes), let it work `settle_s` more, SIGKILL it; (pid, seconds
+    the command took to end after the kill, the run's other processes at the kill)."""
+    deadline = time.monotonic() + 240
     core = None
-    while core is None:
-        assert proc.poll() is None, "the run ended before its engine core started"
-        assert time.monotonic() < deadline, "no engine core appeared"
+    while core is None or not (list(tmp.rglob("stats-*.json")) or list(tmp.rglob("rows-*.pt"))):
+        assert proc.poll() is None, "the run ended before its engine core served"
+        assert time.monotonic() < deadline, "no engine core served"
         for child in psutil.Process(proc.pid).children(recursive=True):
             try:
                 if "EngineCore" in " ".join(child.cmdline()):
@@ -49,10 +51,12 @@ def _assert_gone(processes) -> None:
 def test_stress_run_whose_engine_core_is_killed_ends_at_once(tmp_path):
     report = tmp_path / "reports" / "stress.md"
     report.parent.mkdir()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "driftcheck", "stress", "--shrink", "--multiproc", "--examples", "40",
                              "--report", str(report)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
-    pid, took, others = _kill_engine_core_mid_run(proc, settle_s=12)
+                            cwd=tmp_path, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "TMPDIR": str(tmp)})
+    pid, took, others = _kill_engine_core_mid_run(proc, tmp, settle_s=3)
     out, err = proc.communicate()
     assert proc.returncode == 4, (out[-2000:], err[-2000:])
     assert took < 30
@@ -65,6 +69,8 @@ def test_stress_run_whose_engine_core_is_killed_ends_at_once(tmp_path):
     assert text.startswith("# driftcheck stress --shrink") and "**FAILED**" in text and text.endswith("\n")
     assert f"engine process {pid}" in text
     assert sorted(p.name for p in report.parent.iterdir()) == ["stress.md"]
+    left = [p.name for p in tmp.iterdir() if p.name.startswith("driftcheck-")]
+    assert left == [], left  # the run's stats and rows folders went with it
     _assert_gone(others)
 
 
@@ -72,12 +78,12 @@ def test_esamp_run_whose_engine_core_is_killed_ends_at_once(tmp_path):
     import json
 
     options = {"multiproc": True, "probes": False, "esamp": {"enable": True}, "beta": 0.8, "rounds": 400}
-    stats = tmp_path / "stats"
-    stats.mkdir()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "driftcheck.probes.engine_run", json.dumps(options)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
-    pid, took, others = _kill_engine_core_mid_run(proc, settle_s=12)
+                            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "TMPDIR": str(tmp)})
+    pid, took, others = _kill_engine_core_mid_run(proc, tmp, settle_s=3)
     out, err = proc.communicate()
     assert proc.returncode == 4, err[-2000:]
     assert took < 30

@@ -71,17 +71,14 @@ def test_live_scan_whose_observers_never_fired_exits_4(monkeypatch, capsys):
     not see): every live finding would be vacuous, so `scan --live` fails with exit 4 and one line.
     The child's output is faked here; the parent's handling of it is what is tested."""
     import driftcheck.scan as scan_module
+    from driftcheck.child import ChildRun
     from driftcheck.cli import main
 
-    real_run = subprocess.run
+    def fake_run(module, args, tag, **kwargs):
+        assert (module, tag) == ("driftcheck.readers.live", "DRIFTCHECK_LIVE")
+        return ChildRun(0, {"hits": {}, "steps": 7, "returns": {}, "observations": {}}, "", "")
 
-    def fake_run(cmd, *args, **kwargs):
-        if cmd[1:] == ["-m", "driftcheck.readers.live"]:
-            live = {"hits": {}, "steps": 7, "returns": {}, "observations": {}}
-            return subprocess.CompletedProcess(cmd, 0, stdout="DRIFTCHECK_LIVE " + json.dumps(live) + "\n", stderr="")
-        return real_run(cmd, *args, **kwargs)
-
-    monkeypatch.setattr(scan_module.subprocess, "run", fake_run)
+    monkeypatch.setattr(scan_module, "run_module", fake_run)
     with pytest.raises(SystemExit) as stop:
         main(["scan", "--live"])
     assert stop.value.code == 4
