@@ -21,16 +21,17 @@ from driftcheck.errors import LiveCheckFailed
 
 @dataclass
 class ChildRun:
-    returncode: int  # 124: timed out
+    returncode: int  # 124 when it timed out (and was killed)
     result: dict | None  # the tagged JSON, when the child exited 0 and printed it
     stdout: str
     stderr: str
+    timed_out_after: float | None = None  # seconds, when it timed out
 
     @property
     def tail(self) -> str:
-        """The child's last stderr line (what went wrong), or why there is none."""
-        if self.returncode == 124:
-            return self.stderr
+        """The child's last stderr line (what went wrong), or that it timed out."""
+        if self.timed_out_after is not None:
+            return f"timed out after {self.timed_out_after:.0f} s"
         return (self.stderr.strip().splitlines() or ["no output"])[-1][-400:]
 
 
@@ -52,7 +53,7 @@ def run_module(module: str, args: list[str], tag: str, *, timeout: float, env: d
         with open(err_path, errors="replace") as f:
             stderr = f.read()
     if code is None:
-        return ChildRun(124, None, stdout, f"timed out after {timeout:.0f} s")
+        return ChildRun(124, None, stdout, stderr, timed_out_after=timeout)
     lines = [ln for ln in stdout.splitlines() if ln.startswith(tag + " ")]
     result = json.loads(lines[-1][len(tag) + 1:]) if code == 0 and lines else None
     return ChildRun(code, result, stdout, stderr)
@@ -61,7 +62,7 @@ def run_module(module: str, args: list[str], tag: str, *, timeout: float, env: d
 def result_of(run: ChildRun, what: str) -> dict:
     """The child's result, or LiveCheckFailed ("<what> failed (exit N): <its last stderr line>")."""
     if run.result is None:
-        if run.returncode == 124:
+        if run.timed_out_after is not None:
             raise LiveCheckFailed(f"{what} did not finish: {run.tail}")
         raise LiveCheckFailed(f"{what} failed (exit {run.returncode}): {run.tail}")
     return run.result

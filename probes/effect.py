@@ -22,20 +22,16 @@ from driftcheck.shims.hook_points import HOOKS
 @dataclass
 class Fidelity:
     rows: int = 0
-    sse: object = None  # device scalars, accumulated without a host read
-    sse_shallow: object = None
-    sum_deep: object = None
-    sum_sq_deep: object = None
+    sse: object = 0.0  # device scalars once rows arrive, accumulated without a host read
+    sse_shallow: object = 0.0
+    sum_deep: object = 0.0
+    sum_sq_deep: object = 0.0
 
     def add(self, prediction, shallow, deep) -> None:
-        sse = ((prediction - deep) ** 2).sum()
-        sse_shallow = ((shallow - deep) ** 2).sum()
-        s, sq = deep.sum(0), (deep ** 2).sum()
-        if self.sse is None:
-            self.sse, self.sse_shallow, self.sum_deep, self.sum_sq_deep = sse, sse_shallow, s, sq
-        else:
-            self.sse, self.sse_shallow = self.sse + sse, self.sse_shallow + sse_shallow
-            self.sum_deep, self.sum_sq_deep = self.sum_deep + s, self.sum_sq_deep + sq
+        self.sse = self.sse + ((prediction - deep) ** 2).sum()
+        self.sse_shallow = self.sse_shallow + ((shallow - deep) ** 2).sum()
+        self.sum_deep = self.sum_deep + deep.sum(0)
+        self.sum_sq_deep = self.sum_sq_deep + (deep ** 2).sum()
         self.rows += deep.shape[0]
 
     def to_json(self) -> dict:

@@ -182,8 +182,9 @@ def round_trip(submitted: dict, events: list) -> tuple[dict, list[str]]:
                               f"{'' if known else ', no identity recorded by the front-end'})")
             continue
         identity[engine_id] = (caller, group, child)
+    groups_of = Counter(g for _, g, _ in identity.values())
     for caller, n in submitted.items():
-        mine = [(g, c) for e, (who, g, c) in identity.items() if who == caller]
+        mine = [(g, c) for who, g, c in identity.values() if who == caller]
         children = sorted(c for _, c in mine if c is not None)
         groups = {g for g, _ in mine}
         if len(mine) != n:
@@ -193,13 +194,10 @@ def round_trip(submitted: dict, events: list) -> tuple[dict, list[str]]:
                               f"groups {sorted(groups)}")
         elif n == 1 and mine[0][1] is not None:
             violations.append(f"request-id round trip: caller id {caller!r} (n=1) was given child index {mine[0][1]}")
-    groups_of = Counter(g for _, g, _ in identity.values())
-    for caller, n in submitted.items():
-        for e, (who, g, _) in identity.items():
-            if who == caller and groups_of[g] != n:
-                violations.append(f"request-id round trip: group {g!r} of {caller!r} holds {groups_of[g]} requests, "
-                                  f"not its n={n}")
-                break
+        crowded = next((g for g, _ in mine if groups_of[g] != n), None)  # a group shared with another caller
+        if crowded is not None:
+            violations.append(f"request-id round trip: group {crowded!r} of {caller!r} holds {groups_of[crowded]} "
+                              f"requests, not its n={n}")
     return {e: (who, c) for e, (who, _, c) in identity.items()}, violations
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -78,15 +76,19 @@ def drifted(tmp_path, installed_tree, surface_files) -> DriftedTree:
     return DriftedTree(tmp_path)
 
 
+def engine_run_child(options: dict, env: dict | None = None):
+    """The tiny model on a real engine in a fresh process (probes/engine_run.py): a child.ChildRun."""
+    from driftcheck.child import run_module
+
+    return run_module("driftcheck.probes.engine_run", [json.dumps(options)], "DRIFTCHECK_RUN", timeout=600,
+                      env={**os.environ, **(env or {})})
+
+
 def _engine_run(options: dict) -> dict:
     """The tiny model on a real engine in a fresh process (probes/engine_run.py); its JSON result."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "driftcheck.probes.engine_run", json.dumps(options)],
-        capture_output=True, text=True, timeout=600, cwd=os.path.dirname(__file__),
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DRIFTCHECK_RUN ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    return json.loads(lines[-1][len("DRIFTCHECK_RUN "):])
+    run = engine_run_child(options)
+    assert run.returncode == 0 and run.result is not None, run.stderr[-3000:]
+    return run.result
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -27,16 +24,15 @@ HOOK_POINTS = {"prepare_view", "post_filter", "layer_taps", "request_events", "r
                "runner_guard"}
 
 
-def _run(options: dict, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "driftcheck.probes.engine_run", json.dumps(options)],
-                          capture_output=True, text=True, timeout=300, cwd=os.path.dirname(__file__),
-                          env={**os.environ, **(env or {})})
+def _run(options: dict, env: dict | None = None):
+    from conftest import engine_run_child
+
+    return engine_run_child(options, env)
 
 
-def _result(proc) -> dict:
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DRIFTCHECK_RUN ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    return json.loads(lines[-1][len("DRIFTCHECK_RUN "):])
+def _result(run) -> dict:
+    assert run.returncode == 0 and run.result is not None, run.stderr[-3000:]
+    return run.result
 
 
 @pytest.mark.parametrize("multiproc", [False, True], ids=["inproc", "multiproc"])
