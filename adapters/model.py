@@ -49,6 +49,9 @@ def plain_lm_head(model):
 
 def candidate_logits(model, normed, weight, idx):
     """LM-head logits of `normed` rows [rows, hidden] at vocabulary entries `idx` [rows, k] only:
-    the same dot products the dense head computes, over the gathered rows of `weight` (fp32)."""
+    the same dot products the dense head computes, over the gathered rows of `weight`, in the weight's
+    dtype (as the dense head: bf16 products, fp32 accumulation on CUDA), returned as fp32."""
+    import torch
+
     rows = weight.index_select(0, idx.reshape(-1)).view(*idx.shape, weight.shape[1])
-    return (rows.float() @ normed.float().unsqueeze(-1)).squeeze(-1)
+    return torch.bmm(rows, normed.to(weight.dtype).unsqueeze(-1)).squeeze(-1).float()

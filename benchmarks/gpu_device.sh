@@ -6,16 +6,19 @@
 #                     ENV scan leaves it unset and expects the runner `driftcheck scan` predicts for a
 #                     CUDA engine and Qwen2 (the release's default); MODE eager|graphs;
 #                     inproc: only the in-process engine (default: in-process and multiprocess)
-#   SHAPE:MODE        the ESamp vs vanilla throughput benchmark (driftcheck bench shapes; eager|graphs)
-# Options first: --rounds N (benchmark rounds), --profile. Results under $OUT: gpu.json (benchmarks),
-# check-ENV-MODE.json (checks), logs.
+#   SHAPE:MODE[:LOGITS[:RUNNER]]  the ESamp vs vanilla throughput benchmark (driftcheck bench shapes;
+#                     MODE eager|graphs; LOGITS flat|peaked; RUNNER v1|v2 sets VLLM_USE_V2_MODEL_RUNNER=0|1
+#                     and requires the engines to build it; left out: the release's default, unchecked)
+# Options first: --rounds N (benchmark rounds), --profile, --sampling LIST (bench settings). Results
+# under $OUT: gpu.json (benchmarks), check-ENV-MODE.json (checks), logs.
 set -u
 OUT=${OUT:-/tmp/out}
-ROUNDS=3; PROFILE=
+ROUNDS=5; PROFILE=; SAMPLING=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
     --profile) PROFILE=--profile; shift ;;
+    --sampling) SAMPLING=(--sampling "$2"); shift 2 ;;
     *) break ;;
   esac
 done
@@ -29,6 +32,11 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "
 export PYTHONPATH=/tmp/vl:/tmp/site:$PWD VLLM_USE_DEEP_GEMM=0 VLLM_USE_FLASHINFER_SAMPLER=0 DRIFTCHECK_CACHE=$PWD/$BUNDLE/cache PYTHONUNBUFFERED=1
 echo "installed in $(( $(date +%s) - t0 )) s; $(nvidia-smi --query-gpu=name --format=csv,noheader)"
 status=0
+# the Triton candidate kernels against the PyTorch reference, before anything uses them; if they
+# disagree, the benchmarks measure the PyTorch path (ESAMP_TRITON=0) and the call fails
+python3 -m driftcheck.probes.kernel_check --device cuda > "$OUT/kernel-check.txt" 2>&1 \
+  || { status=1; export ESAMP_TRITON=0; }
+tail -1 "$OUT/kernel-check.txt"
 for job in "$@"; do
   t=$(date +%s)
   case "$job" in
@@ -52,10 +60,15 @@ for job in "$@"; do
       python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('ok', r['ok'], 'runner', r.get('runner')); [print(' ', k, c['ok'], c['s'], c['problems'][:2]) for k, c in r['checks'].items()]" "$OUT/check-$runner-$mode.json" 2>/dev/null || tail -5 "$OUT/check-$runner-$mode.log"
       ;;
     *:*)
-      shape=${job%%:*}; mode=${job##*:}
-      python3 -m driftcheck bench throughput --device cuda --shape "$shape" --mode "$mode" --rounds "$ROUNDS" $PROFILE \
-        --log-dir "$OUT/logs" --results "$OUT/gpu.json" --out "$OUT/gpu.md" > "$OUT/$shape-$mode.log" 2>&1 || status=1
-      echo "== $job ($(( $(date +%s) - t )) s)"; tail -4 "$OUT/$shape-$mode.log"
+      IFS=: read -r shape mode logits runner <<< "$job"
+      logits=${logits:-flat}
+      if [ -n "$runner" ]; then export VLLM_USE_V2_MODEL_RUNNER=0; [ "$runner" = v2 ] && export VLLM_USE_V2_MODEL_RUNNER=1; fi
+      log="$OUT/$shape-$mode-$logits${runner:+-$runner}.log"
+      python3 -m driftcheck bench throughput --device cuda --shape "$shape" --mode "$mode" --logits "$logits" \
+        ${runner:+--runner "$runner"} --rounds "$ROUNDS" $PROFILE "${SAMPLING[@]}" \
+        --log-dir "$OUT/logs" --results "$OUT/gpu.json" --out "$OUT/gpu.md" > "$log" 2>&1 || status=1
+      unset VLLM_USE_V2_MODEL_RUNNER
+      echo "== $job ($(( $(date +%s) - t )) s)"; tail -6 "$log"
       ;;
   esac
 done

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from driftcheck.bench.shapes import DEFAULT_SAMPLINGS
 from driftcheck.errors import EXIT_BAD_INPUT, EXIT_LIVE_FAILED, BadInput, DriftcheckError, LiveCheckFailed
 from driftcheck.probes.faults import FAULTS
 
@@ -278,24 +279,39 @@ def matrix(releases, out_dir) -> None:
 @click.option("--shape", default="cpu-mid", show_default=True, type=TEXT,
               help="model shape (driftcheck/bench/shapes.py SHAPES; 'task': the trained task model, CPU)")
 @click.option("--mode", type=click.Choice(["eager", "graphs"]), default="eager", show_default=True)
-@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 50), help="timed rounds per variant")
-@click.option("--profile", is_flag=True, help="also profile one round of each variant (top operators)")
+@click.option("--logits", type=click.Choice(["flat", "peaked"]), default="flat", show_default=True,
+              help="dummy-weight logits as vLLM leaves them (flat) or peaked like a trained LM's (shapes.shape_logits)")
+@click.option("--sampling", "samplings", default=",".join(DEFAULT_SAMPLINGS), show_default=True, type=TEXT,
+              help="comma-separated sampling settings (driftcheck/bench/shapes.py SAMPLINGS)")
+@click.option("--runner", default="", type=click.Choice(["", "v1", "v2"]),
+              help="the model runner the engines must build (checked against the ESamp worker's; label suffix)")
+@click.option("--rounds", default=5, show_default=True, type=click.IntRange(1, 50),
+              help="timed rounds per variant and setting")
+@click.option("--profile", is_flag=True, help="also profile one round of each variant (top operators, ESamp's ranges)")
 @click.option("--results", "json_path", default="reports/benchmarks.json", show_default=True,
               type=_Path(dir_okay=False), help="results file the run is merged into")
 @click.option("--out", "md_path", default="reports/benchmarks.md", show_default=True, type=_Path(dir_okay=False))
 @click.option("--log-dir", type=_Path(file_okay=False), help="keep the workers' engine logs here")
-def bench(what, device, shape, mode, rounds, profile, json_path, md_path, log_dir) -> None:
+def bench(what, device, shape, mode, logits, samplings, runner, rounds, profile, json_path, md_path,
+          log_dir) -> None:
     """Benchmarks: ESamp vs vanilla throughput, scan timings; results merged into --results, table into --out."""
     from driftcheck.bench import report as bench_report
-    from driftcheck.bench.runner import run_benchmark
+    from driftcheck.bench.runner import bench_label, noisy, run_benchmark
     from driftcheck.bench.scan_timing import bench_scan
-    from driftcheck.bench.shapes import SHAPES, TRAINED
+    from driftcheck.bench.shapes import SAMPLINGS, SHAPES, TRAINED
     from driftcheck.files import check_writable, write_atomic
 
     if shape not in SHAPES and shape not in TRAINED:
         _fail(BadInput(f"unknown shape {shape!r}; known: {', '.join([*SHAPES, *TRAINED])}"))
     if shape in TRAINED and device != "cpu":
         _fail(BadInput(f"shape {shape!r} runs on the CPU only"))
+    if shape in TRAINED and logits != "flat":
+        _fail(BadInput(f"shape {shape!r} has trained weights: its logits are its own (leave --logits flat)"))
+    chosen = tuple(x.strip() for x in samplings.split(",") if x.strip())
+    unknown = [x for x in chosen if x not in SAMPLINGS]
+    if unknown or not chosen:
+        _fail(BadInput(f"unknown sampling setting(s) {', '.join(unknown) or '(none given)'}; known: "
+                       f"{', '.join(SAMPLINGS)}"))
     for path in (json_path, md_path):
         check_writable(path)
     json_file = Path(json_path)
@@ -303,11 +319,14 @@ def bench(what, device, shape, mode, rounds, profile, json_path, md_path, log_di
         if log_dir:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
         try:
-            result = run_benchmark(device, shape, mode, rounds, profile=profile,
-                                   log_dir=Path(log_dir) if log_dir else None)
+            result = run_benchmark(device, shape, mode, rounds, profile=profile, logits=logits, samplings=chosen,
+                                   runner=runner, log_dir=Path(log_dir) if log_dir else None)
+            if runner and result.get("runner") != runner:
+                raise RuntimeError(f"the engines built model runner {result.get('runner')!r}, not {runner!r}")
         except RuntimeError as exc:
             # recorded, so the report says which configuration could not run and why
-            bench_report.record({"label": f"{device}-{shape}-{mode}", "error": str(exc)}, json_file)
+            bench_report.record({"label": bench_label(device, shape, mode, logits, runner), "error": str(exc)},
+                                json_file)
             write_atomic(Path(md_path), bench_report.render_markdown(_read_json(json_file)))
             click.echo(f"driftcheck: benchmark failed: {exc}", err=True)
             sys.exit(EXIT_LIVE_FAILED)
@@ -315,6 +334,12 @@ def bench(what, device, shape, mode, rounds, profile, json_path, md_path, log_di
             click.echo(f"{result['label']} {variant}: ratio {v['ratio_median']:.3f} "
                        f"[{v['ratio_min']:.3f}-{v['ratio_max']:.3f}] vanilla {v['vanilla_tok_s']} esamp {v['esamp_tok_s']}")
         bench_report.record(result, json_file)
+        noise = noisy(result)
+        if noise:  # recorded (the report marks them), but the run is not a measurement: say so, fail
+            write_atomic(Path(md_path), bench_report.render_markdown(_read_json(json_file)))
+            click.echo(f"driftcheck: benchmark is noise: the vanilla rounds spread more than 10 % under "
+                       f"{'; '.join(noise)}; rerun on a quieter machine", err=True)
+            sys.exit(EXIT_LIVE_FAILED)
     elif what == "scan":
         result = bench_scan(rounds)
         click.echo(f"static scan median {result['static_s']:.3f} s (torch imported: "

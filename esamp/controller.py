@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from driftcheck.shims.hook_points import HOOKS
 from esamp.config import ESampConfig, validate_request
-from esamp.counters import ESampCounters
+from esamp.counters import ESampCounters, span
 from esamp.gate import ESampGateFailed, Gate
 from esamp.groups import Groups
 from esamp.intervene import FusedSampler, Pending, to_device
@@ -60,6 +60,10 @@ class ESampController:
 
     # -- every sampling step
     def on_sample(self, logits, view) -> None:
+        with span("esamp.sample_hook"):
+            self._on_sample(logits, view)
+
+    def _on_sample(self, logits, view) -> None:
         self._check_hooks_fired(logits, view)
         self.pending = None
         if view is None or view.spec_decode:
@@ -148,7 +152,16 @@ class ESampController:
         pending, self.pending = self.pending, None
         if pending is None or pending.view is not batch.view:
             return None
-        return self.fused.fuse(pending, batch)
+        with span("esamp.fuse"):
+            return self.fused.fuse(pending, batch)
+
+    def reset_counts(self) -> None:
+        """Start the candidate and agreement counts afresh (a benchmark's next sampling setting);
+        training, interventions and the loss keep counting."""
+        self.fused.reset_counts()
+        c = self.counters
+        c.candidates_sum = c.rows_counted = c.agreement_hits = c.rows_overflowed = 0
+        c.candidates_quantiles = {}
 
     def stats(self) -> dict:
         """The counters, with every queued training step's loss read (waits for the device)."""

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 LOSS_EVERY = 5  # train steps between two loss-history points
 CANDIDATES_EVERY = 8  # interventions between two candidate counts (a pass over the logits, so sampled)
+
+
+#: Set by a profiled benchmark round (driftcheck/bench/profile.py): ESamp's steps then show as named
+#: profiler ranges. Off, `span` costs one attribute read.
+RANGES = False
+_OFF = nullcontext()
+
+
+def span(name: str):
+    """A named profiler range around one of ESamp's steps while RANGES is on; else nothing."""
+    if not RANGES:
+        return _OFF
+    import torch
+
+    return torch.profiler.record_function(name)
 
 
 @dataclass
@@ -26,6 +42,7 @@ class ESampCounters:
     groups_reset: int = 0
     dense_steps: int = 0  # interventions that computed logits_dist over the whole vocabulary
     candidate_steps: int = 0  # interventions that computed it at the candidates only
+    kernel_steps: int = 0  # of those, the ones the Triton kernels ran (esamp/kernels.py; CUDA)
     rows_overflowed: int = 0  # rows the candidate path left alone (more candidates than it gathered)
     candidates_quantiles: dict = field(default_factory=dict)  # per-row candidate counts: median, p90, p99
     agreement_hits: int = 0  # counted rows where logits_dist's best candidate is logits_ref's best one

@@ -1,5 +1,11 @@
 """The latent distiller: a two-layer gated SwiGLU MLP with a residual connection,
-predicting the deep tap's hidden state from the shallow tap's, trained online."""
+predicting the deep tap's hidden state from the shallow tap's, trained online.
+
+The training step writes its gradients out (`loss_and_grads`, checked against autograd in
+tests/test_distiller.py) instead of calling `backward()`: a dozen kernels and no autograd graph
+per step, and no autograd engine at all. The engine starts a device thread at the first
+CUDA backward in a process, and in a tensor-parallel vLLM worker that thread's start
+(`at::init_num_threads`) failed: "pool INTERNAL ASSERT FAILED ... Invalid thread pool!"."""
 
 from __future__ import annotations
 
@@ -26,6 +32,25 @@ class Distiller(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.down(nn.functional.silu(self.gate(x)) * self.up(x))
+
+    def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor):
+        """MSE(forward(x), y) and its gradients for gate, up and down, written out (no autograd):
+        a = x Wgᵀ, b = x Wuᵀ, h = silu(a)·b, err = x + h Wdᵀ − y, loss = mean(err²);
+        r = 2·err / err.numel(): dWd = rᵀh, dh = r Wd, dWu = (dh·silu(a))ᵀx,
+        dWg = (dh·b·silu'(a))ᵀx with silu'(a) = σ(a)·(1 + a·(1 − σ(a)))."""
+        wg, wu, wd = self.gate.weight, self.up.weight, self.down.weight
+        a, b = x @ wg.t(), x @ wu.t()
+        sig = torch.sigmoid(a)
+        s = a * sig
+        h = s * b
+        err = torch.addmm(x - y, h, wd.t())
+        loss = err.pow(2).mean()
+        r = err.mul_(2.0 / err.numel())
+        dh = r @ wd
+        grad_down = r.t() @ h
+        grad_up = (dh * s).t() @ x
+        grad_gate = (dh.mul_(b).mul_(sig.addcmul_(s, 1 - sig))).t() @ x  # sig + s·(1 − σ) = silu'(a)
+        return loss, (grad_gate, grad_up, grad_down)
 
 
 class OnlineDistiller:
@@ -55,7 +80,7 @@ class OnlineDistiller:
         if self.trained is not None:
             torch.cuda.current_stream().wait_event(self.trained)
         with torch.inference_mode(False), torch.no_grad():
-            return self.model(shallow.float().clone())
+            return self.model(shallow.float())
 
     def train_async(self, shallow: torch.Tensor, deep: torch.Tensor):
         """Queue one training step; returns (loss as a host tensor, event that marks it written, or None
@@ -82,11 +107,10 @@ class OnlineDistiller:
         return float(loss)
 
     def _train(self, shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(False), torch.enable_grad():
-            pred = self.model(shallow.float().clone())
-            loss = nn.functional.mse_loss(pred, deep.float().clone())
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+        with torch.inference_mode(False), torch.no_grad():
+            loss, grads = self.model.loss_and_grads(shallow.float(), deep.float())
+            for param, grad in zip((self.model.gate.weight, self.model.up.weight, self.model.down.weight), grads):
+                param.grad = grad
             self.optimizer.step()
         self.steps += 1
-        return loss.detach()
+        return loss

@@ -37,7 +37,14 @@ def fused_at(values: torch.Tensor, dist: torch.Tensor, beta: torch.Tensor, tempe
     """The same formula at gathered candidates: values [rows, k] are logits_ref at the candidates
     (-inf where a row has fewer than k), dist [rows, k] logits_dist there. Filtered-out entries stay
     -inf; β = 0 and greedy rows come back unchanged."""
-    t = effective_temperature(temperature).to(values.dtype)
-    b = torch.where(temperature >= SAMPLING_EPS, beta.to(values.dtype), torch.zeros_like(t))
-    out = torch.addcmul(values * (1 + b).unsqueeze(1), dist.to(values.dtype), (-b / t).unsqueeze(1))
+    keep, scale = fused_coefficients(beta, temperature, values.dtype)
+    out = torch.addcmul(values * keep.unsqueeze(1), dist.to(values.dtype), scale.unsqueeze(1))
     return torch.where(torch.isfinite(values), out, values)
+
+
+def fused_coefficients(beta: torch.Tensor, temperature: torch.Tensor, dtype=torch.float32):
+    """Per row, (1+β, −β/T): fused = (1+β)·ref + (−β/T)·dist, with β zeroed on greedy rows (so those
+    and β = 0 rows come back unchanged). The candidate kernels (esamp/kernels.py) take these."""
+    t = effective_temperature(temperature).to(dtype)
+    b = torch.where(temperature >= SAMPLING_EPS, beta.to(dtype), torch.zeros_like(t))
+    return 1 + b, -b / t

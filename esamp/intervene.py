@@ -62,6 +62,10 @@ class FusedSampler:
         self.recent_max: int | None = None
         self.count_samples: list = []  # device tensors: per-row candidate counts of sampled steps
 
+    def reset_counts(self) -> None:
+        self.candidates_total = self.agreement_total = self.overflow_total = None
+        self.count_samples = []
+
     def _path_k(self) -> int | None:
         """k for the candidate path, or None for the dense path, from finished steps' counts."""
         while self.count_copies and (self.count_copies[0][1] is None or self.count_copies[0][1].query()):
@@ -90,6 +94,7 @@ class FusedSampler:
         import torch
 
         from driftcheck.adapters.model import candidate_logits, plain_lm_head
+        from esamp import kernels
         from esamp.fused import fused_at, fused_logits
 
         temperature = batch.sampling.temperature if batch.sampling is not None else None
@@ -102,33 +107,49 @@ class FusedSampler:
         temperature = temperature.to(ref.device)
         c = self.counters
         k = self._path_k()  # from earlier steps' counts: this step's are not waited for
-        counts = torch.isfinite(ref).sum(dim=-1)  # per row, on the device
-        self._record_counts(counts)
         weight = plain_lm_head(model) if k is not None else None
         counted = (c.intervention_calls + 1) % CANDIDATES_EVERY == 1  # this step's rows are counted
+        agree = None
         with torch.no_grad():
             if weight is None:  # dense
                 c.dense_steps += 1
+                counts = torch.isfinite(ref).sum(dim=-1)  # per row, on the device
                 dist = logits_from_hidden(model, pending.prediction.to(weight_dtype(model)))[:, : ref.shape[1]]
                 out = fused_logits(ref, dist, beta_dev, temperature,
                                    any_beta_at_most_minus_one=bool((betas <= -1).any()))
                 if counted:
                     agree = dist.masked_fill(~torch.isfinite(ref), float("-inf")).argmax(-1) == ref.argmax(-1)
-            else:  # candidates
+            else:  # candidates; in place: the filtered logits are vLLM's scratch (apply_top_k_top_p fills
+                # them in place too), handed to nothing but this hook and the draw that follows it
                 c.candidate_steps += 1
                 k = min(k, ref.shape[1])
-                values, idx = torch.topk(ref, k, dim=-1)
-                covered = counts <= k
                 normed = model.model.norm(pending.prediction.to(weight.dtype))
-                dist = candidate_logits(model, normed, weight, idx)
-                acting = torch.where(covered, beta_dev, torch.zeros_like(beta_dev))
-                out = ref.clone().scatter_(1, idx, fused_at(values, dist, acting, temperature))
+                if kernels.fits(ref, weight):  # CUDA: one pass collects the candidates, one kernel fuses
+                    c.kernel_steps += 1
+                    idx, values, counts = kernels.collect_candidates(ref, k)
+                    covered = counts <= k
+                    c1, c2 = coefficients(beta_dev, temperature)
+                    dist = kernels.fuse_candidates(ref, idx, counts, weight, normed, c1, c2)
+                    out = ref
+                else:
+                    # one column more than gathered: a finite value there means the row has more than k
+                    # candidates. Counts from the top-k+1 alone: exact up to k, k+1 = more.
+                    values, idx = torch.topk(ref, min(k + 1, ref.shape[1]), dim=-1)
+                    counts = torch.isfinite(values).sum(dim=-1)
+                    covered = counts <= k
+                    values, idx = values[:, :k], idx[:, :k]
+                    dist = candidate_logits(model, normed, weight, idx)
+                    acting = torch.where(covered, beta_dev, torch.zeros_like(beta_dev))
+                    out = ref.scatter_(1, idx, fused_at(values, dist, acting, temperature))
                 over = (~covered & (beta_dev != 0)).sum()
                 self.overflow_total = over if self.overflow_total is None else self.overflow_total + over
-                if counted:  # topk is sorted: column 0 is logits_ref's best candidate
-                    agree = dist.masked_fill(~torch.isfinite(values), float("-inf")).argmax(-1) == 0
+                if counted:  # logits_dist's best candidate is logits_ref's best one
+                    live = torch.isfinite(values)
+                    agree = (dist.masked_fill(~live, float("-inf")).argmax(-1) == values.argmax(-1)) & covered
+            self._record_counts(counts)
         c.intervention_calls += 1
-        acting_rows = int((betas != 0).sum())
+        active_host = betas != 0
+        acting_rows = int(active_host.sum())
         if counted:
             active = beta_dev != 0
             candidates = torch.where(active, counts, torch.zeros_like(counts)).sum()
@@ -136,8 +157,8 @@ class FusedSampler:
             hits = (agree & active).sum()
             self.agreement_total = hits if self.agreement_total is None else self.agreement_total + hits
             c.rows_counted += acting_rows
-            if len(self.count_samples) < COUNT_SAMPLES:
-                self.count_samples.append(counts[active])
+            if len(self.count_samples) < COUNT_SAMPLES:  # masked when read: a device mask here would sync
+                self.count_samples.append((counts, active_host))
         c.rows_intervened += acting_rows
         return out
 
@@ -153,11 +174,18 @@ class FusedSampler:
         if self.agreement_total is not None:
             c.agreement_hits = int(self.agreement_total)
         if self.count_samples:
-            all_counts = torch.cat(self.count_samples).float().cpu()
+            all_counts = torch.cat([counts.cpu()[mask] for counts, mask in self.count_samples]).float()
             if all_counts.numel():
                 q = torch.quantile(all_counts, torch.tensor([0.5, 0.9, 0.99]))
                 c.candidates_quantiles = {"median": float(q[0]), "p90": float(q[1]), "p99": float(q[2]),
                                           "rows": int(all_counts.numel())}
+
+
+def coefficients(beta, temperature):
+    """Per row, (1+β, −β/T) of the fused formula (esamp/fused.py), with β zeroed on greedy rows."""
+    from esamp.fused import fused_coefficients
+
+    return fused_coefficients(beta, temperature)
 
 
 def weight_dtype(model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from esamp.counters import ESampCounters
+from esamp.counters import ESampCounters, span
 
 
 class LossBook:
@@ -15,8 +15,10 @@ class LossBook:
 
     def train(self, distiller, shallow, deep):
         """The prediction for this step's intervention (before this step's update), then the update."""
-        pred = distiller.predict(shallow)
-        loss, ready = distiller.train_async(shallow, deep)
+        with span("esamp.predict"):
+            pred = distiller.predict(shallow)
+        with span("esamp.train"):
+            loss, ready = distiller.train_async(shallow, deep)
         self.unread.append((loss, shallow.shape[0], ready))
         return pred
 

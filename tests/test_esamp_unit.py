@@ -79,6 +79,44 @@ def test_distiller_learns_a_mapping_and_leaves_the_global_rng_alone():
     assert torch.allclose(d.predict(x), d.model(x), atol=0)  # predict: same model, no grad
 
 
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 9), hidden=st.integers(1, 12), width=st.integers(1, 12), seed=st.integers(0, 2**16),
+       scale=st.sampled_from([1e-3, 1.0, 30.0]))
+def test_written_out_gradients_equal_autograd(rows, hidden, width, seed, scale):
+    """The training step's gradients (no autograd) against autograd's on the same module, in float64."""
+    from esamp.distiller import Distiller
+
+    model = Distiller(hidden, width, seed=seed).double()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, hidden, generator=gen, dtype=torch.float64) * scale
+    y = torch.randn(rows, hidden, generator=gen, dtype=torch.float64) * scale
+    with torch.no_grad():
+        loss, grads = model.loss_and_grads(x, y)
+    ref = torch.nn.functional.mse_loss(model(x), y)
+    ref.backward()
+    assert torch.allclose(loss, ref.detach(), rtol=1e-10, atol=0)
+    for got, param in zip(grads, (model.gate.weight, model.up.weight, model.down.weight)):
+        assert got.shape == param.shape
+        assert torch.allclose(got, param.grad, rtol=1e-9, atol=1e-12 * float(param.grad.abs().max()))
+
+
+def test_the_training_step_never_starts_autograd():
+    """No backward(): the step must not build a graph (the autograd engine's device thread failed to start
+    in tensor-parallel vLLM workers)."""
+    d = OnlineDistiller(hidden=8, width=16, lr=1e-2, seed=0)
+    x, y = torch.randn(5, 8), torch.randn(5, 8)
+    calls = []
+    original = torch.autograd.backward
+    torch.autograd.backward = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        before = [p.detach().clone() for p in d.model.parameters()]
+        d.train_step(x, y)
+    finally:
+        torch.autograd.backward = original
+    assert not calls
+    assert all(not torch.equal(b, p) for b, p in zip(before, d.model.parameters()))  # it did update
+
+
 def test_training_works_under_inference_mode():
     """vLLM samples under torch.inference_mode(); ESamp trains from inside it."""
     d = OnlineDistiller(hidden=8, width=16, lr=1e-2, seed=0)
@@ -186,7 +224,7 @@ def test_candidate_path_equals_the_dense_path(rows, vocab, seed, peaked, data):
     sampler = FusedSampler(counters)
     sampler.recent_max = data.draw(st.integers(1, vocab))  # as if earlier steps had measured this
     k = sampler._path_k()
-    candidate = _fuse(sampler, model, ref, pred, betas, temperature)
+    candidate = _fuse(sampler, model, ref.clone(), pred, betas, temperature)  # the candidate path works in place
     assert counters.candidate_steps == (1 if k is not None else 0)
     counts = torch.isfinite(ref).sum(-1)
     for r in range(rows):

@@ -74,3 +74,18 @@ def test_compat_lists_every_gpu_run_with_its_runner_and_failures(tmp_path):
     assert rows[1].startswith("| 0.27.1 | NVIDIA H200 | eager | unset | inproc: v2 | inproc pass | inproc pass | "
                               "inproc **FAIL** |")
     assert "## Live on the GPU" not in compat.render_markdown({}, [])
+
+
+def test_vanilla_rounds_that_spread_more_than_ten_percent_make_the_setting_noise():
+    from driftcheck.bench.runner import noisy, summarize
+
+    quiet = summarize({"vanilla": [100.0, 104.0, 98.0, 101.0, 99.0], "esamp": [95.0, 96.0, 94.0, 95.0, 97.0]})
+    loud = summarize({"vanilla": [100.0, 130.0, 98.0, 101.0, 99.0], "esamp": [95.0, 96.0, 94.0, 95.0, 97.0]})
+    assert not quiet["noise"] and abs(quiet["vanilla_spread"] - 0.06) < 1e-9
+    assert loud["noise"] and abs(loud["vanilla_spread"] - 0.32) < 1e-9
+    result = {"label": "cuda-x", "machine": "m", "vllm": "0.20.0", "shape": "s", "mode": "graphs",
+              "variants": {"t0.8-p0.95": quiet, "r1-t0.6-p0.95": loud}}
+    assert noisy(result) == ["r1-t0.6-p0.95 (vanilla spread 32%)"]
+    table = throughput.render_markdown({"cuda-x": result})
+    rows = {line.split(" | ")[6]: line for line in table.splitlines() if line.startswith("| m |")}
+    assert "NOISE" in rows["r1-t0.6-p0.95"] and "NOISE" not in rows["t0.8-p0.95"]

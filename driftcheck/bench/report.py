@@ -6,7 +6,8 @@ import json
 import statistics
 from pathlib import Path
 
-from driftcheck.bench.shapes import BETA
+from driftcheck.bench.runner import VANILLA_SPREAD_LIMIT
+from driftcheck.bench.shapes import BETA, SAMPLINGS
 from driftcheck.files import write_atomic
 
 
@@ -17,19 +18,29 @@ def record(result: dict, json_path: Path) -> None:
     write_atomic(json_path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
+LEGACY_SAMPLINGS = {"min_p=0.0": "t0.8-p0.95", "min_p=0.05": "t0.8-p0.95-minp0.05"}  # results before 2026-12
+
+
 def render_markdown(data: dict) -> str:
     lines = ["# Benchmarks", "",
              "Produced by `driftcheck bench` (driftcheck/bench/; GPU rows by "
              "`benchmarks/gpu_bundle.py` + one device call). Do not edit by hand.", "",
              "## Throughput: ESamp vs vanilla vLLM", "",
-             "Same engine settings and SamplingParams (n=16, temperature 0.8, top_p 0.95, ignore_eos, fixed "
-             f"max_tokens, prefix caching off); ESamp at β={BETA} on every request; two warm engines, timed rounds "
-             "alternating A B A B. Ratio = ESamp tok/s / vanilla tok/s, per pair of rounds: median [min–max]. "
-             "Shape `task`: the trained task model (driftcheck/models/task.py) with real weights, its own held-out "
-             "prompts, answers ended by its end token. Candidates per row after top-k/top-p/min-p: mean "
-             "(median / p90 / p99 where counted).", "",
-             "| machine | vLLM | shape | mode | min_p | vanilla tok/s | ESamp tok/s | ratio | candidates/row |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "Same engine settings and SamplingParams (n=16, ignore_eos, fixed max_tokens, prefix caching off); "
+             f"ESamp at β={BETA} on every request; two warm engines, timed rounds alternating A B A B. "
+             "Ratio = ESamp tok/s / vanilla tok/s, per pair of rounds: median [min–max]; vanilla tok/s: median "
+             "(spread = (max − min) / median of its rounds; a setting whose vanilla rounds spread more than "
+             f"{VANILLA_SPREAD_LIMIT:.0%} is marked NOISE, its ratio means nothing). Sampling: "
+             + "; ".join(f"`{name}` = {', '.join(f'{k} {v}' for k, v in params.items())}"
+                         for name, params in SAMPLINGS.items()) + ". "
+             "Logits `flat`: vLLM's dummy weights (near-uniform); `peaked`: the same model with its final norm "
+             "rescaled (driftcheck/bench/shapes.py `shape_logits`), so a row's candidates are few, as with a trained "
+             "LM. Shape `task`: the trained task model (driftcheck/models/task.py) with real weights, its own "
+             "held-out prompts, answers ended by its end token. Candidates per row after top-k/top-p/min-p, as "
+             "ESamp counted them under that setting: mean (median / p90 / p99 where counted).", "",
+             "| machine | vLLM | runner | shape | logits | mode | sampling | rounds | vanilla tok/s (spread) "
+             "| ESamp tok/s | ratio | candidates/row |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     skipped = []
     for label, r in sorted(data.items()):
         if label == "scan":
@@ -37,17 +48,25 @@ def render_markdown(data: dict) -> str:
         if "error" in r:
             skipped.append(f"- `{label}`: could not run: {r['error']}")
             continue
-        counters = r.get("esamp_counters") or {}
-        cand, q = counters.get("candidates_per_row"), counters.get("candidates_quantiles") or {}
-        cand_text = f"{cand:,.0f}" if cand else "-"
-        if q:
-            cand_text += f" ({q['median']:,.0f} / {q['p90']:,.0f} / {q['p99']:,.0f})"
+        runner = r.get("runner") or "v1"  # results before 2026-12: V1 (CPU, and vLLM 0.20's CUDA default)
         for variant, v in r["variants"].items():
-            lines.append(f"| {r['machine']} | {r['vllm']} | {r['shape']} | {r['mode']} | {variant.split('=')[1]} | "
-                         f"{statistics.median(v['vanilla_tok_s']):,.0f} | {statistics.median(v['esamp_tok_s']):,.0f} | "
-                         f"{v['ratio_median']:.3f} [{v['ratio_min']:.3f}–{v['ratio_max']:.3f}] | {cand_text} |")
+            counters = v.get("esamp_counters") or r.get("esamp_counters") or {}
+            van = v["vanilla_tok_s"]
+            spread = v.get("vanilla_spread", (max(van) - min(van)) / statistics.median(van))
+            noise = " NOISE" if spread > VANILLA_SPREAD_LIMIT else ""
+            lines.append(f"| {r['machine']} | {r['vllm']} | {runner} | {r['shape']} | {r.get('logits', 'flat')} | "
+                         f"{r['mode']} | {LEGACY_SAMPLINGS.get(variant, variant)} | {len(van)} | "
+                         f"{statistics.median(van):,.0f} ({spread:.0%}){noise} | "
+                         f"{statistics.median(v['esamp_tok_s']):,.0f} | "
+                         f"{v['ratio_median']:.3f} [{v['ratio_min']:.3f}–{v['ratio_max']:.3f}] | "
+                         f"{_candidates(counters)} |")
     if skipped:
         lines += ["", "Configurations that did not run:", ""] + skipped
+    profiled = [(label, r) for label, r in sorted(data.items()) if r.get("components")]
+    if profiled:
+        lines += ["", "## Where ESamp's time goes", "", COMPONENTS_TEXT]
+    for label, r in profiled:
+        lines += ["", f"### `{label}`", "", *component_table(r["components"])]
     scan = data.get("scan")
     if scan:
         lines += ["", "## Scan", "", f"Installed vLLM {scan['vllm']} on {scan['machine']}.", "",
@@ -57,3 +76,31 @@ def render_markdown(data: dict) -> str:
                   f"| `scan --live` (child process imports vLLM and torch) | {scan['live_s']:.1f} | "
                   f"{scan['live_rounds']} | < 60 s |"]
     return "\n".join(lines) + "\n"
+
+
+COMPONENTS_TEXT = ("One profiled round per worker, first sampling setting (torch.profiler; the top operators are in "
+                   "reports/benchmarks.json). Host ms: Python and launch time inside ESamp's named range "
+                   "(esamp.sample_hook contains predict and train); device ms: the span of device time its kernels "
+                   "covered (an upper bound: training runs on a side stream beside the next forward). Round totals: "
+                   "wall time, and the sum of every kernel's device time.")
+
+
+def _candidates(counters: dict) -> str:
+    cand, q = counters.get("candidates_per_row"), counters.get("candidates_quantiles") or {}
+    text = f"{cand:,.0f}" if cand else "-"
+    if q:
+        text += f" ({q['median']:,.0f} / {q['p90']:,.0f} / {q['p99']:,.0f})"
+    return text
+
+
+def component_table(components: dict) -> list[str]:
+    """One profiled round per worker: ESamp's own ranges (host ms, device ms of the kernels they
+    launched) and the round's total device time, ESamp's against vanilla's."""
+    rows = ["| component | calls | host ms | device ms |", "|---|---|---|---|"]
+    for name, c in components["ranges"].items():
+        host = "-" if c["host_ms"] is None else f"{c['host_ms']:.1f}"  # None: not kept by that run's profile
+        rows.append(f"| {name} | {c['calls']} | {host} | {c['device_ms']:.1f} |")
+    rows.append(f"| round total, vanilla / ESamp | | {components['wall_ms']['vanilla']:.0f} / "
+                f"{components['wall_ms']['esamp']:.0f} (wall) | {components['device_ms']['vanilla']:.0f} / "
+                f"{components['device_ms']['esamp']:.0f} |")
+    return rows

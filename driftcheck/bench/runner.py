@@ -14,7 +14,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from driftcheck.bench.shapes import BETA, MIN_P_VARIANTS, SAMPLING, workload, write_model_dir
+from driftcheck.bench.profile import components
+from driftcheck.bench.shapes import BETA, DEFAULT_SAMPLINGS, SAMPLINGS, workload, write_model_dir
+
+#: The vanilla rounds of a setting must agree within this (max - min) / median, or its ratio is noise.
+VANILLA_SPREAD_LIMIT = 0.10
 
 
 class Worker:
@@ -49,14 +53,21 @@ class Worker:
         self.log.close()
 
 
+def bench_label(device: str, shape: str, mode: str, logits: str = "flat", runner: str = "") -> str:
+    return "-".join([device, shape, *([logits] if logits != "flat" else []), mode, *([runner] if runner else [])])
+
+
 def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: bool = False,
-                  log_dir: Path | None = None) -> dict:
+                  log_dir: Path | None = None, logits: str = "flat", samplings=DEFAULT_SAMPLINGS,
+                  runner: str = "") -> dict:
+    """`runner`: the model runner the engines are expected to build (v1 | v2; "" = not checked), recorded
+    in the label; the ESamp worker's stats say which one ran."""
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="driftcheck-bench-"))
-    label = f"{device}-{shape}-{mode}"
+    label = bench_label(device, shape, mode, logits, runner)
     model_dir = write_model_dir(shape, log_dir / "models")
     work = workload(device, shape)
     base = {"device": device, "mode": mode, "shape": shape, "model_dir": str(model_dir), "workload": work,
-            "label": label}
+            "label": label, "logits": logits, "samplings": list(samplings)}
     workers = []
     try:
         for variant in ("vanilla", "esamp"):  # one after the other: engine start-up profiles memory
@@ -65,23 +76,24 @@ def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: b
             w.info = w.ask()
         vanilla, esamp = workers
         result = {"label": label, "device": device, "shape": shape, "mode": mode, "rounds": rounds,
-                  "workload": work, "sampling": SAMPLING, "beta": BETA, "machine": machine(device),
-                  "vllm": vanilla.info["vllm"], "torch": vanilla.info["torch"],
+                  "logits": logits, "shaped": vanilla.info.get("shaped"), "workload": work, "beta": BETA,
+                  "machine": machine(device), "vllm": vanilla.info["vllm"], "torch": vanilla.info["torch"],
                   "load_s": {"vanilla": vanilla.info["load_s"], "esamp": esamp.info["load_s"]}, "variants": {}}
-        for min_p in MIN_P_VARIANTS:
+        esamp.ask({"op": "stats", "reset": True})  # the warm-up's counts are not a setting's
+        for sampling in samplings:
             runs = {"vanilla": [], "esamp": []}
             for i in range(rounds):
                 order = (vanilla, esamp) if i % 2 == 0 else (esamp, vanilla)
                 for w in order:
-                    runs[w.name].append(w.ask({"op": "round", "min_p": min_p})["tok_s"])
-            ratios = [e / v for e, v in zip(runs["esamp"], runs["vanilla"])]
-            result["variants"][f"min_p={min_p}"] = {
-                "vanilla_tok_s": runs["vanilla"], "esamp_tok_s": runs["esamp"],
-                "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-                "ratio_of_medians": statistics.median(runs["esamp"]) / statistics.median(runs["vanilla"])}
+                    runs[w.name].append(w.ask({"op": "round", "sampling": sampling})["tok_s"])
+            result["variants"][sampling] = {"params": SAMPLINGS[sampling], **summarize(runs),
+                                            "esamp_counters": esamp.ask({"op": "stats", "reset": True})["esamp"]}
         result["esamp_counters"] = esamp.ask({"op": "stats"})["esamp"]
+        result["runner"] = result["esamp_counters"].get("runner")
         if profile:
-            result["profile"] = {w.name: w.ask({"op": "profile", "min_p": 0.0})["profile"] for w in workers}
+            result["profile"] = {w.name: w.ask({"op": "profile", "sampling": samplings[0]})["profile"]
+                                 for w in workers}
+            result["components"] = components(result["profile"])
         _check_esamp_ran(result)
         return result
     finally:
@@ -89,10 +101,30 @@ def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: b
             w.close()
 
 
+def summarize(runs: dict) -> dict:
+    """Ratios per pair of rounds, and whether the vanilla rounds agree well enough for them to mean anything."""
+    ratios = [e / v for e, v in zip(runs["esamp"], runs["vanilla"])]
+    van = runs["vanilla"]
+    spread = (max(van) - min(van)) / statistics.median(van)
+    return {"vanilla_tok_s": van, "esamp_tok_s": runs["esamp"],
+            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "ratio_of_medians": statistics.median(runs["esamp"]) / statistics.median(van),
+            "vanilla_spread": spread, "noise": spread > VANILLA_SPREAD_LIMIT}
+
+
+def noisy(result: dict) -> list[str]:
+    """The settings whose vanilla rounds spread more than VANILLA_SPREAD_LIMIT: their ratios are noise."""
+    return [f"{name} (vanilla spread {v['vanilla_spread']:.0%})" for name, v in result["variants"].items()
+            if v.get("noise")]
+
+
 def _check_esamp_ran(result: dict) -> None:
     c = result["esamp_counters"]
     if not c.get("gate_passed") or not c.get("train_steps") or not c.get("intervention_calls"):
         raise RuntimeError(f"ESamp did not run in the esamp worker (counters {c}): the figures would be vanilla's")
+    for name, v in result["variants"].items():
+        if not v["esamp_counters"].get("rows_counted"):
+            raise RuntimeError(f"ESamp intervened on no counted row under {name}: the figures would be vanilla's")
 
 
 def machine(device: str) -> str:

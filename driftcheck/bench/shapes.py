@@ -26,12 +26,26 @@ TRAINED = ("task",)
 #: Workloads per device: the GPU one is the device recipe's baseline (16 prompts x n=16 x 128).
 WORKLOADS = {
     "cpu": {"prompts": 4, "prompt_len": 32, "n": 16, "max_tokens": 32},
-    "cuda": {"prompts": 16, "prompt_len": 32, "n": 16, "max_tokens": 128},
+    # 256 new tokens (the device recipe's 128 gave ~1 s rounds at 0.5B, whose vanilla rounds spread 34 %)
+    "cuda": {"prompts": 16, "prompt_len": 32, "n": 16, "max_tokens": 256},
     "task": {"prompts": 64, "n": 16},
 }
-SAMPLING = {"temperature": 0.8, "top_p": 0.95}
-MIN_P_VARIANTS = (0.0, 0.05)  # without and with min_p
+#: Sampling settings, by name: the benchmark's own (temperature 0.8, top_p 0.95, without and with
+#: min_p), Qwen's recommended one and the R1-distill one (what users actually run).
+SAMPLINGS = {
+    "t0.8-p0.95": {"temperature": 0.8, "top_p": 0.95},
+    "t0.8-p0.95-minp0.05": {"temperature": 0.8, "top_p": 0.95, "min_p": 0.05},
+    "qwen-t0.6-p0.95-k20": {"temperature": 0.6, "top_p": 0.95, "top_k": 20},
+    "r1-t0.6-p0.95": {"temperature": 0.6, "top_p": 0.95},
+}
+DEFAULT_SAMPLINGS = tuple(SAMPLINGS)
 BETA = 0.8
+
+#: Logits of a dummy-weight model: "flat" as vLLM's dummy init leaves them (near-uniform: top_p 0.95
+#: keeps ~91 % of the vocabulary), or "peaked" like a trained LM's (shape_logits below: a median of
+#: ~20-30 candidates per row at temperature 0.8 / top_p 0.95, measured in every row of the report).
+LOGITS = ("flat", "peaked")
+PEAKED_LOGIT_STD = 5.5  # std of a row's logits over the vocabulary (iid-Gaussian-like)
 
 
 def write_model_dir(shape: str, root: Path) -> Path:
@@ -60,6 +74,34 @@ def engine_kwargs(device: str, mode: str, shape: str = "") -> dict:
     from driftcheck.models.engine_env import gpu_engine_kwargs
 
     return {**common, "dtype": "bfloat16", **gpu_engine_kwargs(mode)}
+
+
+def shape_logits(model, logits: str, seed: int = 0) -> dict:
+    """Make a dummy-weight model's logits `logits`-shaped, in place (both workers call it, so both
+    engines run the same model). "peaked": the final norm's weight becomes random signs scaled so
+    that a row's logits have std PEAKED_LOGIT_STD over the vocabulary. Signs, not a constant: with
+    dummy weights the residual stream is ~ the current token's embedding, and for a tied LM head a
+    constant weight would make that token's own logit dominate every row. Calibrated on the
+    embedding rows of 256 tokens (what the final norm sees with dummy layers); the candidate counts
+    the run then measures are what the report shows. Returns what it did."""
+    if logits == "flat":
+        return {"logits": logits}
+    import torch
+
+    from driftcheck.adapters.model import logits_from_hidden
+
+    norm = model.model.norm
+    hidden = norm.weight.shape[0]
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    signs = torch.randint(0, 2, (hidden,), generator=gen).float() * 2 - 1
+    ids = torch.randint(2, model.model.embed_tokens.weight.shape[0], (256,), generator=gen)
+    with torch.no_grad():
+        norm.weight.copy_(signs.to(norm.weight))
+        rows = model.model.embed_tokens.weight.index_select(0, ids.to(norm.weight.device))
+        measured = float(logits_from_hidden(model, rows).float().std(dim=-1).median())
+        norm.weight.mul_(PEAKED_LOGIT_STD / measured)
+        after = float(logits_from_hidden(model, rows).float().std(dim=-1).median())
+    return {"logits": logits, "logit_std_before": measured, "logit_std": after}
 
 
 def workload(device: str, shape: str) -> dict:

@@ -15,7 +15,7 @@ import time
 
 from driftcheck import env
 from driftcheck.bench.profile import profile_round
-from driftcheck.bench.shapes import BETA, MIN_P_VARIANTS, SAMPLING, engine_kwargs, prompts_and_limits
+from driftcheck.bench.shapes import BETA, SAMPLINGS, engine_kwargs, prompts_and_limits, shape_logits
 
 
 def _worker(opts: dict) -> None:
@@ -41,35 +41,45 @@ def _worker(opts: dict) -> None:
     t0 = time.perf_counter()
     llm = LLM(model=opts["model_dir"], **engine_kwargs(opts["device"], opts["mode"], opts.get("shape", "")), **extra)
     load_s = time.perf_counter() - t0
+    # the same weights in both workers: in place, before any timed round (CUDA graphs read the same memory)
+    shaped = llm.apply_model(lambda model: shape_logits(model, opts.get("logits", "flat")))[0]
     work = opts["workload"]
     prompts, limits = prompts_and_limits(opts.get("shape", ""), work)
 
-    def params(min_p: float):
-        return SamplingParams(n=work["n"], min_p=min_p, detokenize=False, **limits,
-                              extra_args={"esamp_beta": BETA} if esamp else None, **SAMPLING)
+    def params(sampling: str):
+        return SamplingParams(n=work["n"], detokenize=False, **limits,
+                              extra_args={"esamp_beta": BETA} if esamp else None, **SAMPLINGS[sampling])
 
-    def generate(min_p: float) -> tuple[int, float]:
+    def generate(sampling: str) -> tuple[int, float]:
         t = time.perf_counter()
-        outs = llm.generate(prompts, params(min_p), use_tqdm=False)
+        outs = llm.generate(prompts, params(sampling), use_tqdm=False)
         return sum(len(c.token_ids) for o in outs for c in o.outputs), time.perf_counter() - t
 
-    for min_p in MIN_P_VARIANTS:  # warm-up: every shape of batch the timed rounds will see
-        generate(min_p)
-    proto.write(json.dumps({"ready": True, "load_s": load_s, "vllm": _vllm_version(),
+    for sampling in [opts["samplings"][0], *opts["samplings"]]:  # warm-up: every batch shape the rounds see
+        generate(sampling)  # (the first setting twice: ESamp's first round ran ~30 % slow, allocating)
+    proto.write(json.dumps({"ready": True, "load_s": load_s, "vllm": _vllm_version(), "shaped": shaped,
                             "torch": torch.__version__}) + "\n")
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["op"] == "round":
-            tokens, seconds = generate(cmd["min_p"])
+            tokens, seconds = generate(cmd["sampling"])
             proto.write(json.dumps({"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds}) + "\n")
         elif cmd["op"] == "profile":
-            proto.write(json.dumps({"profile": profile_round(lambda: generate(cmd["min_p"]))}) + "\n")
+            from esamp import counters as esamp_counters
+
+            set_ranges = (lambda on: setattr(esamp_counters, "RANGES", on)) if esamp else None
+            proto.write(json.dumps({"profile": profile_round(lambda: generate(cmd["sampling"]), set_ranges)}) + "\n")
         elif cmd["op"] == "stats":
             stats = {}
             if esamp:
                 from esamp.controller import CONTROLLER
 
+                from driftcheck.shims.hook_points import HOOKS
+
                 stats = CONTROLLER.stats() if CONTROLLER is not None else {}
+                stats["runner"] = HOOKS.runner_built  # the model runner this engine built (v1 | v2)
+                if cmd.get("reset") and CONTROLLER is not None:
+                    CONTROLLER.reset_counts()  # the next sampling setting's candidates are counted afresh
             proto.write(json.dumps({"esamp": stats}) + "\n")
         else:
             break

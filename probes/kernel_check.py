@@ -1,0 +1,87 @@
+"""Probe: the Triton candidate kernels (esamp/kernels.py) give what the PyTorch candidate path gives,
+on random and on peaked logits, with rows that overflow k, greedy rows and β = 0 rows.
+
+Runs where the kernels run (CUDA), or on the CPU in Triton's interpreter (TRITON_INTERPRET=1):
+`python -m driftcheck.probes.kernel_check [--device cuda]` prints one line and exits 0 / 1.
+The GPU benchmark runs it before timing anything (benchmarks/gpu_device.sh)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def check(device: str = "cuda", *, cases: int = 12, seed: int = 0) -> list[str]:
+    """Problems found (empty: the kernels agree with the reference)."""
+    import torch
+
+    from esamp import kernels
+    from esamp.fused import fused_at, fused_coefficients
+
+    problems = []
+    gen = torch.Generator().manual_seed(seed)
+    for case in range(cases):
+        rows = int(torch.randint(1, 9, (1,), generator=gen))
+        vocab = int(torch.randint(50, 5000, (1,), generator=gen))
+        hidden = int(torch.randint(8, 300, (1,), generator=gen))
+        k = [16, 32, 64][case % 3]
+        dtype = torch.bfloat16 if (case % 2 and device == "cuda") else torch.float32
+        weight = (torch.randn(vocab, hidden, generator=gen) * 0.05).to(device, dtype)
+        normed = torch.randn(rows, hidden, generator=gen).to(device, dtype)
+        ref = torch.randn(rows, vocab, generator=gen) * (8.0 if case % 4 < 2 else 1.0)
+        keep = torch.randint(1, 2 * k, (rows,), generator=gen)  # some rows have more than k candidates
+        ranks = ref.argsort(-1, descending=True).argsort(-1)
+        ref = torch.where(ranks < keep.unsqueeze(1), ref, torch.full_like(ref, float("-inf"))).to(device)
+        beta = torch.tensor([[0.0, 0.4, 0.8, 1.5][i % 4] for i in range(rows)], device=device)
+        temperature = torch.tensor([[0.6, 1.0, 0.0][i % 3] for i in range(rows)], device=device)
+
+        idx, values, counts = kernels.collect_candidates(ref, k)
+        want_counts = torch.isfinite(ref).sum(-1)
+        if not torch.equal(counts.long().cpu(), want_counts.cpu()):
+            problems.append(f"case {case}: counts {counts.tolist()} != {want_counts.tolist()}")
+            continue
+        out = ref.clone()
+        c1, c2 = fused_coefficients(beta, temperature)
+        dist = kernels.fuse_candidates(out, idx, counts, weight, normed, c1, c2)
+        for r in range(rows):
+            n = int(want_counts[r])
+            if n > k:
+                if not torch.equal(out[r], ref[r]):
+                    problems.append(f"case {case} row {r}: {n} > k={k} candidates, yet the row changed")
+                continue
+            got_idx = idx[r, :n]
+            if sorted(got_idx.tolist()) != sorted(torch.nonzero(torch.isfinite(ref[r])).flatten().tolist()):
+                problems.append(f"case {case} row {r}: collected indices are not the row's candidates")
+                continue
+            want_dist = (weight[got_idx].float() @ normed[r].float()).to(dtype).float()
+            if not torch.allclose(dist[r, :n], want_dist, rtol=2e-2 if dtype != torch.float32 else 1e-4,
+                                  atol=1e-2 if dtype != torch.float32 else 1e-4):
+                problems.append(f"case {case} row {r}: logits_dist differs by "
+                                f"{float((dist[r, :n] - want_dist).abs().max()):.3g}")
+                continue
+            want = ref[r].clone()
+            want[got_idx] = fused_at(ref[r, got_idx].unsqueeze(0), dist[r, :n].unsqueeze(0), beta[r:r + 1],
+                                     temperature[r:r + 1])[0]
+            if not torch.equal(torch.isinf(out[r]), torch.isinf(ref[r])):
+                problems.append(f"case {case} row {r}: the set of candidates changed")
+            elif not torch.allclose(out[r][torch.isfinite(out[r])], want[torch.isfinite(want)], rtol=1e-5, atol=1e-5):
+                problems.append(f"case {case} row {r}: fused logits differ from the reference formula")
+            elif (beta[r] == 0 or temperature[r] == 0) and not torch.equal(out[r], ref[r]):
+                problems.append(f"case {case} row {r}: a β=0 or greedy row changed")
+    return problems
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda")
+    args = ap.parse_args(argv)
+    problems = check(args.device)
+    if problems:
+        print(f"kernel check FAILED: {len(problems)} problem(s): {'; '.join(problems[:3])}")
+        return 1
+    print("kernel check passed: the Triton candidate kernels agree with the PyTorch reference")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
