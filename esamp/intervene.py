@@ -61,15 +61,23 @@ class FusedSampler:
         self.count_copies = deque()  # (pinned host copy of a step's largest candidate count, ready event)
         self.recent_max: int | None = None
         self.count_samples: list = []  # device tensors: per-row candidate counts of sampled steps
+        self.lockstep = False  # tensor-parallel ranks: the path choice must not depend on timing
 
     def reset_counts(self) -> None:
         self.candidates_total = self.agreement_total = self.overflow_total = None
         self.count_samples = []
 
     def _path_k(self) -> int | None:
-        """k for the candidate path, or None for the dense path, from finished steps' counts."""
-        while self.count_copies and (self.count_copies[0][1] is None or self.count_copies[0][1].query()):
-            host, _ = self.count_copies.popleft()
+        """k for the candidate path, or None for the dense path, from finished steps' counts.
+
+        Under tensor parallelism (`lockstep`) every rank must choose the same path each step (the paths
+        enter different collectives), so every earlier step's count is read, waiting if need be: they
+        were recorded before that step's draw, which vLLM waited for, so in practice nothing waits."""
+        while self.count_copies and (self.count_copies[0][1] is None or self.lockstep
+                                     or self.count_copies[0][1].query()):
+            host, ready = self.count_copies.popleft()
+            if ready is not None and self.lockstep:
+                ready.synchronize()
             self.recent_max = int(host)
         if self.recent_max is None:
             return None
@@ -93,7 +101,7 @@ class FusedSampler:
         """The fused logits for the filtered batch, or None when there is nothing to fuse."""
         import torch
 
-        from driftcheck.adapters.model import candidate_logits, plain_lm_head
+        from driftcheck.adapters.model import candidate_logits, lm_head_shard, plain_lm_head, sharded_candidate_logits
         from esamp import kernels
         from esamp.fused import fused_at, fused_logits
 
@@ -108,6 +116,9 @@ class FusedSampler:
         c = self.counters
         k = self._path_k()  # from earlier steps' counts: this step's are not waited for
         weight = plain_lm_head(model) if k is not None else None
+        shard = lm_head_shard(model) if k is not None and weight is None else None  # tensor parallel
+        if shard is not None:
+            weight = shard[0]
         counted = (c.intervention_calls + 1) % CANDIDATES_EVERY == 1  # this step's rows are counted
         agree = None
         with torch.no_grad():
@@ -124,7 +135,7 @@ class FusedSampler:
                 c.candidate_steps += 1
                 k = min(k, ref.shape[1])
                 normed = model.model.norm(pending.prediction.to(weight.dtype))
-                if kernels.fits(ref, weight):  # CUDA: one pass collects the candidates, one kernel fuses
+                if shard is None and kernels.fits(ref, weight):  # CUDA: one pass collects, one kernel fuses
                     c.kernel_steps += 1
                     idx, values, counts = kernels.collect_candidates(ref, k)
                     covered = counts <= k
@@ -138,7 +149,8 @@ class FusedSampler:
                     counts = torch.isfinite(values).sum(dim=-1)
                     covered = counts <= k
                     values, idx = values[:, :k], idx[:, :k]
-                    dist = candidate_logits(model, normed, weight, idx)
+                    dist = (candidate_logits(model, normed, weight, idx) if shard is None
+                            else sharded_candidate_logits(normed, shard, idx))
                     acting = torch.where(covered, beta_dev, torch.zeros_like(beta_dev))
                     out = ref.scatter_(1, idx, fused_at(values, dist, acting, temperature))
                 over = (~covered & (beta_dev != 0)).sum()

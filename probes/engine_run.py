@@ -15,6 +15,7 @@ between runs. Options (JSON object):
                    extra_args is the entry (null: none), in order; each outcome is its tokens or the
                    error it raised (a bad request between good ones)
   probes     bool  attach the recording probe (default = shims)
+  tp         int   tensor_parallel_size (default 1): every worker process writes its own stats, with its rank
   n, max_tokens, seeds ...  the workload (see WORKLOAD)
 """
 
@@ -67,6 +68,14 @@ def main(options: dict) -> dict:
         engine.update(gpu_engine_kwargs(options.get("mode", "eager")))
     if options.get("esamp"):
         engine["additional_config"] = {"esamp": options["esamp"]}
+    if options.get("tp", 1) > 1:
+        engine["tensor_parallel_size"] = options["tp"]
+        if options.get("device", "cpu") == "cpu":
+            # vLLM's CPU default ("auto") binds each worker to its own NUMA node and refuses TP = 2 on a
+            # one-node machine ("Not enough allowed NUMA nodes"); measured: "nobind" runs
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        else:
+            engine["disable_custom_all_reduce"] = True  # the custom all-reduce needs compiled ops
     llm = LLM(model=str(ensure_tiny_model()), **engine)
     load_s = time.perf_counter() - t0
     dog = watch_engine()

@@ -22,6 +22,8 @@ FAULTS = {
     "ignore_fused": "ESamp computes the fused logits, but the draw uses vLLM's unfused ones",
     "deep_from_shallow": "the distiller's deep target is read from the shallow tap (the wrong layer)",
     "shuffle_rows": "the deep rows are shifted by one request before training (misaligned rows)",
+    # tensor parallelism: ranks that do not hold the same ESamp state draw different tokens
+    "rank_skew": "under TP, rank 1's distillers start from another seed than rank 0's (ranks diverge)",
 }
 #: The faults `driftcheck explore --check` must catch (the others are the shape probes' business).
 MEANING_FAULTS = ("ignore_fused", "deep_from_shallow", "shuffle_rows")
@@ -113,7 +115,25 @@ def _shuffle_rows() -> list[Patch]:
     return _step_rows(lambda shallow, deep: torch.roll(deep, 1, dims=0) if deep.shape[0] > 1 else deep)
 
 
-_BUILD = {"stale_rows": _stale_rows, "drop_id_map": _drop_id_map, "silent_tap": _silent_tap,
+def _rank_skew() -> list[Patch]:
+    from esamp.groups import Groups
+
+    def make(original):
+        def distiller(self, key, hidden, device):
+            from driftcheck.shims.hook_points import rank_info
+
+            if key not in self.distillers and rank_info()["rank"] == 1:
+                import dataclasses
+
+                self.config = dataclasses.replace(self.config, seed=int(self.config.seed) + 1)
+            return original(self, key, hidden, device)
+
+        return distiller
+
+    return [Patch(Groups, "distiller", make, __name__)]
+
+
+_BUILD = {"rank_skew": _rank_skew, "stale_rows": _stale_rows, "drop_id_map": _drop_id_map, "silent_tap": _silent_tap,
           "ignore_fused": _ignore_fused, "deep_from_shallow": _deep_from_shallow, "shuffle_rows": _shuffle_rows}
 
 

@@ -291,6 +291,9 @@ def main(options: dict) -> dict:
     beta = options.get("esamp_beta")  # ESamp on, at this β for every request
     if beta is not None:
         kwargs["additional_config"] = {"esamp": {"enable": True}}
+    if int(options.get("tp") or 1) > 1:  # the model runs in one worker process per rank
+        kwargs["tensor_parallel_size"] = int(options["tp"])
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # see probes/engine_run.py
     llm = LLM(model=str(model_dir), enforce_eager=not options.get("compiled", False), **kwargs)
     vocab = llm.llm_engine.model_config.get_vocab_size()
     ctx = esamp.runtime.PLAN.context
@@ -299,7 +302,8 @@ def main(options: dict) -> dict:
     failure = None
 
     def result(failure: str | None, engine_died: str | None = None) -> dict:
-        stats = _engine_stats(read_stats(stats_dir))
+        all_stats = read_stats(stats_dir)
+        stats = _engine_stats(all_stats)
         engine = stats.get("stress", {})
         returns = stats.get("returns", {})
         return {
@@ -313,6 +317,7 @@ def main(options: dict) -> dict:
             "return_violations": return_shape_violations(ctx, returns),
             "failure": failure,
             "engine_died": engine_died,
+            "ranks": rank_summaries(all_stats),
             "kinds": dict(sum((Counter(e["kinds"]) for e in examples), Counter())),
             "seeded": {"drawn": seeded, "why": seeded_why},
             "seconds": round(time.perf_counter() - t_start, 1),
@@ -408,9 +413,26 @@ def _shutdown(llm) -> None:
 
 
 def _engine_stats(all_stats: list[dict]) -> dict:
-    """The stats of the process where the model ran (the one that saw prepare views)."""
+    """The stats of the process where the model ran (the one that saw prepare views; rank 0 under TP)."""
     ran = [s for s in all_stats if s.get("counters", {}).get("prepare_views", 0) or s.get("stress")]
+    ran.sort(key=lambda s: -s.get("rank", 0))
     return ran[-1] if ran else {}
+
+
+def rank_summaries(all_stats: list[dict]) -> list[dict]:
+    """Per process that ran the model (one per tensor-parallel rank): its hooks, engine-side checks and
+    ESamp digests, for the parent to compare across ranks."""
+    out = []
+    for s in all_stats:
+        if not (s.get("counters", {}).get("prepare_views", 0) or s.get("stress")):
+            continue
+        engine, esamp = s.get("stress", {}), s.get("esamp") or {}
+        out.append({"rank": s.get("rank", 0), "world_size": s.get("world_size", 1), "pid": s.get("pid"),
+                    "prepare_views": s.get("counters", {}).get("prepare_views", 0),
+                    "port_hits": s.get("counters", {}).get("port_hits", {}), "steps": engine.get("steps"),
+                    "violations": engine.get("violations") or [], "alarm": engine.get("alarm"),
+                    "interventions": esamp.get("intervention_calls"), "digests": esamp.get("digests") or []})
+    return sorted(out, key=lambda r: r["rank"])
 
 
 def return_shape_violations(ctx, returns: dict) -> list[str]:

@@ -18,7 +18,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from driftcheck import env
-from driftcheck.shims.hook_points import HOOKS
+from driftcheck.shims.hook_points import HOOKS, rank_info
 
 ALARM_STEPS = 4  # decoding steps after which every required hook must have delivered something
 
@@ -112,7 +112,7 @@ def on_sample(logits, view) -> None:
             _violation(f"step {STATE.steps}: tap at layer {layer} did not write this step")
         saved[layer] = HOOKS.tapped_rows(layer, view)[: n].detach().to("cpu", torch.float32).clone()
     out_dir = os.environ.get(env.STRESS_DIR)
-    if out_dir:
+    if out_dir and rank_info()["rank"] == 0:  # under TP every rank holds the same rows: rank 0's are checked
         keep = view.sampled_rows
         torch.save(
             {

@@ -46,6 +46,36 @@ def problems(result: dict) -> list[str]:
     esamp = result.get("esamp")
     if result.get("options", {}).get("esamp_beta") and (not esamp or not esamp.get("intervention_calls")):
         out.append("ESamp was enabled but never intervened (post-filter hook silent)")
+    return out + rank_problems(result)
+
+
+def rank_problems(result: dict) -> list[str]:
+    """Under tensor parallelism: every rank ran the model with its hooks firing and its own engine-side
+    checks clean, and with ESamp every rank's digests (distiller state, fused logits) equal rank 0's."""
+    tp = int(result.get("options", {}).get("tp") or 1)
+    if tp <= 1:
+        return []
+    ranks = result.get("ranks") or []
+    out = []
+    seen = [r["rank"] for r in ranks]
+    if sorted(seen) != list(range(tp)):
+        out.append(f"rank(s) {sorted(set(range(tp)) - set(seen))} of {tp} never ran a prepared step (hooks silent "
+                   f"there: surface runner.prepare_inputs); ranks seen {seen}")
+    for r in ranks:
+        if r["rank"] == 0:
+            continue  # rank 0's checks are the summary's own
+        out += [f"rank {r['rank']}: {v}" for v in ([r["alarm"]] if r.get("alarm") else []) + r["violations"]]
+        if r["world_size"] != tp:
+            out.append(f"rank {r['rank']}: world size {r['world_size']}, not {tp}")
+    if result.get("options", {}).get("esamp_beta") and len(ranks) > 1:
+        base = ranks[0]["digests"]
+        if not base:
+            out.append("no cross-rank ESamp digest was recorded")
+        for r in ranks[1:]:
+            if r["digests"] != base:
+                first = next((i for i, (a, b) in enumerate(zip(base, r["digests"])) if a != b),
+                             min(len(base), len(r["digests"])))
+                out.append(f"rank {r['rank']}'s ESamp state diverged from rank 0's at digest {first}")
     return out
 
 
@@ -57,6 +87,8 @@ def print_summary(result: dict, console=None) -> None:
     opts = result["options"]
     mode = ("multiprocess" if opts.get("multiproc") else "in-process") + (
         ", compiled" if opts.get("compiled") else ", eager")
+    if int(opts.get("tp") or 1) > 1:
+        mode += f", tensor parallel {opts['tp']}"
     table = Table(title=f"driftcheck stress --shrink ({mode}, seed {opts.get('seed', 0)}"
                         + (f", fault {opts['fault']}" if opts.get("fault") else "") + ")")
     for col in ("schedule", "requests", "samples", "engine steps", "rows checked", "max |Δ| shallow",
@@ -86,6 +118,12 @@ def print_summary(result: dict, console=None) -> None:
         console.print(f"esamp: gate passed {e['gate_passed']}, train steps {e['train_steps']}, rows trained "
                       f"{e['rows_trained']}, loss mean/last {e['loss_mean']}/{e['loss_last']}, interventions "
                       f"{e['intervention_calls']}, candidates per row {e['candidates_per_row']}")
+    ranks = (result.get("ranks") or []) if int(opts.get("tp") or 1) > 1 else []
+    for r in ranks:
+        console.print(f"rank {r['rank']} (pid {r['pid']}): prepare views {r['prepare_views']}, port hits "
+                      f"{r['port_hits']}, violations {len(r['violations'])}"
+                      + (f", ESamp interventions {r['interventions']}, digests {len(r['digests'])}"
+                         if r.get("interventions") else ""))
     found = problems(result)
     for line in found[:12]:
         console.print(f"[bold red]FAIL[/] {line}")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import sys
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -286,7 +287,7 @@ class HookPoints:
         out_dir = os.environ.get(env.STATS_DIR)
         if not out_dir:
             return
-        payload = {"pid": os.getpid(), "counters": asdict(self.counters), "bound": self.bound,
+        payload = {"pid": os.getpid(), **rank_info(), "counters": asdict(self.counters), "bound": self.bound,
                    "runner": self.runner_built,
                    "taps": sorted(self.taps), "returns": {k: sorted(v) for k, v in self.returns.items()},
                    **{name: provide() for name, provide in self.stats_providers.items()}}
@@ -294,6 +295,16 @@ class HookPoints:
 
 
 HOOKS = HookPoints()
+
+
+def rank_info() -> dict:
+    """This process's place among vLLM's workers: {"rank", "world_size"} of torch.distributed once
+    vLLM initialised it (every tensor-parallel worker, rank 0 included), else rank 0 of 1. Read
+    without importing torch into a process that has not (the front-end)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return {"rank": dist.get_rank(), "world_size": dist.get_world_size()}
+    return {"rank": 0, "world_size": 1}
 
 
 def read_stats(out_dir: str) -> list[dict]:

@@ -236,3 +236,27 @@ def test_candidate_path_equals_the_dense_path(rows, vocab, seed, peaked, data):
             assert torch.allclose(candidate[r][finite], dense[r][finite], atol=1e-4, rtol=1e-5)
     sampler.read_candidates()
     assert counters.rows_overflowed == int(((counts > (k or 10**9)) & (betas != 0)).sum())
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 5), vocab=st.integers(4, 200), k=st.integers(1, 16), ranks=st.integers(2, 4),
+       seed=st.integers(0, 10_000))
+def test_vocab_parallel_candidate_logits_sum_to_the_full_heads(rows, vocab, k, ranks, seed):
+    """Each rank's shard (with vLLM's padding rows at its end) gives its candidates and zeros elsewhere;
+    the all-reduce's sum equals the unsharded head's candidate logits, exactly."""
+    from driftcheck.adapters.model import candidate_logits, sharded_candidate_logits
+
+    gen = torch.Generator().manual_seed(seed)
+    hidden = 8
+    weight = torch.randn(vocab, hidden, generator=gen)
+    normed = torch.randn(rows, hidden, generator=gen)
+    idx = torch.randint(0, vocab, (rows, min(k, vocab)), generator=gen)
+    per = -(-vocab // ranks)
+    partials = []
+    for r in range(ranks):
+        start, end = min(r * per, vocab), min((r + 1) * per, vocab)
+        shard = torch.cat([weight[start:end], torch.full((per - (end - start), hidden), 7.0)])  # padding rows
+        partials.append(sharded_candidate_logits(normed, (shard, start, end - start, lambda t: t), idx))
+    total = torch.stack(partials).sum(0)
+    assert torch.allclose(total, candidate_logits(None, normed, weight, idx), rtol=1e-6, atol=1e-6)
+    assert all(((p != 0).sum(0) <= 1).all() for p in [torch.stack(partials)])  # each candidate from one rank
