@@ -219,7 +219,8 @@ def merge(files_dir: Path) -> None:
     if checks:
         compat_md = ROOT / "reports" / "compat.md"
         write_atomic(compat_md, compat.render_markdown(json.loads((ROOT / "reports" / "compat.json").read_text()),
-                                                       compat.read_gpu_checks(gpu_dir)))
+                                                       compat.read_gpu_checks(gpu_dir),
+                                                       compat.read_parallel_checks(ROOT / "reports" / "parallel")))
         print(f"merged {len(checks)} engine checks into {gpu_dir} and {compat_md}")
 
 

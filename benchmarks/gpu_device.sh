@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs on the GPU device machine, from the repository root, with .gpu-bundle carried (built here by
 # benchmarks/gpu_bundle.py). Installs the bundle, then one job per argument, in order:
-#   check:ENV:MODE[:inproc]  engine checks on the built-in tiny model (driftcheck/engine_checks.py):
+#   check:ENV:MODE[:inproc[:TP]]  engine checks on the built-in tiny model (driftcheck/engine_checks.py):
 #                     ENV v1 | v2 sets VLLM_USE_V2_MODEL_RUNNER=0|1 and expects that runner;
 #                     ENV scan leaves it unset and expects the runner `driftcheck scan` predicts for a
 #                     CUDA engine and Qwen2 (the release's default); MODE eager|graphs;
-#                     inproc: only the in-process engine (default: in-process and multiprocess)
+#                     inproc: only the in-process engine (default: in-process and multiprocess; "all" = both);
+#                     TP: tensor_parallel_size (every rank judged; needs that many GPUs, e.g. nvidia-h200-x2)
 #   SHAPE:MODE[:LOGITS[:RUNNER]]  the ESamp vs vanilla throughput benchmark (driftcheck bench shapes;
 #                     MODE eager|graphs; LOGITS flat|peaked; RUNNER v1|v2 sets VLLM_USE_V2_MODEL_RUNNER=0|1
 #                     and requires the engines to build it; left out: the release's default, unchecked)
@@ -41,7 +42,9 @@ for job in "$@"; do
   t=$(date +%s)
   case "$job" in
     check:*)
-      IFS=: read -r _ runner mode only <<< "$job"
+      IFS=: read -r _ runner mode only tp <<< "$job"
+      [ "$only" = all ] && only=
+      sfx=${tp:+-tp$tp}
       if [ "$runner" = scan ]; then
         unset VLLM_USE_V2_MODEL_RUNNER
         expect=$(python3 -m driftcheck scan --json 2>"$OUT/scan-$mode.err" | tee "$OUT/scan-$mode.json" | python3 -c \
@@ -52,12 +55,12 @@ for job in "$@"; do
         expect=$runner; export VLLM_USE_V2_MODEL_RUNNER=0; [ "$runner" = v2 ] && export VLLM_USE_V2_MODEL_RUNNER=1
       fi
       python3 -m driftcheck.engine_checks --device cuda --mode "$mode" \
-        ${only:+--inproc-only} --expect-runner "$expect" --out "$OUT/check-$runner-$mode.json" \
-        --imports "$OUT/imports-$runner-$mode.txt" --log "$OUT/runs-$runner-$mode.log" \
-        > "$OUT/check-$runner-$mode.log" 2>&1 || status=1
+        ${only:+--inproc-only} --tp "${tp:-1}" --expect-runner "$expect" --out "$OUT/check-$runner-$mode$sfx.json" \
+        --imports "$OUT/imports-$runner-$mode$sfx.txt" --log "$OUT/runs-$runner-$mode$sfx.log" \
+        > "$OUT/check-$runner-$mode$sfx.log" 2>&1 || status=1
       unset VLLM_USE_V2_MODEL_RUNNER
       echo "== $job ($(( $(date +%s) - t )) s)"
-      python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('ok', r['ok'], 'runner', r.get('runner')); [print(' ', k, c['ok'], c['s'], c['problems'][:2]) for k, c in r['checks'].items()]" "$OUT/check-$runner-$mode.json" 2>/dev/null || tail -5 "$OUT/check-$runner-$mode.log"
+      python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('ok', r['ok'], 'runner', r.get('runner')); [print(' ', k, c['ok'], c['s'], c['problems'][:2]) for k, c in r['checks'].items()]" "$OUT/check-$runner-$mode$sfx.json" 2>/dev/null || tail -5 "$OUT/check-$runner-$mode$sfx.log"
       ;;
     *:*)
       IFS=: read -r shape mode logits runner <<< "$job"

@@ -383,7 +383,9 @@ def compat(releases, project, json_path, md_path) -> None:
         r = compat_run.run_release(release, Path(project).resolve(), compat_run.cache_root() / "logs")
         results[release] = r
         write_atomic(json_file, json.dumps(results, indent=1, sort_keys=True) + "\n")
-        write_atomic(Path(md_path), compat_run.render_markdown(results, compat_run.read_gpu_checks(Path(md_path).parent / "gpu")))
+        reports = Path(md_path).parent
+        write_atomic(Path(md_path), compat_run.render_markdown(results, compat_run.read_gpu_checks(reports / "gpu"),
+                                                               compat_run.read_parallel_checks(reports / "parallel")))
         checks = ", ".join(f"{k} {'pass' if c['ok'] else 'FAIL'}" for k, c in r["checks"].items()) or "not run"
         click.echo(f"vLLM {release}: install {'ok' if r['install'].get('ok') else 'FAILED'}; {checks} ({r['s']} s)")
         failed = failed or not r.get("ok")

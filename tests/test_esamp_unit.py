@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -260,3 +261,29 @@ def test_vocab_parallel_candidate_logits_sum_to_the_full_heads(rows, vocab, k, r
     total = torch.stack(partials).sum(0)
     assert torch.allclose(total, candidate_logits(None, normed, weight, idx), rtol=1e-6, atol=1e-6)
     assert all(((p != 0).sum(0) <= 1).all() for p in [torch.stack(partials)])  # each candidate from one rank
+
+
+def test_group_sharing_under_data_parallel_and_sharded_sampling_are_refused_by_name():
+    """vLLM's DP front-end balances the n children of one prompt on their own (measured: 0, 2 on one engine,
+    1, 3 on the other), so a per-group distiller would see part of its group: refused, naming the setting."""
+    from types import SimpleNamespace
+
+    from esamp.config import ESampConfig, ESampConfigError, ESampRequestError, validate_request
+
+    def config(dp, sharing, sharded=None):
+        return SimpleNamespace(additional_config={"esamp": {"enable": True, "sharing": sharing}},
+                               parallel_config=SimpleNamespace(data_parallel_size=dp,
+                                                               enable_batch_sharded_sampling=sharded))
+
+    assert ESampConfig.from_vllm_config(config(1, "group")).sharing == "group"
+    assert ESampConfig.from_vllm_config(config(2, "shared")).sharing == "shared"
+    with pytest.raises(ESampConfigError, match="sharing.*data_parallel_size=2"):
+        ESampConfig.from_vllm_config(config(2, "group"))
+    params = SimpleNamespace(extra_args={"esamp_beta": 0.8})
+    with pytest.raises(ESampRequestError, match="data_parallel_size=2"):  # the request is refused at admission
+        validate_request(params, config(2, "group"))
+    validate_request(params, config(2, "shared"))
+    # V2's batch-sharded sampling (each TP rank samples its own rows) is refused naming its surface
+    with pytest.raises(ESampConfigError, match="parallel.batch_sharded_sampling"):
+        ESampConfig.from_vllm_config(config(1, "shared", sharded=True))
+    assert ESampConfig.from_vllm_config(config(1, "shared", sharded=False)).enable

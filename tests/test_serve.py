@@ -173,24 +173,3 @@ def test_esamp_under_data_parallel_serve(tmp_path):
         e = s["esamp"]
         assert e["gate_passed"] and e["train_steps"] > 0 and e["intervention_calls"] > 0, (s["pid"], e)
     assert esamp != vanilla
-
-
-def test_group_sharing_under_data_parallel_is_refused_by_name():
-    """vLLM's DP front-end balances the n children of one prompt on their own (measured: 0, 2 on one engine,
-    1, 3 on the other), so a per-group distiller would see part of its group: refused, naming the setting."""
-    from types import SimpleNamespace
-
-    from esamp.config import ESampConfig, ESampConfigError, ESampRequestError, validate_request
-
-    def config(dp, sharing):
-        return SimpleNamespace(additional_config={"esamp": {"enable": True, "sharing": sharing}},
-                               parallel_config=SimpleNamespace(data_parallel_size=dp))
-
-    assert ESampConfig.from_vllm_config(config(1, "group")).sharing == "group"
-    assert ESampConfig.from_vllm_config(config(2, "shared")).sharing == "shared"
-    with pytest.raises(ESampConfigError, match="sharing.*data_parallel_size=2"):
-        ESampConfig.from_vllm_config(config(2, "group"))
-    params = SimpleNamespace(extra_args={"esamp_beta": 0.8})
-    with pytest.raises(ESampRequestError, match="data_parallel_size=2"):  # the request is refused at admission
-        validate_request(params, config(2, "group"))
-    validate_request(params, config(2, "shared"))

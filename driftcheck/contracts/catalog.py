@@ -448,6 +448,20 @@ SURFACES: tuple[Surface, ...] = (
         options={"fields": ("req_id_to_index", "prefill_len", "num_computed_prefill_tokens", "num_computed_tokens_np")},
     ),
     Surface(
+        "parallel.batch_sharded_sampling", "vllm.config.parallel:ParallelConfig", "fields", ("present", "fields"),
+        "Model Runner V2's opt-in batch-sharded sampling under tensor parallelism (each rank samples only its own "
+        "rows): ESamp refuses it by name (esamp/config.py), it would fuse other ranks' rows",
+        (
+            C("sharded_sampling/config-module", "ParallelConfig lives in vllm/config.py (no sharded sampling)",
+              "0.10.0", present="no"),
+            C("sharded_sampling/absent", "no batch-sharded sampling: every rank samples every row", "0.10.1-0.28.0",
+              present="yes", fields=""),
+            C("sharded_sampling/opt-in", "ParallelConfig.enable_batch_sharded_sampling (off by default; with TP on "
+              "V2 each rank samples its own rows, through the model's compute_logits_local)", "0.29.0-",
+              present="yes", fields="enable_batch_sharded_sampling"),
+        ), runner="v2", options={"fields": ("enable_batch_sharded_sampling",)},
+    ),
+    Surface(
         "input_batch_v2.fields", "vllm.v1.worker.gpu.input_batch:InputBatch", "fields", ("present", "fields"),
         "Model Runner V2: the InputBatch fields the prepare view reads",
         (
