@@ -85,7 +85,10 @@ def _ignore_fused() -> list[Patch]:
 
     def make(original):
         def post_filter(self, batch):
-            original(self, batch)  # fused, counted as an intervention ...
+            import dataclasses
+
+            # fused (on a copy: the candidate path fuses in place), counted as an intervention ...
+            original(self, dataclasses.replace(batch, logits=batch.logits.clone()))
             return None  # ... and dropped: vLLM draws from its own logits
 
         return post_filter

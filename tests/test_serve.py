@@ -117,12 +117,21 @@ def _engine_stats(stats: Path) -> dict:
     return ran[0]
 
 
-def test_esamp_through_vllm_serve(tmp_path):
+@pytest.fixture(scope="module")
+def vanilla_server_tokens(tmp_path_factory):
+    """One vanilla server (no ESamp) for both tests: its tokens for PROMPTS and for DP_PROMPTS."""
+    import openai
+
+    with server(tmp_path_factory.mktemp("vanilla"), "vanilla", esamp=False) as (url, _):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="-")
+        return {"prompts": _complete(client, None), "dp": _complete(client, None, DP_PROMPTS)}
+
+
+def test_esamp_through_vllm_serve(tmp_path, vanilla_server_tokens):
     import httpx
     import openai
 
-    with server(tmp_path, "vanilla", esamp=False) as (url, _):
-        vanilla = _complete(openai.OpenAI(base_url=f"{url}/v1", api_key="-"), None)
+    vanilla = vanilla_server_tokens["prompts"]
     with server(tmp_path, "esamp", esamp=True) as (url, stats):
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0)
         assert _complete(client, {"vllm_xargs": {"esamp_beta": 0.0}}) == vanilla  # β = 0: vanilla tokens
@@ -152,15 +161,15 @@ def test_esamp_through_vllm_serve(tmp_path):
 DP_PROMPTS = ["the quick brown fox", "once upon a time", "hello there", "a b c d", "in the beginning", "one two"]
 
 
-def test_esamp_under_data_parallel_serve(tmp_path):
+def test_esamp_under_data_parallel_serve(tmp_path, vanilla_server_tokens):
     """`vllm serve --data-parallel-size 2`: two engine cores, each with its own worker, distiller and
-    request events. β = 0 gives vanilla DP = 2's tokens; at β = 0.8 both engines serve, train and
-    intervene, and between them they were announced every sample sent, each exactly once."""
+    request events. β = 0 gives the vanilla server's tokens (seeded requests; the engines are replicas);
+    at β = 0.8 both engines serve, train and intervene, and between them they were announced every
+    sample sent, each exactly once."""
     import openai
 
+    vanilla = vanilla_server_tokens["dp"]
     dp = ("--data-parallel-size", "2")
-    with server(tmp_path, "vanilla-dp", esamp=False, extra_args=dp) as (url, _):
-        vanilla = _complete(openai.OpenAI(base_url=f"{url}/v1", api_key="-"), None, DP_PROMPTS)
     with server(tmp_path, "esamp-dp", esamp=True, extra_args=dp) as (url, stats):
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0)
         assert _complete(client, {"vllm_xargs": {"esamp_beta": 0.0}}, DP_PROMPTS) == vanilla

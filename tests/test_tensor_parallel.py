@@ -33,13 +33,18 @@ def _stress(*args: str) -> dict:
     return {"rc": proc.returncode, **json.loads(proc.stdout)}
 
 
-def test_stress_tp2_with_esamp_passes_and_a_skewed_rank_is_named():
-    clean = _stress("--esamp-beta", "0.8")
-    ranks = clean["ranks"]
+def test_stress_tp2_names_a_rank_whose_esamp_state_diverged():
+    """`stress --shrink --tp 2 --esamp-beta 0.8` with rank 1's distillers seeded differently (fault rank_skew):
+    both ranks still run every hook and ESamp, and the stress fails naming the diverged rank. (The same
+    stress without the fault passes with equal digests: reports/parallel/stress-cpu-tp2.json; the engine
+    checks above judge equal digests on every run.)"""
+    skewed = _stress("--esamp-beta", "0.8", "--fault", "rank_skew")
+    ranks = skewed["ranks"]
     assert [r["rank"] for r in ranks] == [0, 1] and all(r["world_size"] == 2 for r in ranks)
     assert all(r["prepare_views"] > 0 and r["interventions"] for r in ranks)
-    assert ranks[0]["digests"] and ranks[0]["digests"] == ranks[1]["digests"]
-    assert clean["rc"] == 0, clean.get("failure")
-    skewed = _stress("--esamp-beta", "0.8", "--fault", "rank_skew")
+    assert not ranks[0]["violations"] and not ranks[1]["violations"]
     assert skewed["rc"] == 1
-    assert skewed["ranks"][0]["digests"] != skewed["ranks"][1]["digests"]
+    assert ranks[0]["digests"] != ranks[1]["digests"]
+    from driftcheck.probes.stress_cli import problems
+
+    assert any("rank 1's ESamp state diverged from rank 0's" in p for p in problems(skewed)), problems(skewed)

@@ -459,7 +459,8 @@ SURFACES: tuple[Surface, ...] = (
             C("sharded_sampling/opt-in", "ParallelConfig.enable_batch_sharded_sampling (off by default; with TP on "
               "V2 each rank samples its own rows, through the model's compute_logits_local)", "0.29.0-",
               present="yes", fields="enable_batch_sharded_sampling"),
-        ), runner="v2", options={"fields": ("enable_batch_sharded_sampling",)},
+        ),  # every runner: a config field (only V2 acts on it), not a V2 surface whose absence means "no V2"
+        options={"fields": ("enable_batch_sharded_sampling",)},
     ),
     Surface(
         "input_batch_v2.fields", "vllm.v1.worker.gpu.input_batch:InputBatch", "fields", ("present", "fields"),
