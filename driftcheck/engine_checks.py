@@ -69,27 +69,12 @@ def per_rank(judge) -> Callable:
 
 def judge_ranks(run: dict, tp: int, esamp: bool) -> list[str]:
     """Every tensor-parallel rank ran the model with the hooks firing (a silent rank is named), and
-    with ESamp, every rank holds the same distillers and fused the same logits (digests equal)."""
-    workers = _worker_stats(run)
-    ranks = [s.get("rank", 0) for s in workers]
-    problems = []
-    if sorted(ranks) != list(range(tp)):
-        silent = sorted(set(range(tp)) - set(ranks))
-        problems.append(f"ranks {silent} of {tp} wrote no prepared step (their hooks never fired: surface "
-                        f"runner.prepare_inputs), ranks seen {ranks}")
-    for s in workers:
-        if s.get("world_size") != tp:
-            problems.append(f"rank {s.get('rank')}: world size {s.get('world_size')}, not {tp}")
-    if esamp and len(workers) > 1:
-        digests = [(s.get("rank"), (s.get("esamp") or {}).get("digests") or []) for s in workers]
-        if not digests[0][1]:
-            problems.append("no cross-rank digest was recorded (ESamp under TP records one every few interventions)")
-        for rank, d in digests[1:]:
-            if d != digests[0][1]:
-                first = next((i for i, (a, b) in enumerate(zip(digests[0][1], d)) if a != b), min(len(d), len(digests[0][1])))
-                problems.append(f"rank {rank}'s ESamp state diverged from rank {digests[0][0]}'s at digest {first}: "
-                                f"{d[first:first + 1]} vs {digests[0][1][first:first + 1]}")
-    return problems
+    with ESamp, every rank holds the same distillers and fused the same logits (probes/ranks.py)."""
+    from driftcheck.probes.ranks import compare_ranks
+
+    return compare_ranks([{"rank": s.get("rank", 0), "world_size": s.get("world_size", 1),
+                           "digests": (s.get("esamp") or {}).get("digests") or []} for s in _worker_stats(run)],
+                         tp, esamp)
 
 
 def judge_probes(run: dict, vanilla: dict, expect_runner: str | None, stats: dict | None = None) -> list[str]:

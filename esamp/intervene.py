@@ -103,7 +103,7 @@ class FusedSampler:
 
         from driftcheck.adapters.model import candidate_logits, lm_head_shard, plain_lm_head, sharded_candidate_logits
         from esamp import kernels
-        from esamp.fused import fused_at, fused_logits
+        from esamp.fused import fused_at, fused_coefficients, fused_logits
 
         temperature = batch.sampling.temperature if batch.sampling is not None else None
         if temperature is None:
@@ -139,7 +139,7 @@ class FusedSampler:
                     c.kernel_steps += 1
                     idx, values, counts = kernels.collect_candidates(ref, k)
                     covered = counts <= k
-                    c1, c2 = coefficients(beta_dev, temperature)
+                    c1, c2 = fused_coefficients(beta_dev, temperature)
                     dist = kernels.fuse_candidates(ref, idx, counts, weight, normed, c1, c2)
                     out = ref
                 else:
@@ -191,13 +191,6 @@ class FusedSampler:
                 q = torch.quantile(all_counts, torch.tensor([0.5, 0.9, 0.99]))
                 c.candidates_quantiles = {"median": float(q[0]), "p90": float(q[1]), "p99": float(q[2]),
                                           "rows": int(all_counts.numel())}
-
-
-def coefficients(beta, temperature):
-    """Per row, (1+β, −β/T) of the fused formula (esamp/fused.py), with β zeroed on greedy rows."""
-    from esamp.fused import fused_coefficients
-
-    return fused_coefficients(beta, temperature)
 
 
 def weight_dtype(model):

@@ -55,28 +55,15 @@ def rank_problems(result: dict) -> list[str]:
     tp = int(result.get("options", {}).get("tp") or 1)
     if tp <= 1:
         return []
+    from driftcheck.probes.ranks import compare_ranks
+
     ranks = result.get("ranks") or []
     out = []
-    seen = [r["rank"] for r in ranks]
-    if sorted(seen) != list(range(tp)):
-        out.append(f"rank(s) {sorted(set(range(tp)) - set(seen))} of {tp} never ran a prepared step (hooks silent "
-                   f"there: surface runner.prepare_inputs); ranks seen {seen}")
     for r in ranks:
         if r["rank"] == 0:
             continue  # rank 0's checks are the summary's own
         out += [f"rank {r['rank']}: {v}" for v in ([r["alarm"]] if r.get("alarm") else []) + r["violations"]]
-        if r["world_size"] != tp:
-            out.append(f"rank {r['rank']}: world size {r['world_size']}, not {tp}")
-    if result.get("options", {}).get("esamp_beta") and len(ranks) > 1:
-        base = ranks[0]["digests"]
-        if not base:
-            out.append("no cross-rank ESamp digest was recorded")
-        for r in ranks[1:]:
-            if r["digests"] != base:
-                first = next((i for i, (a, b) in enumerate(zip(base, r["digests"])) if a != b),
-                             min(len(base), len(r["digests"])))
-                out.append(f"rank {r['rank']}'s ESamp state diverged from rank 0's at digest {first}")
-    return out
+    return out + compare_ranks(ranks, tp, esamp=bool(result.get("options", {}).get("esamp_beta")))
 
 
 def print_summary(result: dict, console=None) -> None:

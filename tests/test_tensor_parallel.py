@@ -48,3 +48,19 @@ def test_stress_tp2_names_a_rank_whose_esamp_state_diverged():
     from driftcheck.probes.stress_cli import problems
 
     assert any("rank 1's ESamp state diverged from rank 0's" in p for p in problems(skewed)), problems(skewed)
+
+
+def test_cross_rank_verdicts_name_a_silent_rank_a_wrong_world_and_the_first_divergence():
+    from driftcheck.probes.ranks import compare_ranks
+
+    d = [[1, 1, 0.5, 10.0], [9, 9, 0.75, 12.0]]
+    same = [{"rank": 0, "world_size": 2, "digests": d}, {"rank": 1, "world_size": 2, "digests": list(d)}]
+    assert compare_ranks(same, 2, esamp=True) == []
+    assert any("rank(s) [1] of 2 never ran" in p for p in compare_ranks(same[:1], 2, esamp=True))
+    assert compare_ranks([same[0], {**same[1], "world_size": 1}], 2, esamp=False) == ["rank 1: world size 1, not 2"]
+    skew = [same[0], {**same[1], "digests": [d[0], [9, 9, 0.8, 12.0]]}]
+    (found,) = compare_ranks(skew, 2, esamp=True)
+    assert "rank 1's ESamp state diverged from rank 0's at digest 1" in found
+    assert compare_ranks(skew, 2, esamp=False) == []  # without ESamp no digests are compared
+    assert any("no cross-rank ESamp digest" in p for p in
+               compare_ranks([{**r, "digests": []} for r in same], 2, esamp=True))
