@@ -9,7 +9,11 @@ def logits_from_hidden(model, hidden):
     Newer releases take `compute_logits(hidden_states)`; older ones also take the
     sampling metadata (unused for plain logits).
     """
-    normed = model.model.norm(hidden)
+    return logits_from_normed(model, model.model.norm(hidden))
+
+
+def logits_from_normed(model, normed):
+    """Logits for rows already through the model's final norm: its own LM head (`compute_logits`)."""
     try:
         return model.compute_logits(normed)
     except TypeError:

@@ -30,16 +30,24 @@ def step_rows(computed, scheduled, prefill_len) -> tuple[list[int], list[int], l
     """(sampled rows, decode rows, positions) from each row's tokens computed before this step,
     tokens scheduled this step, and prompt (prefill) length. A row samples when this step
     reaches the end of its prefill; it decodes when its prefill was done before the step; its
-    position is that of the last token scheduled (whose hidden state the logits row reads)."""
-    sampled, decode, positions = [], [], []
-    for i, (c, s, p) in enumerate(zip(computed, scheduled, prefill_len)):
-        c, s, p = int(c), int(s), int(p)
-        positions.append(c + s - 1)
-        if c + s >= p:
-            sampled.append(i)
-            if c >= p:
-                decode.append(i)
-    return sampled, decode, positions
+    position is that of the last token scheduled (whose hidden state the logits row reads).
+    Vectorised (numpy): this runs every step, in the host time before the forward is launched."""
+    import numpy as np
+
+    c = np.asarray(computed, dtype=np.int64).reshape(-1)
+    s = np.asarray(scheduled, dtype=np.int64).reshape(-1)
+    p = np.asarray(prefill_len, dtype=np.int64).reshape(-1)
+    n = min(len(c), len(s), len(p))
+    c, s, p = c[:n], s[:n], p[:n]
+    return np.flatnonzero(c + s >= p).tolist(), np.flatnonzero(c >= p).tolist(), (c + s - 1).tolist()
+
+
+def _ints(values, n: int) -> list[int]:
+    """The first n entries of a numpy array, tensor or sequence of integers, as Python ints."""
+    import numpy as np
+
+    return np.asarray(values[:n] if hasattr(values, "__getitem__") else list(values)[:n],
+                      dtype=np.int64).reshape(-1).tolist()
 
 
 def build_view(runner, result: tuple, positions: dict[str, int], num_scheduled=None) -> PrepareView:
@@ -52,7 +60,7 @@ def build_view(runner, result: tuple, positions: dict[str, int], num_scheduled=N
     spec = result[positions["spec_decode_metadata"]] is not None
     if num_scheduled is None:
         num_scheduled = result[positions["num_scheduled_tokens"]]
-    scheduled = [int(x) for x in list(num_scheduled)[:num_reqs]]
+    scheduled = _ints(num_scheduled, num_reqs)
     sampled, decode, rows_positions = step_rows(batch.num_computed_tokens_cpu[:num_reqs], scheduled,
                                                 batch.num_prompt_tokens[:num_reqs])
     return PrepareView(req_ids, logits_indices, scheduled, sampled, decode, rows_positions, spec, runner)
@@ -66,12 +74,12 @@ def build_view_v2(runner, batch) -> PrepareView:
     req_ids = list(batch.req_ids[:num_reqs])
     slots = batch.idx_mapping_np[:num_reqs]
     states = runner.req_states
-    scheduled = [int(x) for x in batch.num_scheduled_tokens[:num_reqs]]
+    scheduled = _ints(batch.num_scheduled_tokens, num_reqs)
     prefill_done = states.num_computed_prefill_tokens[slots]
     prefill_len = states.prefill_len.np[slots]
     sampled, decode, _ = step_rows(prefill_done, scheduled, prefill_len)
     # positions: from the CPU mirror of computed tokens where the release keeps one
     mirror = getattr(states, "num_computed_tokens_np", None)
-    positions = [int(c) + s - 1 for c, s in zip(mirror[slots], scheduled)] if mirror is not None else []
+    positions = step_rows(mirror[slots], scheduled, prefill_len)[2] if mirror is not None else []
     spec = int(getattr(batch, "num_draft_tokens", 0) or 0) > 0
     return PrepareView(req_ids, batch.logits_indices, scheduled, sampled, decode, positions, spec, runner, batch)

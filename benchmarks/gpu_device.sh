@@ -7,19 +7,24 @@
 #                     CUDA engine and Qwen2 (the release's default); MODE eager|graphs;
 #                     inproc: only the in-process engine (default: in-process and multiprocess; "all" = both);
 #                     TP: tensor_parallel_size (every rank judged; needs that many GPUs, e.g. nvidia-h200-x2)
-#   SHAPE:MODE[:LOGITS[:RUNNER]]  the ESamp vs vanilla throughput benchmark (driftcheck bench shapes;
+#   SHAPE:MODE[:LOGITS[:RUNNER[:SAMPLINGS]]]  the ESamp vs vanilla throughput benchmark (driftcheck bench shapes;
 #                     MODE eager|graphs; LOGITS flat|peaked; RUNNER v1|v2 sets VLLM_USE_V2_MODEL_RUNNER=0|1
-#                     and requires the engines to build it; left out: the release's default, unchecked)
-# Options first: --rounds N (benchmark rounds), --profile, --sampling LIST (bench settings). Results
-# under $OUT: gpu.json (benchmarks), check-ENV-MODE.json (checks), logs.
+#                     and requires the engines to build it; left out: the release's default, unchecked;
+#                     SAMPLINGS: comma-separated settings for this job, instead of --sampling)
+#   precision:HIDDEN  the distiller alone (driftcheck/bench/precision.py): fp32 vs bf16 loss curves, and
+#                     the device time of a step, eager and captured, at that hidden size
+# Options first: --rounds N (benchmark rounds), --profile, --sampling LIST (bench settings),
+# --esamp-setting KEY=VALUE (repeatable; an ESamp setting for the benchmarks, recorded in their label).
+# Results under $OUT: gpu.json (benchmarks), check-ENV-MODE.json (checks), precision-HIDDEN.json, logs.
 set -u
 OUT=${OUT:-/tmp/out}
-ROUNDS=5; PROFILE=; SAMPLING=()
+ROUNDS=5; PROFILE=; SAMPLING=(); SETTINGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
     --profile) PROFILE=--profile; shift ;;
     --sampling) SAMPLING=(--sampling "$2"); shift 2 ;;
+    --esamp-setting) SETTINGS+=(--esamp-setting "$2"); shift 2 ;;
     *) break ;;
   esac
 done
@@ -34,9 +39,10 @@ export PYTHONPATH=/tmp/vl:/tmp/site:$PWD VLLM_USE_DEEP_GEMM=0 VLLM_USE_FLASHINFE
 echo "installed in $(( $(date +%s) - t0 )) s; $(nvidia-smi --query-gpu=name --format=csv,noheader)"
 status=0
 # the Triton candidate kernels against the PyTorch reference, before anything uses them; if they
-# disagree, the benchmarks measure the PyTorch path (ESAMP_TRITON=0) and the call fails
+# (or the captured distiller steps disagree with eager ones), the benchmarks measure the PyTorch path
+# (ESAMP_TRITON=0) with eager distiller steps (ESAMP_GRAPHS=0) and the call fails
 python3 -m driftcheck.probes.kernel_check --device cuda > "$OUT/kernel-check.txt" 2>&1 \
-  || { status=1; export ESAMP_TRITON=0; }
+  || { status=1; export ESAMP_TRITON=0 ESAMP_GRAPHS=0; }
 tail -1 "$OUT/kernel-check.txt"
 for job in "$@"; do
   t=$(date +%s)
@@ -62,13 +68,20 @@ for job in "$@"; do
       echo "== $job ($(( $(date +%s) - t )) s)"
       python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('ok', r['ok'], 'runner', r.get('runner')); [print(' ', k, c['ok'], c['s'], c['problems'][:2]) for k, c in r['checks'].items()]" "$OUT/check-$runner-$mode$sfx.json" 2>/dev/null || tail -5 "$OUT/check-$runner-$mode$sfx.log"
       ;;
+    precision:*)
+      hidden=${job#precision:}
+      python3 -m driftcheck.bench.precision --device cuda --hidden "$hidden" --json "$OUT/precision-$hidden.json" \
+        > "$OUT/precision-$hidden.md" 2>&1 || status=1
+      echo "== $job ($(( $(date +%s) - t )) s)"; cat "$OUT/precision-$hidden.md" | tail -16
+      ;;
     *:*)
-      IFS=: read -r shape mode logits runner <<< "$job"
+      IFS=: read -r shape mode logits runner samp <<< "$job"
       logits=${logits:-flat}
+      jobsamp=("${SAMPLING[@]}"); [ -n "$samp" ] && jobsamp=(--sampling "$samp")
       if [ -n "$runner" ]; then export VLLM_USE_V2_MODEL_RUNNER=0; [ "$runner" = v2 ] && export VLLM_USE_V2_MODEL_RUNNER=1; fi
       log="$OUT/$shape-$mode-$logits${runner:+-$runner}.log"
       python3 -m driftcheck bench throughput --device cuda --shape "$shape" --mode "$mode" --logits "$logits" \
-        ${runner:+--runner "$runner"} --rounds "$ROUNDS" $PROFILE "${SAMPLING[@]}" \
+        ${runner:+--runner "$runner"} --rounds "$ROUNDS" $PROFILE "${jobsamp[@]}" "${SETTINGS[@]}" \
         --log-dir "$OUT/logs" --results "$OUT/gpu.json" --out "$OUT/gpu.md" > "$log" 2>&1 || status=1
       unset VLLM_USE_V2_MODEL_RUNNER
       echo "== $job ($(( $(date +%s) - t )) s)"; tail -6 "$log"

@@ -275,6 +275,28 @@ def matrix(releases, out_dir) -> None:
     sys.exit(0)
 
 
+def _esamp_settings(pairs) -> dict:
+    """--esamp-setting KEY=VALUE pairs -> a checked ESamp config (esamp/config.py), or exit 2 naming the bad one."""
+    import json
+
+    from esamp.config import ESampConfig, ESampConfigError
+
+    out = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            _fail(BadInput(f"--esamp-setting {pair!r}: expected KEY=VALUE"))
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            _fail(BadInput(f"--esamp-setting {pair!r}: the value is not JSON (strings need quotes)"))
+    try:
+        ESampConfig.from_dict({**out, "enable": True})
+    except (ESampConfigError, TypeError) as exc:
+        _fail(BadInput(f"--esamp-setting: {exc}"))
+    return out
+
+
 @main.command()
 @click.argument("what", type=click.Choice(["throughput", "scan", "render"]))
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -290,12 +312,17 @@ def matrix(releases, out_dir) -> None:
 @click.option("--rounds", default=5, show_default=True, type=click.IntRange(1, 50),
               help="timed rounds per variant and setting")
 @click.option("--profile", is_flag=True, help="also profile one round of each variant (top operators, ESamp's ranges)")
+@click.option("--esamp-setting", "esamp_settings", multiple=True, type=TEXT, metavar="KEY=VALUE",
+              help="an ESamp engine setting other than its default (esamp/config.py; repeatable; JSON values, "
+                   "e.g. precision=\"fp32\" or cuda_graphs=false); recorded in the label")
+@click.option("--tp", default=1, show_default=True, type=click.IntRange(1, 8),
+              help="tensor_parallel_size of both engines (ESamp's counters from every rank; label suffix tpN)")
 @click.option("--results", "json_path", default="reports/benchmarks.json", show_default=True,
               type=_Path(dir_okay=False), help="results file the run is merged into")
 @click.option("--out", "md_path", default="reports/benchmarks.md", show_default=True, type=_Path(dir_okay=False))
 @click.option("--log-dir", type=_Path(file_okay=False), help="keep the workers' engine logs here")
-def bench(what, device, shape, mode, logits, samplings, runner, rounds, profile, json_path, md_path,
-          log_dir) -> None:
+def bench(what, device, shape, mode, logits, samplings, runner, rounds, profile, esamp_settings, tp, json_path,
+          md_path, log_dir) -> None:
     """Benchmarks: ESamp vs vanilla throughput, scan timings; results merged into --results, table into --out."""
     from driftcheck.bench import report as bench_report
     from driftcheck.bench.runner import bench_label, noisy, run_benchmark
@@ -314,6 +341,9 @@ def bench(what, device, shape, mode, logits, samplings, runner, rounds, profile,
     if unknown or not chosen:
         _fail(BadInput(f"unknown sampling setting(s) {', '.join(unknown) or '(none given)'}; known: "
                        f"{', '.join(SAMPLINGS)}"))
+    settings = _esamp_settings(esamp_settings)
+    if tp > 1 and profile:
+        _fail(BadInput("--profile with --tp: the profiler sees the bench's process, not the tensor-parallel workers"))
     for path in (json_path, md_path):
         check_writable(path)
     json_file = Path(json_path)
@@ -322,19 +352,25 @@ def bench(what, device, shape, mode, logits, samplings, runner, rounds, profile,
             Path(log_dir).mkdir(parents=True, exist_ok=True)
         try:
             result = run_benchmark(device, shape, mode, rounds, profile=profile, logits=logits, samplings=chosen,
-                                   runner=runner, log_dir=Path(log_dir) if log_dir else None)
+                                   runner=runner, log_dir=Path(log_dir) if log_dir else None, esamp_config=settings,
+                                   tp=tp)
             if runner and result.get("runner") != runner:
                 raise RuntimeError(f"the engines built model runner {result.get('runner')!r}, not {runner!r}")
         except RuntimeError as exc:
             # recorded, so the report says which configuration could not run and why
-            bench_report.record({"label": bench_label(device, shape, mode, logits, runner), "error": str(exc)},
-                                json_file)
+            bench_report.record({"label": bench_label(device, shape, mode, logits, runner, settings, tp),
+                                 "error": str(exc)}, json_file)
             write_atomic(Path(md_path), bench_report.render_markdown(_read_json(json_file)))
             click.echo(f"driftcheck: benchmark failed: {exc}", err=True)
             sys.exit(EXIT_LIVE_FAILED)
         for variant, v in result["variants"].items():
             click.echo(f"{result['label']} {variant}: ratio {v['ratio_median']:.3f} "
                        f"[{v['ratio_min']:.3f}-{v['ratio_max']:.3f}] vanilla {v['vanilla_tok_s']} esamp {v['esamp_tok_s']}")
+        c = result["esamp_counters"]
+        click.echo(f"{result['label']} ESamp: {c.get('train_steps')} distiller steps, {c.get('graph_steps')} of them "
+                   f"captured{'; capture failed: ' + c['graph_error'] if c.get('graph_error') else ''}; "
+                   f"{c.get('kernel_steps')} kernel / {c.get('candidate_steps')} candidate / "
+                   f"{c.get('dense_steps')} dense interventions")
         bench_report.record(result, json_file)
         noise = noisy(result)
         if noise:  # recorded (the report marks them), but the run is not a measurement: say so, fail

@@ -2,7 +2,8 @@
 engine process), per-request β from `SamplingParams.extra_args["esamp_beta"]`.
 
     LLM(..., additional_config={"esamp": {"enable": True, "width": 256, "lr": 1e-3,
-                                          "sharing": "shared" | "group", "seed": 0}})
+                                          "sharing": "shared" | "group", "seed": 0,
+                                          "precision": "auto" | "fp32" | "bf16", "cuda_graphs": True}})
     SamplingParams(..., extra_args={"esamp_beta": 0.8})      # absent or 0 = off for that request
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, fields
 
 BETA_KEY = "esamp_beta"
 SHARING = ("shared", "group")
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 GEMMs on CUDA (tensor cores), fp32 elsewhere
 
 
 class ESampConfigError(ValueError):
@@ -27,6 +29,8 @@ class ESampConfig:
     sharing: str = "shared"  # one distiller for the batch, or one per prompt group (the n samples of a prompt)
     seed: int = 0  # the distiller's own initialisation RNG
     gate_steps: int = 2  # decoding steps the gate checks the hooks before ESamp acts
+    precision: str = "auto"  # the distiller's GEMMs: fp32, or bf16 with fp32 master weights and Adam state
+    cuda_graphs: bool = True  # on CUDA, capture the distiller step in CUDA graphs (esamp/distiller.py)
 
     @classmethod
     def from_vllm_config(cls, vllm_config) -> ESampConfig:
@@ -55,6 +59,9 @@ class ESampConfig:
             raise ESampConfigError(f"additional_config['esamp'] has unknown setting(s) {', '.join(unknown)}; "
                                    f"known: {', '.join(sorted(known))}")
         config = cls(**raw)
+        if config.precision not in PRECISIONS:
+            raise ESampConfigError(f"additional_config['esamp']['precision'] must be one of {PRECISIONS}, "
+                                   f"not {config.precision!r}")
         if config.sharing not in SHARING:
             raise ESampConfigError(f"additional_config['esamp']['sharing'] must be one of {SHARING}, "
                                    f"not {config.sharing!r}")

@@ -31,6 +31,7 @@ __all__ = ["ESampController", "ESampGateFailed", "MISS_LIMIT", "CONTROLLER", "at
 MISS_LIMIT = 4  # steps a required hook may stay silent before ESamp stops the run
 DIGEST_EVERY = 8  # interventions between two cross-rank digests (tensor parallelism only)
 DIGEST_LIMIT = 64
+TAP_CHECK_EVERY = 2  # steps between two checks that the taps still write (each check queues a copy per tap)
 
 
 class ESampController:
@@ -47,6 +48,8 @@ class ESampController:
         self.steps_without_view = 0
         self.world_size = 1  # tensor-parallel workers: > 1 (read at the first step: vLLM sets it up after us)
         self.digests: list = []  # (intervention, train steps queued, distiller state sum, fused logits sum)
+        self._norm = None  # FinalNorm of the model
+        self.prepared_steps = 0  # steps past the gate
 
     # -- configuration, read lazily from the runner's vLLM config
     def _configure(self, view) -> None:
@@ -91,7 +94,9 @@ class ESampController:
             return
         # Past the gate, nothing here waits for the device: the tap check reads the
         # previous step's counter, losses are read once their step is done.
-        if not all([HOOKS.tap_fired(layer, view, sync=False) for layer in layers]):
+        self.prepared_steps += 1
+        if self.prepared_steps % TAP_CHECK_EVERY == 0 and \
+                not all([HOOKS.tap_fired(layer, view, sync=False) for layer in layers]):
             raise ESampGateFailed("ESamp: a tap stopped writing (surface model.*.decoder_layer); "
                                   "the distiller would train on stale rows")
         self.losses.read(block=False)
@@ -105,31 +110,52 @@ class ESampController:
 
         n = len(view.req_ids)
         device = shallow.device
-        betas = torch.tensor(self.groups.betas(view.req_ids), dtype=torch.float32)
+        cached = self.groups.rows(view.req_ids)  # [betas, keys, betas on the device]
+        betas, keys = cached[0], cached[1]
         every_row = len(keep) == n  # plain decode: no partial prefill among the rows
         if not every_row:
             idx = to_device(keep, torch.long, device)
             shallow, deep = shallow.index_select(0, idx), deep.index_select(0, idx)
-        keys = [self.groups.key(view.req_ids[i]) for i in keep]
+            keys = [keys[i] for i in keep]
+            cached = None  # the betas change below
+        post = self._post(view.runner.get_model())
+        ready = None
         if len(set(keys)) == 1:
-            pred_kept = self.losses.train(self.groups.distiller(keys[0], shallow.shape[1], device), shallow, deep)
+            ready = self.losses.train(self.groups.distiller(keys[0], shallow.shape[1], device), shallow, deep, post)
+            pred_kept, normed_kept = ready.pred, ready.post
         else:
             pred_kept = torch.empty(len(keep), shallow.shape[1], dtype=torch.float32, device=device)
+            normed_kept = torch.empty(len(keep), shallow.shape[1], dtype=post.dtype, device=device)
             for key in dict.fromkeys(keys):
                 sel = to_device([j for j, k in enumerate(keys) if k == key], torch.long, device)
                 distiller = self.groups.distiller(key, shallow.shape[1], device)
-                pred_kept[sel] = self.losses.train(distiller, shallow.index_select(0, sel), deep.index_select(0, sel))
+                step = self.losses.train(distiller, shallow.index_select(0, sel), deep.index_select(0, sel), post)
+                step.wait()
+                pred_kept[sel], normed_kept[sel] = step.pred, step.post
         if every_row:
-            pred = pred_kept
+            pred, normed = pred_kept, normed_kept
         else:
+            if ready is not None:
+                ready.wait()
+                ready = None
             pred = torch.zeros(n, shallow.shape[1], dtype=torch.float32, device=device)  # β is 0 on these rows
-            pred[idx] = pred_kept
+            normed = torch.zeros(n, shallow.shape[1], dtype=post.dtype, device=device)
+            pred[idx], normed[idx] = pred_kept, normed_kept
             mask = torch.zeros(n, dtype=torch.bool)
             mask[keep] = True
             betas = torch.where(mask, betas, torch.zeros_like(betas))
         if bool((betas != 0).any()):  # betas live on the host: no device read
-            self.pending = Pending(pred, betas, view)
+            self.pending = Pending(pred, betas, view, normed, ready, cached)
             self.expect_post_filter = not (HOOKS.sampling is not None and HOOKS.sampling.all_greedy)
+        elif ready is not None:
+            ready.wait()  # nothing reads the prediction; the stream order stays the same either way
+
+    def _post(self, model):
+        """The distiller step's `post`: the model's final norm of the prediction, in the LM head's dtype
+        (one object per model, so the captured steps are reused)."""
+        if self._norm is None or self._norm.model is not model:
+            self._norm = FinalNorm(model)
+        return self._norm
 
     def _check_hooks_fired(self, logits, view) -> None:
         """Never a silent no-op: ESamp on, yet no prepare view reaches the sampler, or the
@@ -172,6 +198,8 @@ class ESampController:
 
         if len(self.digests) >= DIGEST_LIMIT:
             return
+        for d in self.groups.distillers.values():
+            d.wait_trained()  # their updates run on a side stream: read the weights after the last one
         with torch.no_grad():
             params = [p.detach().double().sum() for d in self.groups.distillers.values() for p in d.model.parameters()]
             state = torch.stack(params).sum() if params else torch.zeros((), dtype=torch.float64)
@@ -194,6 +222,17 @@ class ESampController:
         out = self.counters.to_json()
         out["digests"] = [[call, steps, float(state), float(logits)] for call, steps, state, logits in self.digests]
         return out
+
+
+class FinalNorm:
+    """post(prediction) = the model's final norm of it, in the dtype of the model's weights."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.dtype = next(model.parameters()).dtype
+
+    def __call__(self, pred):
+        return self.model.model.norm(pred.to(self.dtype))
 
 
 CONTROLLER: ESampController | None = None

@@ -45,6 +45,8 @@ class ESampCounters:
     kernel_steps: int = 0  # of those, the ones the Triton kernels ran (esamp/kernels.py; CUDA)
     rows_overflowed: int = 0  # rows the candidate path left alone (more candidates than it gathered)
     candidates_quantiles: dict = field(default_factory=dict)  # per-row candidate counts: median, p90, p99
+    graph_steps: int = 0  # distiller steps that ran as captured CUDA graphs (esamp/distiller.py StepGraphs)
+    graph_error: str | None = None  # why capturing failed, if it did (those steps then ran eagerly)
     agreement_hits: int = 0  # counted rows where logits_dist's best candidate is logits_ref's best one
 
     @property

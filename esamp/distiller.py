@@ -1,16 +1,38 @@
 """The latent distiller: a two-layer gated SwiGLU MLP with a residual connection,
 predicting the deep tap's hidden state from the shallow tap's, trained online.
 
-The training step writes its gradients out (`loss_and_grads`, checked against autograd in
-tests/test_distiller.py) instead of calling `backward()`: a dozen kernels and no autograd graph
-per step, and no autograd engine at all. The engine starts a device thread at the first
-CUDA backward in a process, and in a tensor-parallel vLLM worker that thread's start
-(`at::init_num_threads`) failed: "pool INTERNAL ASSERT FAILED ... Invalid thread pool!"."""
+The training step writes its gradients out (`forward_parts` + `loss_and_grads_from`, checked
+against autograd in tests/test_esamp_unit.py) instead of calling `backward()`: a dozen kernels
+and no autograd graph per step, and no autograd engine at all. The engine starts a device
+thread at the first CUDA backward in a process, and in a tensor-parallel vLLM worker that
+thread's start (`at::init_num_threads`) failed: "pool INTERNAL ASSERT FAILED ... Invalid
+thread pool!".
+
+One step = one forward on this step's rows (whose output is also the step's prediction, made
+before the step's update) and one update from it. On CUDA both run on a side stream, captured
+in two CUDA graphs per row bucket once warmed up (`StepGraphs`), so a step costs a few
+launches instead of ~40; the caller's stream waits only for the forward (`Step.predicted`).
+`precision="bf16"` runs the GEMMs in bf16 with fp32 master weights, fp32 Adam state and fp32
+element-wise math (the loss curve against fp32: driftcheck/bench/precision.py); "auto" = bf16 on CUDA, fp32 elsewhere."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import nn
+
+from esamp.config import PRECISIONS  # fp32, bf16
+
+WARMUP_STEPS = 3  # eager steps before the first capture (Adam state, cuBLAS workspaces)
+MIN_BUCKET = 8
+
+
+def bucket_of(rows: int) -> int:
+    """The captured row count a step of `rows` rows runs in: the next power of two (at least MIN_BUCKET)."""
+    return max(MIN_BUCKET, 1 << max(rows - 1, 0).bit_length())
 
 
 class Distiller(nn.Module):
@@ -33,71 +55,218 @@ class Distiller(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.down(nn.functional.silu(self.gate(x)) * self.up(x))
 
-    def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor):
-        """MSE(forward(x), y) and its gradients for gate, up and down, written out (no autograd):
-        a = x Wgᵀ, b = x Wuᵀ, h = silu(a)·b, err = x + h Wdᵀ − y, loss = mean(err²);
-        r = 2·err / err.numel(): dWd = rᵀh, dh = r Wd, dWu = (dh·silu(a))ᵀx,
-        dWg = (dh·b·silu'(a))ᵀx with silu'(a) = σ(a)·(1 + a·(1 − σ(a)))."""
-        wg, wu, wd = self.gate.weight, self.up.weight, self.down.weight
-        a, b = x @ wg.t(), x @ wu.t()
+    def weights(self):
+        return self.gate.weight, self.up.weight, self.down.weight
+
+    def forward_parts(self, x: torch.Tensor, low=None) -> dict:
+        """The forward, keeping what the gradients need: a = x Wgᵀ, b = x Wuᵀ, s = silu(a),
+        h = s·b, pred = x + h Wdᵀ. `low` (a dtype) runs the GEMMs in it, everything else in fp32."""
+        cast = (lambda t: t) if low is None else (lambda t: t.to(low))
+        up = (lambda t: t) if low is None else (lambda t: t.float())
+        wg, wu, wd = (cast(w) for w in self.weights())
+        xc = cast(x)
+        a, b = up(xc @ wg.t()), up(xc @ wu.t())
         sig = torch.sigmoid(a)
         s = a * sig
         h = s * b
-        err = torch.addmm(x - y, h, wd.t())
-        loss = err.pow(2).mean()
-        r = err.mul_(2.0 / err.numel())
-        dh = r @ wd
-        grad_down = r.t() @ h
-        grad_up = (dh * s).t() @ x
-        grad_gate = (dh.mul_(b).mul_(sig.addcmul_(s, 1 - sig))).t() @ x  # sig + s·(1 − σ) = silu'(a)
+        pred = torch.add(x, up(cast(h) @ wd.t())) if low is not None else torch.addmm(x, h, wd.t())
+        return {"x": xc, "wd": wd, "sig": sig, "s": s, "b": b, "h": h, "pred": pred, "low": low}
+
+    @staticmethod
+    def loss_and_grads_from(parts: dict, y: torch.Tensor, inv_count=None):
+        """MSE(pred, y) and its gradients for gate, up and down from `forward_parts`, written out:
+        err = pred − y, loss = Σerr²·inv_count (inv_count = 1/err.numel() unless given, as a device
+        scalar for captured steps whose padded rows are zeros); r = 2·err·inv_count: dWd = rᵀh,
+        dh = r Wd, dWu = (dh·s)ᵀx, dWg = (dh·b·silu'(a))ᵀx with silu'(a) = σ(a)·(1 + a·(1 − σ(a)))."""
+        low = parts["low"]
+        cast = (lambda t: t) if low is None else (lambda t: t.to(low))
+        up = (lambda t: t) if low is None else (lambda t: t.float())
+        x, wd, sig, s, b, h = parts["x"], parts["wd"], parts["sig"], parts["s"], parts["b"], parts["h"]
+        err = parts["pred"] - y
+        inv = (1.0 / err.numel()) if inv_count is None else inv_count
+        loss = err.pow(2).sum() * inv
+        r = cast(err.mul_(2 * inv))
+        dh = up(r @ wd)
+        grad_down = up(r.t() @ cast(h))
+        grad_up = up(cast(dh * s).t() @ x)
+        grad_gate = up(cast(dh.mul_(b).mul_(sig.addcmul_(s, 1 - sig))).t() @ x)  # sig + s·(1 − σ) = silu'(a)
         return loss, (grad_gate, grad_up, grad_down)
+
+    def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor, low=None):
+        """MSE(forward(x), y) and its gradients for gate, up and down (no autograd)."""
+        return self.loss_and_grads_from(self.forward_parts(x, low), y)
+
+
+@dataclass
+class Step:
+    """One queued distiller step. `pred` (and `post`, the caller's function of it) hold this step's
+    prediction, made before its update; on CUDA they are written on the distiller's stream, and a
+    stream reading them waits for `predicted` first (`wait`). `loss` is a host tensor, written once
+    `trained` (None on the CPU: written already)."""
+
+    pred: Any
+    post: Any
+    loss: Any
+    predicted: Any = None
+    trained: Any = None
+    graphed: bool = False  # ran as the captured graphs (StepGraphs)
+
+    def wait(self) -> None:
+        """Make the current stream wait until the prediction is written (no host wait)."""
+        if self.predicted is not None:
+            torch.cuda.current_stream().wait_event(self.predicted)
+            self.predicted = None
+
+
+class StepGraphs:
+    """A distiller step for up to `rows` rows captured as two CUDA graphs, forward (with the caller's
+    `post`) and update (gradients + Adam), sharing one memory pool: the update reads what the forward
+    kept. Inputs are copied into static buffers whose rows past this step's are zeros: a zero row
+    predicts zero, so its error and its gradients are exactly zero, and the loss is scaled by the real
+    element count (a device scalar), which makes a padded step equal the unpadded one."""
+
+    def __init__(self, owner: OnlineDistiller, rows: int, hidden: int, post) -> None:
+        device = owner.device
+        self.rows, self.filled = rows, 0
+        self.x = torch.zeros(rows, hidden, dtype=torch.float32, device=device)
+        self.y = torch.zeros(rows, hidden, dtype=torch.float32, device=device)
+        self.inv = torch.ones((), dtype=torch.float32, device=device)
+        self.forward, self.update = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.forward, stream=owner.stream, capture_error_mode="thread_local"):
+            parts = owner.model.forward_parts(self.x, owner.low)
+            self.post = post(parts["pred"]) if post is not None else None
+        self.pred, self.parts = parts["pred"], parts
+        with torch.cuda.graph(self.update, pool=self.forward.pool(), stream=owner.stream,
+                              capture_error_mode="thread_local"):
+            self.loss = owner.update(parts, self.y, self.inv)
+        self.grads = tuple(p.grad for p in owner.model.weights())  # the captured Adam step reads these
+
+    def run(self, shallow, deep):
+        n = shallow.shape[0]
+        self.x[:n].copy_(shallow)
+        self.y[:n].copy_(deep)
+        if n < self.filled:
+            self.x[n:self.filled].zero_()
+            self.y[n:self.filled].zero_()
+        self.filled = n
+        self.inv.fill_(1.0 / (n * shallow.shape[1]))
+        self.forward.replay()
+        predicted = torch.cuda.Event()
+        predicted.record()
+        self.update.replay()
+        return self.pred[:n], (self.post[:n] if self.post is not None else None), self.loss, predicted
 
 
 class OnlineDistiller:
-    """A distiller with its optimizer: `predict` without grad, `train_async` with MSE + Adam.
+    """A distiller with its optimizer: `step` = predict, then train (MSE + Adam) on the same rows.
 
-    On a CUDA device the training step runs on a side stream, so it overlaps the next
-    forward instead of delaying it; `predict` makes the current stream wait for the
-    last step queued there, so a prediction always sees every update queued before it
-    (on the device, in stream order: no host synchronisation). On the CPU all of it
-    is synchronous.
+    On a CUDA device the step runs on a side stream, so the update overlaps the next forward instead
+    of delaying it; the caller's stream waits only for the prediction (`Step.wait`), and the next
+    step's forward sees every earlier update (stream order: no host synchronisation). On the CPU
+    all of it is synchronous.
     """
 
     # vLLM samples under torch.inference_mode(); the distiller's parameters, its optimizer
     # state and its training graph must live outside it, so each entry point leaves it.
 
-    def __init__(self, hidden: int, width: int, lr: float, *, seed: int = 0, device=None) -> None:
-        on_cuda = torch.device(device or "cpu").type == "cuda"
+    def __init__(self, hidden: int, width: int, lr: float, *, seed: int = 0, device=None,
+                 precision: str = "auto", graphs: bool = True) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"distiller precision must be one of {PRECISIONS}, not {precision!r}")
+        self.device = torch.device(device or "cpu")
+        on_cuda = self.device.type == "cuda"
         with torch.inference_mode(False):
             self.model = Distiller(hidden, width, seed=seed, device=device)
-            # fused Adam on CUDA: one kernel per step instead of a launch per op and tensor
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, fused=True if on_cuda else None)
+            # fused Adam on CUDA: one kernel per step instead of a launch per op and tensor; capturable:
+            # its step count lives on the device, so the update can be captured in a CUDA graph
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, fused=True if on_cuda else None,
+                                              capturable=on_cuda)
+        if precision == "auto":  # bf16 GEMMs where tensor cores run them; the loss curve: bench/precision.py
+            precision = "bf16" if on_cuda else "fp32"
+        self.precision = precision
+        self.low = torch.bfloat16 if precision == "bf16" else None
         self.stream = torch.cuda.Stream(device=device) if on_cuda else None
-        self.trained = None  # event: the last training step queued on `stream` is done
-        self.steps = 0
+        self.graphs_on = on_cuda and graphs and os.environ.get("ESAMP_GRAPHS", "1") != "0"
+        self.graphs: dict = {}  # (bucket, post) -> StepGraphs
+        self.graph_error: str | None = None  # why capturing failed (the steps then run eagerly)
+        self.trained = None  # event: the last update queued on `stream` is done
+        self.steps = self.graph_steps = 0
+
+    def update(self, parts: dict, y, inv_count=None):
+        """Gradients from `forward_parts` and one Adam step; returns the loss (device scalar)."""
+        loss, grads = self.model.loss_and_grads_from(parts, y, inv_count)
+        for param, grad in zip(self.model.weights(), grads):
+            param.grad = grad
+        self.optimizer.step()
+        return loss
 
     def predict(self, shallow: torch.Tensor) -> torch.Tensor:
+        """The prediction alone (no update), after every update queued so far."""
         if self.trained is not None:
             torch.cuda.current_stream().wait_event(self.trained)
         with torch.inference_mode(False), torch.no_grad():
             return self.model(shallow.float())
 
+    def step(self, shallow: torch.Tensor, deep: torch.Tensor, post=None) -> Step:
+        """Queue one step on these rows: the prediction (and post(prediction)), then the update."""
+        with torch.inference_mode(False), torch.no_grad():
+            if self.stream is None:
+                parts = self.model.forward_parts(shallow.float(), self.low)
+                out = post(parts["pred"]) if post is not None else None
+                pred = parts["pred"]  # the update works in place on other buffers, never on this one
+                loss = self.update(parts, deep.float())
+                self.steps += 1
+                return Step(pred, out, loss.detach())
+            self.stream.wait_stream(torch.cuda.current_stream())  # the rows (and the last fuse) are ready
+            with torch.cuda.stream(self.stream):
+                graphs = self._graphs(shallow.shape[0], shallow.shape[1], post)
+                if graphs is not None:
+                    pred, out, loss_dev, predicted = graphs.run(shallow, deep)
+                    self.graph_steps += 1
+                else:
+                    parts = self.model.forward_parts(shallow.float(), self.low)
+                    out = post(parts["pred"]) if post is not None else None
+                    pred = parts["pred"]
+                    predicted = torch.cuda.Event()
+                    predicted.record()
+                    loss_dev = self.update(parts, deep.float())
+                # The loss goes to pinned host memory on the side stream: reading a device scalar
+                # (.item()) would wait for everything queued on the main stream, i.e. the next forward.
+                loss = torch.empty((), dtype=torch.float32, pin_memory=True)
+                loss.copy_(loss_dev, non_blocking=True)
+            main = torch.cuda.current_stream()
+            for t in (shallow, deep):
+                t.record_stream(self.stream)  # the caller's rows stay allocated until the step used them
+            for t in (pred, out):
+                if t is not None and graphs is None:
+                    t.record_stream(main)  # the caller reads them on its stream
+            self.trained = torch.cuda.Event()
+            self.trained.record(self.stream)
+            self.steps += 1
+            return Step(pred, out, loss, predicted, self.trained, graphs is not None)
+
+    def _graphs(self, rows: int, hidden: int, post) -> StepGraphs | None:
+        """The captured step for this many rows, capturing it the first time; None: run eagerly."""
+        if not self.graphs_on or self.steps < WARMUP_STEPS or self.graph_error is not None:
+            return None
+        key = (bucket_of(rows), post)
+        if key not in self.graphs:
+            try:
+                self.graphs[key] = StepGraphs(self, key[0], hidden, post)
+            except Exception as exc:  # counted and reported (stats: graph_error); the step runs eagerly
+                self.graph_error = f"{type(exc).__name__}: {exc}"[:300]
+                return None
+        return self.graphs[key]
+
+    def wait_trained(self) -> None:
+        """Make the current stream wait for every queued update (reading the weights on it)."""
+        if self.trained is not None:
+            torch.cuda.current_stream().wait_event(self.trained)
+
     def train_async(self, shallow: torch.Tensor, deep: torch.Tensor):
-        """Queue one training step; returns (loss as a host tensor, event that marks it written, or None
-        on the CPU, where it is written already)."""
-        if self.stream is None:
-            return self._train(shallow, deep), None
-        self.stream.wait_stream(torch.cuda.current_stream())  # the rows (and the last predict) are ready
-        with torch.cuda.stream(self.stream):
-            # The loss goes to pinned host memory on the side stream: reading a device scalar
-            # (.item()) would wait for everything queued on the main stream, i.e. the next forward.
-            loss = torch.empty((), dtype=torch.float32, pin_memory=True)
-            loss.copy_(self._train(shallow, deep), non_blocking=True)
-        for t in (shallow, deep):
-            t.record_stream(self.stream)  # the caller's rows stay allocated until the step used them
-        self.trained = torch.cuda.Event()
-        self.trained.record(self.stream)
-        return loss, self.trained
+        """Queue one step; returns (loss as a host tensor, event that marks it written, or None on the CPU)."""
+        step = self.step(shallow, deep)
+        return step.loss, step.trained
 
     def train_step(self, shallow: torch.Tensor, deep: torch.Tensor) -> float:
         """One synchronous training step; returns the loss."""
@@ -105,12 +274,3 @@ class OnlineDistiller:
         if ready is not None:
             ready.synchronize()
         return float(loss)
-
-    def _train(self, shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(False), torch.no_grad():
-            loss, grads = self.model.loss_and_grads(shallow.float(), deep.float())
-            for param, grad in zip((self.model.gate.weight, self.model.up.weight, self.model.down.weight), grads):
-                param.grad = grad
-            self.optimizer.step()
-        self.steps += 1
-        return loss

@@ -19,8 +19,11 @@ class Groups:
         self.children: dict = {}  # group key -> live requests
         self.group_of: dict = {}  # engine id -> group key
         self.beta_of: dict = {}  # engine id -> β
+        self.version = 0  # bumped by every request event: what `rows` cached is stale then
+        self._rows = None  # (version, request ids, (betas, keys, β on the device or None))
 
     def on_request(self, event) -> None:
+        self.version += 1
         if event.kind == "added" and not event.known and beta_of(event.params):
             from esamp.gate import ESampGateFailed
 
@@ -55,6 +58,18 @@ class Groups:
             raise ESampGateFailed(f"ESamp: request {engine_id!r} is sampled but was never announced by the "
                                   "request events (surface engine.request_ids)") from None
 
+    def rows(self, engine_ids) -> tuple:
+        """(β per row as a host tensor, group key per row, a slot for β on the device) for a batch of
+        engine ids; decode steps repeat the last batch until a request joins or leaves, so the answer
+        is cached until the next request event."""
+        import torch
+
+        ids = tuple(engine_ids)
+        if self._rows is None or self._rows[0] != self.version or self._rows[1] != ids:
+            betas = torch.tensor(self.betas(ids), dtype=torch.float32)
+            self._rows = (self.version, ids, [betas, [self.key(r) for r in ids], None])
+        return self._rows[2]
+
     def betas(self, engine_ids: list[str]) -> list[float]:
         return [self.beta_of.get(r, 0.0) for r in engine_ids]
 
@@ -63,6 +78,7 @@ class Groups:
 
         if key not in self.distillers:
             c = self.config
-            self.distillers[key] = OnlineDistiller(hidden, int(c.width), float(c.lr), seed=int(c.seed), device=device)
+            self.distillers[key] = OnlineDistiller(hidden, int(c.width), float(c.lr), seed=int(c.seed), device=device,
+                                                   precision=c.precision, graphs=bool(c.cuda_graphs))
             self.counters.groups_live = len(self.distillers)
         return self.distillers[key]

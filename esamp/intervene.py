@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from driftcheck.adapters.model import logits_from_hidden
+from driftcheck.adapters.model import logits_from_normed
 from esamp.counters import CANDIDATES_EVERY, ESampCounters
 
 
@@ -19,6 +19,15 @@ class Pending:
     prediction: Any  # [rows, hidden] fp32, the distiller's prediction of the deep state
     betas: Any  # [rows] host tensor, 0 where ESamp does not act
     view: Any  # the step it belongs to
+    normed: Any = None  # the model's final norm of the prediction, in the LM head's dtype
+    ready: Any = None  # esamp.distiller.Step whose stream writes both (None: written already)
+    rows: Any = None  # the batch's cached [betas, keys, betas on the device] (esamp/groups.py rows)
+
+    def wait(self) -> None:
+        """Make the current stream wait for the prediction (a device wait, never the host's)."""
+        if self.ready is not None:
+            self.ready.wait()
+            self.ready = None
 
 
 def to_device(values, dtype, device):
@@ -36,6 +45,7 @@ def to_device(values, dtype, device):
 #: counts come near it takes the dense path (measured each step, read without waiting for the device).
 CANDIDATE_CAP = 1024
 MIN_CANDIDATE_K = 16
+COUNTS_EVERY = 2  # interventions between two copies of the largest candidate count to the host
 COUNT_SAMPLES = 64  # steps whose per-row candidate counts are kept for the distribution (median, p90, p99)
 
 
@@ -58,13 +68,14 @@ class FusedSampler:
         self.candidates_total = None  # device: surviving candidates over the counted rows
         self.agreement_total = None  # device: counted rows where argmax logits_dist == argmax logits_ref
         self.overflow_total = None  # device: rows the candidate path left alone (more candidates than k)
+        self.kernel_overflow = None  # device int32 [1]: the same, counted by the fuse kernel
         self.count_copies = deque()  # (pinned host copy of a step's largest candidate count, ready event)
         self.recent_max: int | None = None
         self.count_samples: list = []  # device tensors: per-row candidate counts of sampled steps
         self.lockstep = False  # tensor-parallel ranks: the path choice must not depend on timing
 
     def reset_counts(self) -> None:
-        self.candidates_total = self.agreement_total = self.overflow_total = None
+        self.candidates_total = self.agreement_total = self.overflow_total = self.kernel_overflow = None
         self.count_samples = []
 
     def _path_k(self) -> int | None:
@@ -103,7 +114,7 @@ class FusedSampler:
 
         from driftcheck.adapters.model import candidate_logits, lm_head_shard, plain_lm_head, sharded_candidate_logits
         from esamp import kernels
-        from esamp.fused import fused_at, fused_coefficients, fused_logits
+        from esamp.fused import fused_at, fused_logits
 
         temperature = batch.sampling.temperature if batch.sampling is not None else None
         if temperature is None:
@@ -111,7 +122,12 @@ class FusedSampler:
         model = pending.view.runner.get_model()
         ref = batch.logits
         betas = pending.betas
-        beta_dev = to_device(betas, torch.float32, ref.device)
+        if pending.rows is not None and pending.rows[2] is not None and pending.rows[2].device == ref.device:
+            beta_dev = pending.rows[2]  # the same batch as the last step: β is on the device already
+        else:
+            beta_dev = to_device(betas, torch.float32, ref.device)
+            if pending.rows is not None:
+                pending.rows[2] = beta_dev
         temperature = temperature.to(ref.device)
         c = self.counters
         k = self._path_k()  # from earlier steps' counts: this step's are not waited for
@@ -121,11 +137,15 @@ class FusedSampler:
             weight = shard[0]
         counted = (c.intervention_calls + 1) % CANDIDATES_EVERY == 1  # this step's rows are counted
         agree = None
+        pending.wait()  # the distiller's forward, on its own stream
+        normed = pending.normed
+        if normed is None:
+            normed = model.model.norm(pending.prediction.to(weight_dtype(model)))
         with torch.no_grad():
             if weight is None:  # dense
                 c.dense_steps += 1
                 counts = torch.isfinite(ref).sum(dim=-1)  # per row, on the device
-                dist = logits_from_hidden(model, pending.prediction.to(weight_dtype(model)))[:, : ref.shape[1]]
+                dist = logits_from_normed(model, normed)[:, : ref.shape[1]]
                 out = fused_logits(ref, dist, beta_dev, temperature,
                                    any_beta_at_most_minus_one=bool((betas <= -1).any()))
                 if counted:
@@ -134,14 +154,18 @@ class FusedSampler:
                 # them in place too), handed to nothing but this hook and the draw that follows it
                 c.candidate_steps += 1
                 k = min(k, ref.shape[1])
-                normed = model.model.norm(pending.prediction.to(weight.dtype))
+                normed = normed.to(weight.dtype)
                 if shard is None and kernels.fits(ref, weight):  # CUDA: one pass collects, one kernel fuses
                     c.kernel_steps += 1
                     idx, values, counts = kernels.collect_candidates(ref, k)
-                    covered = counts <= k
-                    c1, c2 = fused_coefficients(beta_dev, temperature)
-                    dist = kernels.fuse_candidates(ref, idx, counts, weight, normed, c1, c2)
+                    if self.kernel_overflow is None:
+                        self.kernel_overflow = torch.zeros(1, dtype=torch.int32, device=ref.device)
+                    dist = kernels.fuse_candidates(ref, idx, counts, weight, normed, beta_dev, temperature,
+                                                   self.kernel_overflow)
                     out = ref
+                    if counted:
+                        live = kernels.live(counts, k)
+                        covered = counts <= k
                 else:
                     # one column more than gathered: a finite value there means the row has more than k
                     # candidates. Counts from the top-k+1 alone: exact up to k, k+1 = more.
@@ -153,12 +177,14 @@ class FusedSampler:
                             else sharded_candidate_logits(normed, shard, idx))
                     acting = torch.where(covered, beta_dev, torch.zeros_like(beta_dev))
                     out = ref.scatter_(1, idx, fused_at(values, dist, acting, temperature))
-                over = (~covered & (beta_dev != 0)).sum()
-                self.overflow_total = over if self.overflow_total is None else self.overflow_total + over
-                if counted:  # logits_dist's best candidate is logits_ref's best one
+                    over = (~covered & (beta_dev != 0)).sum()
+                    self.overflow_total = over if self.overflow_total is None else self.overflow_total + over
                     live = torch.isfinite(values)
-                    agree = (dist.masked_fill(~live, float("-inf")).argmax(-1) == values.argmax(-1)) & covered
-            self._record_counts(counts)
+                if counted:  # logits_dist's best candidate is logits_ref's best one
+                    best = dist.masked_fill(~live, float("-inf")).argmax(-1)
+                    agree = (best == values.masked_fill(~live, float("-inf")).argmax(-1)) & covered
+            if c.intervention_calls % COUNTS_EVERY == 0:  # the path choice reads these (a copy to the host each)
+                self._record_counts(counts)
         c.intervention_calls += 1
         active_host = betas != 0
         acting_rows = int(active_host.sum())
@@ -181,8 +207,8 @@ class FusedSampler:
         c = self.counters
         if self.candidates_total is not None:
             c.candidates_sum = int(self.candidates_total)
-        if self.overflow_total is not None:
-            c.rows_overflowed = int(self.overflow_total)
+        if self.overflow_total is not None or self.kernel_overflow is not None:
+            c.rows_overflowed = sum(int(t.sum()) for t in (self.overflow_total, self.kernel_overflow) if t is not None)
         if self.agreement_total is not None:
             c.agreement_hits = int(self.agreement_total)
         if self.count_samples:

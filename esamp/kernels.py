@@ -6,11 +6,13 @@ collect   one pass over the filtered logits: each row's surviving candidates (fi
           their indices and values into [rows, k] buffers, and the row's exact candidate count
           (also when it is larger than k). Order within a row is not fixed (blocks append with an
           atomic), and nothing depends on it: every result below is written back by index.
+          Blocks without a candidate (most of them, after top-p) stop after their one read.
 fuse      per row with at most k candidates: logits_dist at its candidates only (LM-head rows
           gathered inside the kernel, products in the head's dtype, fp32 accumulation, rounded to
           the head's dtype as the dense head rounds its output), then ref ← c1·ref + c2·dist at
-          those indices, in place, with c1 = 1+β, c2 = −β/T per row (esamp/fused.py's formula).
-          Rows with more candidates than k are left as vLLM filtered them (counted by the caller).
+          those indices, in place, with c1 = 1+β, c2 = −β/T per row computed in the kernel from β
+          and T (esamp/fused.py's formula). Rows with more candidates than k are left as vLLM
+          filtered them and, if β ≠ 0, counted on the device.
 
 `available()` says whether they can run (CUDA tensors and Triton importable); the PyTorch path in
 esamp/intervene.py is the reference they are tested against (tests/test_esamp_kernels.py, which
@@ -70,20 +72,27 @@ def _kernels():
         finite = inside & (vals > float("-inf")) & (vals < float("inf"))
         flag = finite.to(tl.int32)
         total = tl.sum(flag, axis=0)
-        base = tl.atomic_add(count_ptr + row, total)  # where this block's candidates start in the row
-        pos = base + tl.cumsum(flag, axis=0) - flag
-        keep = finite & (pos < K)
-        tl.store(idx_ptr + row * K + pos, cols.to(tl.int64), mask=keep)
-        tl.store(val_ptr + row * K + pos, vals, mask=keep)
+        if total > 0:  # after top-p most blocks hold no candidate: they stop after one read
+            base = tl.atomic_add(count_ptr + row, total)  # where this block's candidates start in the row
+            pos = base + tl.cumsum(flag, axis=0) - flag
+            keep = finite & (pos < K)
+            tl.store(idx_ptr + row * K + pos, cols.to(tl.int64), mask=keep)
+            tl.store(val_ptr + row * K + pos, vals, mask=keep)
 
     @triton.jit
-    def fuse(ref_ptr, ref_stride, idx_ptr, count_ptr, w_ptr, w_stride, x_ptr, hidden, c1_ptr, c2_ptr, dist_ptr,
-             K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr):
+    def fuse(ref_ptr, ref_stride, idx_ptr, count_ptr, w_ptr, w_stride, x_ptr, hidden, beta_ptr, temp_ptr,
+             over_ptr, dist_ptr, EPS: tl.constexpr, K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr):
         row = tl.program_id(0)
         n = tl.load(count_ptr + row)
-        c1 = tl.load(c1_ptr + row)
-        c2 = tl.load(c2_ptr + row)
-        if n <= K:
+        t = tl.load(temp_ptr + row).to(tl.float32)
+        greedy = t < EPS  # β is zeroed on greedy rows, and vLLM did not divide them (esamp/fused.py)
+        b = tl.where(greedy, 0.0, tl.load(beta_ptr + row).to(tl.float32))
+        c1 = 1 + b
+        c2 = -b / tl.where(greedy, 1.0, t)
+        if n > K:
+            if b != 0:
+                tl.atomic_add(over_ptr, 1)  # an acting row left as vLLM filtered it: counted
+        else:
             for start in range(0, n, BLOCK_K):
                 j = start + tl.arange(0, BLOCK_K)
                 live = j < n
@@ -111,13 +120,13 @@ COLLECT_BLOCK = 4096
 
 def collect_candidates(ref, k: int):
     """(indices [rows, k] int64, values [rows, k] fp32, counts [rows] int32) of each row's finite
-    entries; columns past a row's count hold index 0 / value -inf."""
+    entries; columns at and past a row's count are not written (read them through `live(counts, k)`)."""
     import torch
 
     triton, collect, _ = _kernels()
     rows, vocab = ref.shape
-    idx = torch.zeros(rows, k, dtype=torch.int64, device=ref.device)
-    val = torch.full((rows, k), float("-inf"), dtype=ref.dtype, device=ref.device)
+    idx = torch.empty(rows, k, dtype=torch.int64, device=ref.device)
+    val = torch.empty(rows, k, dtype=ref.dtype, device=ref.device)
     counts = torch.zeros(rows, dtype=torch.int32, device=ref.device)
     if rows:
         collect[(rows, triton.cdiv(vocab, COLLECT_BLOCK))](ref, ref.stride(0), vocab, idx, val, counts,
@@ -125,11 +134,22 @@ def collect_candidates(ref, k: int):
     return idx, val, counts
 
 
-def fuse_candidates(ref, idx, counts, weight, normed, c1, c2):
-    """In place on ref (fp32 [rows, vocab], row-contiguous): at each covered row's candidates,
-    ref ← c1·ref + c2·(normed · weight[idx]). Returns logits_dist at the candidates [rows, k]
-    (fp32; garbage past a row's count and on rows with more than k candidates)."""
+def live(counts, k: int):
+    """[rows, k] mask of the columns `collect_candidates` wrote."""
     import torch
+
+    return torch.arange(k, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)
+
+
+def fuse_candidates(ref, idx, counts, weight, normed, beta, temperature, overflow):
+    """In place on ref (fp32 [rows, vocab], row-contiguous): at each row's candidates (rows with at
+    most k), ref ← (1+β)·ref + (−β/T)·(normed · weight[idx]), β zeroed on greedy rows (T < vLLM's
+    SAMPLING_EPS). Rows with more than k candidates are left alone and, where β ≠ 0, added to
+    `overflow` (int32 [1], on the device). Returns logits_dist at the candidates [rows, k] (fp32;
+    unwritten past a row's count and on rows with more than k candidates)."""
+    import torch
+
+    from driftcheck.adapters.sampler import SAMPLING_EPS
 
     triton, _, fuse = _kernels()
     rows, k = idx.shape
@@ -137,5 +157,6 @@ def fuse_candidates(ref, idx, counts, weight, normed, c1, c2):
     dist = torch.empty(rows, k, dtype=torch.float32, device=ref.device)
     if rows:
         fuse[(rows,)](ref, ref.stride(0), idx, counts, weight, weight.stride(0), normed.contiguous(), hidden,
-                      c1.contiguous(), c2.contiguous(), dist, K=k, BLOCK_K=16, BLOCK_H=256)
+                      beta.contiguous(), temperature.contiguous(), overflow, dist, EPS=SAMPLING_EPS, K=k,
+                      BLOCK_K=16, BLOCK_H=256)
     return dist

@@ -13,14 +13,16 @@ class LossBook:
         self.counters = counters
         self.unread = deque()  # (loss tensor, rows, ready event | None), oldest first
 
-    def train(self, distiller, shallow, deep):
-        """The prediction for this step's intervention (before this step's update), then the update."""
-        with span("esamp.predict"):
-            pred = distiller.predict(shallow)
-        with span("esamp.train"):
-            loss, ready = distiller.train_async(shallow, deep)
-        self.unread.append((loss, shallow.shape[0], ready))
-        return pred
+    def train(self, distiller, shallow, deep, post=None):
+        """Queue one distiller step on these rows: its prediction (made before this step's update,
+        with post(prediction)) and the update. Returns the esamp.distiller.Step."""
+        with span("esamp.distill"):
+            step = distiller.step(shallow, deep, post)
+        self.unread.append((step.loss, shallow.shape[0], step.trained))
+        self.counters.graph_steps += step.graphed
+        if distiller.graph_error is not None and self.counters.graph_error is None:
+            self.counters.graph_error = distiller.graph_error
+        return step
 
     def read(self, block: bool) -> None:
         """Fold finished training steps' losses into the counters, oldest first; with
@@ -33,3 +35,4 @@ class LossBook:
                 ready.synchronize()
             self.unread.popleft()
             self.counters.record_loss(float(loss), rows)
+

@@ -59,6 +59,7 @@ def on_sample(logits, view) -> None:
         return
     deep = HOOKS.tapped_rows(layers[-1], view).float().index_select(0, acting)
     shallow = HOOKS.tapped_rows(layers[0], view).float().index_select(0, acting)
+    pending.wait()  # the prediction is written on the distiller's stream
     FIDELITY.add(pending.prediction.float().index_select(0, acting), shallow, deep)
 
 

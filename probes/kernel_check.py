@@ -1,5 +1,7 @@
 """Probe: the Triton candidate kernels (esamp/kernels.py) give what the PyTorch candidate path gives,
-on random and on peaked logits, with rows that overflow k, greedy rows and β = 0 rows.
+on random and on peaked logits, with rows that overflow k, greedy rows and β = 0 rows; and, on CUDA,
+the distiller steps captured in CUDA graphs (esamp/distiller.py StepGraphs, zero-padded row buckets)
+give what the same steps give eagerly.
 
 Runs where the kernels run (CUDA), or on the CPU in Triton's interpreter (TRITON_INTERPRET=1):
 `python -m driftcheck.probes.kernel_check [--device cuda]` prints one line and exits 0 / 1.
@@ -16,7 +18,7 @@ def check(device: str = "cuda", *, cases: int = 12, seed: int = 0) -> list[str]:
     import torch
 
     from esamp import kernels
-    from esamp.fused import fused_at, fused_coefficients
+    from esamp.fused import fused_at
 
     problems = []
     gen = torch.Generator().manual_seed(seed)
@@ -41,8 +43,12 @@ def check(device: str = "cuda", *, cases: int = 12, seed: int = 0) -> list[str]:
             problems.append(f"case {case}: counts {counts.tolist()} != {want_counts.tolist()}")
             continue
         out = ref.clone()
-        c1, c2 = fused_coefficients(beta, temperature)
-        dist = kernels.fuse_candidates(out, idx, counts, weight, normed, c1, c2)
+        overflow = torch.zeros(1, dtype=torch.int32, device=device)
+        dist = kernels.fuse_candidates(out, idx, counts, weight, normed, beta, temperature, overflow)
+        greedy = temperature < 1e-5
+        want_over = int(((want_counts > k) & (beta != 0) & ~greedy).sum())
+        if int(overflow) != want_over:
+            problems.append(f"case {case}: overflow counted {int(overflow)}, want {want_over}")
         for r in range(rows):
             n = int(want_counts[r])
             if n > k:
@@ -71,15 +77,57 @@ def check(device: str = "cuda", *, cases: int = 12, seed: int = 0) -> list[str]:
     return problems
 
 
+def check_distiller_graphs(device: str = "cuda", *, seed: int = 0) -> list[str]:
+    """Problems found comparing captured distiller steps with eager ones (CUDA only: else [])."""
+    import torch
+
+    from esamp.distiller import WARMUP_STEPS, OnlineDistiller
+
+    if torch.device(device).type != "cuda":
+        return []
+    problems = []
+    hidden, width = 96, 32
+    gen = torch.Generator().manual_seed(seed)
+    for precision in ("fp32", "bf16"):
+        graphed = OnlineDistiller(hidden, width, 1e-2, seed=seed, device=device, precision=precision, graphs=True)
+        eager = OnlineDistiller(hidden, width, 1e-2, seed=seed, device=device, precision=precision, graphs=False)
+        post = (lambda p: (p * 2).to(torch.bfloat16))
+        mix = torch.randn(hidden, hidden, generator=gen) * hidden ** -0.5
+        for i, rows in enumerate([5, 8, 8, 13, 7, 16, 3, 16, 9, 30]):
+            x = torch.randn(rows, hidden, generator=gen)
+            x, y = x.to(device, torch.bfloat16), (x + torch.tanh(x @ mix)).to(device, torch.bfloat16)
+            got, want = graphed.step(x, y, post), eager.step(x, y, post)
+            got.wait()
+            want.wait()
+            torch.cuda.synchronize()
+            tol = dict(rtol=1e-4, atol=1e-5) if precision == "fp32" else dict(rtol=2e-2, atol=2e-3)
+            if not (torch.allclose(got.pred, want.pred, **tol) and got.pred.shape == want.pred.shape):
+                problems.append(f"{precision} step {i} ({rows} rows): captured prediction differs by "
+                                f"{float((got.pred - want.pred).abs().max()):.3g}")
+            if not torch.allclose(got.post.float(), want.post.float(), rtol=2e-2, atol=2e-2):
+                problems.append(f"{precision} step {i}: captured post(prediction) differs")
+            if abs(float(got.loss) - float(want.loss)) > 1e-3 * abs(float(want.loss)) + 1e-6:
+                problems.append(f"{precision} step {i}: loss {float(got.loss):.6g} vs eager {float(want.loss):.6g}")
+        if graphed.graph_error is not None or graphed.graph_steps != 10 - WARMUP_STEPS:
+            problems.append(f"{precision}: {graphed.graph_steps} captured steps (want {10 - WARMUP_STEPS}); "
+                            f"capture error: {graphed.graph_error}")
+        for a, b in zip(graphed.model.parameters(), eager.model.parameters()):
+            if not torch.allclose(a, b, rtol=1e-3, atol=1e-5):
+                problems.append(f"{precision}: weights after 10 steps differ by {float((a - b).abs().max()):.3g}")
+                break
+    return problems
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args(argv)
-    problems = check(args.device)
+    problems = check(args.device) + check_distiller_graphs(args.device)
     if problems:
         print(f"kernel check FAILED: {len(problems)} problem(s): {'; '.join(problems[:3])}")
         return 1
-    print("kernel check passed: the Triton candidate kernels agree with the PyTorch reference")
+    graphs = "; the captured distiller steps agree with eager ones" if args.device == "cuda" else ""
+    print(f"kernel check passed: the Triton candidate kernels agree with the PyTorch reference{graphs}")
     return 0
 
 

@@ -140,6 +140,9 @@ def test_markdown_not_written_on_bad_input(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["bench", "throughput", "--shape", "no-such-shape"], "unknown shape 'no-such-shape'"),
+    (["bench", "throughput", "--esamp-setting", "precision=bf16"], "the value is not JSON"),
+    (["bench", "throughput", "--esamp-setting", 'precision="fp8"'], "['precision'] must be one of"),
+    (["bench", "throughput", "--esamp-setting", "widht=64"], "unknown setting(s) widht"),
     (["compat", "--releases", "9.9.9"], "unknown release(s): 9.9.9"),
     (["propose", "--out", __file__, "--dry-run"], "exists and is not a directory"),
 ])

@@ -101,6 +101,58 @@ def test_written_out_gradients_equal_autograd(rows, hidden, width, seed, scale):
         assert torch.allclose(got, param.grad, rtol=1e-9, atol=1e-12 * float(param.grad.abs().max()))
 
 
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 9), pad=st.integers(1, 9), hidden=st.integers(1, 12), width=st.integers(1, 12),
+       seed=st.integers(0, 2**16))
+def test_a_zero_padded_step_equals_the_unpadded_one(rows, pad, hidden, width, seed):
+    """The captured distiller steps (esamp/distiller.py StepGraphs) run a fixed row bucket whose rows past
+    the step's are zeros, with the loss scaled by the real element count: loss, gradients and the
+    prediction on the real rows must be the unpadded step's."""
+    from esamp.distiller import Distiller
+
+    model = Distiller(hidden, width, seed=seed).double()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, hidden, generator=gen, dtype=torch.float64)
+    y = torch.randn(rows, hidden, generator=gen, dtype=torch.float64)
+    zeros = torch.zeros(pad, hidden, dtype=torch.float64)
+    with torch.no_grad():
+        loss, grads = model.loss_and_grads(x, y)
+        parts = model.forward_parts(torch.cat([x, zeros]))
+        pred = parts["pred"][:rows].clone()
+        inv = torch.tensor(1.0 / (rows * hidden), dtype=torch.float64)
+        padded_loss, padded_grads = model.loss_and_grads_from(parts, torch.cat([y, zeros]), inv)
+    assert torch.allclose(pred, model(x), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(padded_loss, loss, rtol=1e-12, atol=0)
+    for got, want in zip(padded_grads, grads):
+        assert torch.allclose(got, want, rtol=1e-10, atol=1e-14)
+
+
+def test_bf16_gemms_stay_close_to_fp32_and_keep_fp32_weights():
+    """precision='bf16': GEMM operands in bf16, everything else (and the weights, Adam's state) in fp32."""
+    from esamp.distiller import Distiller
+
+    model = Distiller(64, 32, seed=3)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(16, 64, generator=gen) * 3
+    y = x + torch.randn(16, 64, generator=gen)
+    with torch.no_grad():
+        loss, grads = model.loss_and_grads(x, y)
+        low_loss, low_grads = model.loss_and_grads(x, y, low=torch.bfloat16)
+    assert low_loss.dtype == torch.float32 and all(g.dtype == torch.float32 for g in low_grads)
+    assert abs(float(low_loss) - float(loss)) < 1e-2 * float(loss)
+    for got, want in zip(low_grads, grads):
+        assert float((got - want).norm()) < 3e-2 * float(want.norm())
+    d = OnlineDistiller(64, 32, 1e-2, seed=3, precision="bf16")
+    d.train_step(x, y)
+    assert all(p.dtype == torch.float32 for p in d.model.parameters())
+    with pytest.raises(ValueError, match="precision"):
+        OnlineDistiller(8, 8, 1e-2, precision="fp8")
+    from esamp.config import ESampConfig, ESampConfigError
+
+    with pytest.raises(ESampConfigError, match=r"\['precision'\] must be one of"):
+        ESampConfig.from_dict({"precision": "fp16"})
+
+
 def test_the_training_step_never_starts_autograd():
     """No backward(): the step must not build a graph (the autograd engine's device thread failed to start
     in tensor-parallel vLLM workers)."""

@@ -89,3 +89,28 @@ def test_vanilla_rounds_that_spread_more_than_ten_percent_make_the_setting_noise
     table = throughput.render_markdown({"cuda-x": result})
     rows = {line.split(" | ")[6]: line for line in table.splitlines() if line.startswith("| m |")}
     assert "NOISE" in rows["r1-t0.6-p0.95"] and "NOISE" not in rows["t0.8-p0.95"]
+
+
+def test_a_tensor_parallel_benchmark_needs_esamp_on_every_rank_with_equal_digests():
+    """The throughput benchmark refuses figures where a rank ran no ESamp or the ranks' ESamp diverged."""
+    import pytest
+
+    from driftcheck.bench.runner import _check_esamp_ran
+
+    def rank(r, digests=((1, 1, 2.5, 7.0),), steps=10):
+        return {"rank": r, "world_size": 2, "gate_passed": True, "train_steps": steps, "intervention_calls": steps,
+                "digests": [list(d) for d in digests]}
+
+    def result(ranks):
+        return {"tp": 2, "esamp_counters": {**ranks[0], "ranks": ranks},
+                "variants": {"t0.8-p0.95": {"esamp_counters": {"rows_counted": 5}}}}
+
+    _check_esamp_ran(result([rank(0), rank(1)]))  # both ranks ran, same state
+    with pytest.raises(RuntimeError, match="rank 1"):
+        _check_esamp_ran(result([rank(0), rank(1, steps=0)]))
+    with pytest.raises(RuntimeError, match="diverged"):
+        _check_esamp_ran(result([rank(0), rank(1, digests=((1, 1, 2.5, 7.5),))]))
+    with pytest.raises(RuntimeError, match=r"rank\(s\) \[1\] of 2"):
+        _check_esamp_ran(result([rank(0)]))
+    table = throughput.render_markdown({"cpu-x-tp2": {**_bench("cpu-x-tp2", [0.9]), "tp": 2}})
+    assert "graphs, TP 2 |" in table

@@ -21,6 +21,13 @@ def record(result: dict, json_path: Path) -> None:
 LEGACY_SAMPLINGS = {"min_p=0.0": "t0.8-p0.95", "min_p=0.05": "t0.8-p0.95-minp0.05"}  # results before 2026-12
 
 
+def _settings(result: dict) -> str:
+    """ESamp settings other than the defaults that a row ran with (bench --esamp-setting)."""
+    config = result.get("esamp_config") or {}
+    tp = f", TP {result['tp']}" if result.get("tp", 1) > 1 else ""
+    return tp + "".join(f", ESamp {k}={v}" for k, v in sorted(config.items()))
+
+
 def render_markdown(data: dict) -> str:
     lines = ["# Benchmarks", "",
              "Produced by `driftcheck bench` (driftcheck/bench/; GPU rows by "
@@ -55,7 +62,7 @@ def render_markdown(data: dict) -> str:
             spread = v.get("vanilla_spread", (max(van) - min(van)) / statistics.median(van))
             noise = " NOISE" if spread > VANILLA_SPREAD_LIMIT else ""
             lines.append(f"| {r['machine']} | {r['vllm']} | {runner} | {r['shape']} | {r.get('logits', 'flat')} | "
-                         f"{r['mode']} | {LEGACY_SAMPLINGS.get(variant, variant)} | {len(van)} | "
+                         f"{r['mode']}{_settings(r)} | {LEGACY_SAMPLINGS.get(variant, variant)} | {len(van)} | "
                          f"{statistics.median(van):,.0f} ({spread:.0%}){noise} | "
                          f"{statistics.median(v['esamp_tok_s']):,.0f} | "
                          f"{v['ratio_median']:.3f} [{v['ratio_min']:.3f}–{v['ratio_max']:.3f}] | "
@@ -80,8 +87,8 @@ def render_markdown(data: dict) -> str:
 
 COMPONENTS_TEXT = ("One profiled round per worker, first sampling setting (torch.profiler; the top operators are in "
                    "reports/benchmarks.json). Host ms: Python and launch time inside ESamp's named range "
-                   "(esamp.sample_hook contains predict and train); device ms: the span of device time its kernels "
-                   "covered (an upper bound: training runs on a side stream beside the next forward). Round totals: "
+                   "(esamp.sample_hook contains esamp.distill, the distiller step: prediction and update); device ms: the span of device time its kernels "
+                   "covered (an upper bound: the distiller step runs on a side stream, its update beside the next forward). Round totals: "
                    "wall time, and the sum of every kernel's device time.")
 
 

@@ -53,21 +53,27 @@ class Worker:
         self.log.close()
 
 
-def bench_label(device: str, shape: str, mode: str, logits: str = "flat", runner: str = "") -> str:
-    return "-".join([device, shape, *([logits] if logits != "flat" else []), mode, *([runner] if runner else [])])
+def bench_label(device: str, shape: str, mode: str, logits: str = "flat", runner: str = "",
+                esamp_config: dict | None = None, tp: int = 1) -> str:
+    settings = [f"{k}={v}" for k, v in sorted((esamp_config or {}).items())]
+    return "-".join([device, shape, *([logits] if logits != "flat" else []), mode, *([runner] if runner else []),
+                     *([f"tp{tp}"] if tp > 1 else []), *settings])
 
 
 def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: bool = False,
                   log_dir: Path | None = None, logits: str = "flat", samplings=DEFAULT_SAMPLINGS,
-                  runner: str = "") -> dict:
+                  runner: str = "", esamp_config: dict | None = None, tp: int = 1) -> dict:
     """`runner`: the model runner the engines are expected to build (v1 | v2; "" = not checked), recorded
-    in the label; the ESamp worker's stats say which one ran."""
+    in the label; the ESamp worker's stats say which one ran. `esamp_config`: ESamp settings other than
+    the defaults (esamp/config.py), recorded in the label. `tp`: tensor_parallel_size of both engines; ESamp's
+    counters then come from every rank, and every rank must have run it, with equal digests."""
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="driftcheck-bench-"))
-    label = bench_label(device, shape, mode, logits, runner)
+    label = bench_label(device, shape, mode, logits, runner, esamp_config, tp)
     model_dir = write_model_dir(shape, log_dir / "models")
     work = workload(device, shape)
     base = {"device": device, "mode": mode, "shape": shape, "model_dir": str(model_dir), "workload": work,
-            "label": label, "logits": logits, "samplings": list(samplings)}
+            "label": label, "logits": logits, "samplings": list(samplings), "esamp_config": esamp_config or {},
+            "tp": tp}
     workers = []
     try:
         for variant in ("vanilla", "esamp"):  # one after the other: engine start-up profiles memory
@@ -76,7 +82,7 @@ def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: b
             w.info = w.ask()
         vanilla, esamp = workers
         result = {"label": label, "device": device, "shape": shape, "mode": mode, "rounds": rounds,
-                  "logits": logits, "shaped": vanilla.info.get("shaped"), "workload": work, "beta": BETA,
+                  "logits": logits, "esamp_config": esamp_config or {}, "tp": tp, "shaped": vanilla.info.get("shaped"), "workload": work, "beta": BETA,
                   "machine": machine(device), "vllm": vanilla.info["vllm"], "torch": vanilla.info["torch"],
                   "load_s": {"vanilla": vanilla.info["load_s"], "esamp": esamp.info["load_s"]}, "variants": {}}
         esamp.ask({"op": "stats", "reset": True})  # the warm-up's counts are not a setting's
@@ -119,9 +125,20 @@ def noisy(result: dict) -> list[str]:
 
 
 def _check_esamp_ran(result: dict) -> None:
+    from driftcheck.probes.ranks import compare_ranks
+
     c = result["esamp_counters"]
-    if not c.get("gate_passed") or not c.get("train_steps") or not c.get("intervention_calls"):
-        raise RuntimeError(f"ESamp did not run in the esamp worker (counters {c}): the figures would be vanilla's")
+    for r in c.get("ranks") or [c]:
+        if not r.get("gate_passed") or not r.get("train_steps") or not r.get("intervention_calls"):
+            raise RuntimeError(f"ESamp did not run in the esamp worker's rank {r.get('rank', 0)} (counters "
+                               f"{ {k: r.get(k) for k in ('gate_passed', 'train_steps', 'intervention_calls')} }): "
+                               "the figures would be vanilla's")
+    tp = result.get("tp", 1)
+    if tp > 1:
+        problems = compare_ranks([{"rank": r.get("rank", 0), "world_size": r.get("world_size", 1),
+                                   "digests": r.get("digests", [])} for r in c.get("ranks", [])], tp, esamp=True)
+        if problems:
+            raise RuntimeError(f"tensor parallel ESamp: {'; '.join(problems)}")
     for name, v in result["variants"].items():
         if not v["esamp_counters"].get("rows_counted"):
             raise RuntimeError(f"ESamp intervened on no counted row under {name}: the figures would be vanilla's")

@@ -8,6 +8,8 @@ original stdout; everything vLLM prints goes to stderr.
 
 from __future__ import annotations
 
+import functools
+import gc
 import json
 import os
 import sys
@@ -29,6 +31,7 @@ def _worker(opts: dict) -> None:
         use_cpu_engine_env()
     else:
         os.environ.setdefault("VLLM_USE_DEEP_GEMM", "0")
+        _pin(opts["variant"])
     esamp = opts["variant"] == "esamp"
     if esamp:
         import esamp.runtime  # noqa: F401 - binds the shims in this (engine) process
@@ -37,12 +40,20 @@ def _worker(opts: dict) -> None:
 
     if opts["device"] == "cpu":
         torch.set_num_threads(1)
-    extra = {"additional_config": {"esamp": {"enable": True}}} if esamp else {}
+    extra = {"additional_config": {"esamp": {**opts.get("esamp_config", {}), "enable": True}}} if esamp else {}
+    tp = int(opts.get("tp", 1))
+    if tp > 1:  # tensor parallel: the model runs in tp worker processes, ESamp in each of them
+        extra["tensor_parallel_size"] = tp
+        if opts["device"] == "cpu":
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # as probes/engine_run.py: measured
+        else:
+            extra["disable_custom_all_reduce"] = True  # the custom all-reduce needs compiled ops
     t0 = time.perf_counter()
     llm = LLM(model=opts["model_dir"], **engine_kwargs(opts["device"], opts["mode"], opts.get("shape", "")), **extra)
     load_s = time.perf_counter() - t0
     # the same weights in both workers: in place, before any timed round (CUDA graphs read the same memory)
-    shaped = llm.apply_model(lambda model: shape_logits(model, opts.get("logits", "flat")))[0]
+    # a partial of a module-level function, not a lambda: under tensor parallelism it is pickled to each worker
+    shaped = llm.apply_model(functools.partial(shape_logits, logits=opts.get("logits", "flat")))[0]
     work = opts["workload"]
     prompts, limits = prompts_and_limits(opts.get("shape", ""), work)
 
@@ -51,12 +62,21 @@ def _worker(opts: dict) -> None:
                               extra_args={"esamp_beta": BETA} if esamp else None, **SAMPLINGS[sampling])
 
     def generate(sampling: str) -> tuple[int, float]:
-        t = time.perf_counter()
-        outs = llm.generate(prompts, params(sampling), use_tqdm=False)
-        return sum(len(c.token_ids) for o in outs for c in o.outputs), time.perf_counter() - t
+        # no cyclic-garbage collection inside a timed generate (both variants alike): a full collection
+        # over vLLM's and torch's heap lands at random in a round of a host-bound engine
+        gc.collect()
+        gc.disable()
+        try:
+            t = time.perf_counter()
+            outs = llm.generate(prompts, params(sampling), use_tqdm=False)
+            return sum(len(c.token_ids) for o in outs for c in o.outputs), time.perf_counter() - t
+        finally:
+            gc.enable()
 
     for sampling in [opts["samplings"][0], *opts["samplings"]]:  # warm-up: every batch shape the rounds see
         generate(sampling)  # (the first setting twice: ESamp's first round ran ~30 % slow, allocating)
+    gc.collect()
+    gc.freeze()  # what the warm engine holds is never scanned again
     proto.write(json.dumps({"ready": True, "load_s": load_s, "vllm": _vllm_version(), "shaped": shaped,
                             "torch": torch.__version__}) + "\n")
     for line in sys.stdin:
@@ -71,18 +91,37 @@ def _worker(opts: dict) -> None:
             proto.write(json.dumps({"profile": profile_round(lambda: generate(cmd["sampling"]), set_ranges)}) + "\n")
         elif cmd["op"] == "stats":
             stats = {}
-            if esamp:
-                from esamp.controller import CONTROLLER
-
-                from driftcheck.shims.hook_points import HOOKS
-
-                stats = CONTROLLER.stats() if CONTROLLER is not None else {}
-                stats["runner"] = HOOKS.runner_built  # the model runner this engine built (v1 | v2)
-                if cmd.get("reset") and CONTROLLER is not None:
-                    CONTROLLER.reset_counts()  # the next sampling setting's candidates are counted afresh
+            if esamp:  # from every process that runs the model: this one, or each tensor-parallel worker
+                ranks = sorted(llm.collective_rpc(rank_stats, kwargs={"reset": bool(cmd.get("reset"))}),
+                               key=lambda r: r.get("rank", 0))
+                stats = {**ranks[0], "ranks": ranks}
             proto.write(json.dumps({"esamp": stats}) + "\n")
         else:
             break
+
+
+def rank_stats(_worker=None, reset: bool = False) -> dict:
+    """ESamp's counters in the process where it runs (vLLM's collective_rpc calls this in every worker
+    that holds the model), with the model runner it built and its rank; `reset`: the next sampling
+    setting's candidates are counted afresh."""
+    from esamp.controller import CONTROLLER
+
+    from driftcheck.shims.hook_points import HOOKS, rank_info
+
+    stats = CONTROLLER.stats() if CONTROLLER is not None else {}
+    stats.update(runner=HOOKS.runner_built, **rank_info())  # runner: v1 | v2
+    if reset and CONTROLLER is not None:
+        CONTROLLER.reset_counts()
+    return stats
+
+
+def _pin(variant: str) -> None:
+    """A host-bound engine's rounds move with the scheduler's choice of cores: on a machine with cores to
+    spare, each worker gets its own, equally many (vanilla the first half, ESamp the second)."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cores) >= 8:
+        half = len(cores) // 2
+        os.sched_setaffinity(0, cores[:half] if variant == "vanilla" else cores[half:2 * half])
 
 
 def _vllm_version() -> str:

@@ -1,0 +1,126 @@
+"""The distiller's precision and its captured step, measured apart from vLLM:
+
+- loss curves: one fp32 and one bf16 distiller (same seed, same stream of rows) trained online, the
+  way ESamp trains (one Adam step per engine step, 256 rows); the rows are synthetic, shaped like a
+  residual stream (a few outlier dimensions ~30× the rest, the deep state = the shallow one plus a
+  nonlinear function of it, slowly drifting), since no trained model of the 7B shape runs here;
+- step time: the device time of one step, eager and captured (esamp/distiller.py StepGraphs), in
+  each precision, by CUDA events around 50 steps after a warm-up, median of 5 repeats.
+
+    python -m driftcheck.bench.precision --device cuda --hidden 3584 --json OUT.json
+
+Prints a markdown table; exit 1 if bf16's loss over the last window is more than 5 % above fp32's."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+TOLERANCE = 1.05  # bf16's final-window loss may be at most 5 % above fp32's
+
+
+def stream(hidden: int, rows: int, steps: int, device, seed: int = 0):
+    """(shallow, deep) pairs in bf16 (the taps' dtype), step by step."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    scale = torch.ones(hidden)
+    scale[torch.randperm(hidden, generator=gen)[:4]] = 30.0  # massive activations
+    inner = 4 * 256
+    a = (torch.randn(inner, hidden, generator=gen) * hidden ** -0.5).to(device)
+    b = (torch.randn(hidden, inner, generator=gen) * inner ** -0.5).to(device)
+    drift = (torch.randn(inner, hidden, generator=gen) * hidden ** -0.5 * 0.01).to(device)
+    scale = scale.to(device)
+    for t in range(steps):
+        x = torch.randn(rows, hidden, generator=gen).to(device) * scale
+        y = x + torch.nn.functional.gelu(x @ (a + t * drift / steps).t()) @ b.t() + 0.1 * torch.randn(
+            rows, hidden, generator=gen).to(device)
+        yield x.bfloat16(), y.bfloat16()
+
+
+def loss_curves(hidden: int, width: int, rows: int, steps: int, device) -> dict:
+    from esamp.distiller import OnlineDistiller
+
+    out = {}
+    for precision in ("fp32", "bf16"):
+        d = OnlineDistiller(hidden, width, 1e-3, seed=0, device=device, precision=precision)
+        losses = [d.step(x, y).loss for x, y in stream(hidden, rows, steps, device)]
+        if d.trained is not None:
+            d.trained.synchronize()
+        out[precision] = [float(v) for v in losses]
+    return out
+
+
+def step_times(hidden: int, width: int, rows: int, device) -> dict:
+    import torch
+
+    from esamp.distiller import OnlineDistiller
+
+    times = {}
+    x, y = next(stream(hidden, rows, 1, device, seed=1))
+    for precision in ("fp32", "bf16"):
+        for graphs in (False, True):
+            d = OnlineDistiller(hidden, width, 1e-3, seed=0, device=device, precision=precision, graphs=graphs)
+            for _ in range(10):
+                d.step(x, y)
+            reps = []
+            for _ in range(5):
+                torch.cuda.synchronize()
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record(d.stream)
+                for _ in range(50):
+                    d.step(x, y)
+                end.record(d.stream)
+                end.synchronize()
+                reps.append(start.elapsed_time(end) / 50)
+            times[f"{precision}-{'graphs' if graphs else 'eager'}"] = {
+                "ms_median": statistics.median(reps), "ms_min": min(reps), "ms_max": max(reps),
+                "graph_error": d.graph_error}
+    return times
+
+
+def window(values, lo, hi):
+    part = values[lo:hi]
+    return sum(part) / len(part)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--hidden", type=int, default=3584)
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--rows", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    curves = loss_curves(args.hidden, args.width, args.rows, args.steps, args.device)
+    n = args.steps
+    windows = [(0, 20), (n // 4, n // 4 + 20), (n // 2, n // 2 + 20), (n - 20, n)]
+    print(f"## Distiller precision (hidden {args.hidden}, width {args.width}, {args.rows} rows, {n} steps, "
+          f"{args.device})\n")
+    print("| steps | fp32 loss | bf16 loss | bf16 / fp32 |\n|---|---|---|---|")
+    ratios = []
+    for lo, hi in windows:
+        f, b = window(curves["fp32"], lo, hi), window(curves["bf16"], lo, hi)
+        ratios.append(b / f)
+        print(f"| {lo}-{hi} | {f:.4g} | {b:.4g} | {b / f:.4f} |")
+    result = {"hidden": args.hidden, "width": args.width, "rows": args.rows, "steps": n, "curves": curves,
+              "windows": windows, "ratios": ratios}
+    if args.device.startswith("cuda"):
+        result["step_ms"] = step_times(args.hidden, args.width, args.rows, args.device)
+        print("\n| step | device ms median [min–max] | capture error |\n|---|---|---|")
+        for name, t in result["step_ms"].items():
+            print(f"| {name} | {t['ms_median']:.4f} [{t['ms_min']:.4f}–{t['ms_max']:.4f}] | {t['graph_error'] or '-'} |")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh)
+    ok = ratios[-1] <= TOLERANCE
+    print(f"\nbf16's last-window loss is {ratios[-1]:.4f}× fp32's ({'within' if ok else 'OUTSIDE'} the "
+          f"{TOLERANCE:.2f}× tolerance)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
