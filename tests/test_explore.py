@@ -90,6 +90,9 @@ def test_the_effect_probe_catches_each_meaning_changing_fault(fault, lost, vanil
     assert fault in MEANING_FAULTS
     result = check(fault=fault, vanilla=vanilla_slice, log=lambda _: None)
     assert any(lost in p for p in result["problems"]), result
+    if fault != "ignore_fused":
+        return  # one stress run shows the shape probes green under a meaning fault (suite time); the other
+        # two faults change only the rows the distiller trains on (probes/faults.py _step_rows)
     # ... while every shape probe stays green: the stress, with ESamp on and the same fault
     proc = subprocess.run([sys.executable, "-m", "driftcheck", "stress", "--shrink", "--examples", "1",
                            "--esamp-beta", "0.8", "--fault", fault, "--json"], capture_output=True, text=True,

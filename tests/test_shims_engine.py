@@ -12,10 +12,11 @@ import pytest
 
 pytestmark = pytest.mark.engine
 
+# Two corners of process mode × compilation (suite time): in-process eager, and engine-process compiled,
+# where the taps run inside torch.compile's graph in the process vLLM spawned. The other process-mode
+# runs (multiproc eager: tests/test_admission.py, tests/test_runners.py; serve) bind the same shims.
 MODES = [
     pytest.param({"multiproc": False, "eager": True}, id="inproc-eager"),
-    pytest.param({"multiproc": True, "eager": True}, id="multiproc-eager"),
-    pytest.param({"multiproc": False, "eager": False}, id="inproc-compiled"),
     pytest.param({"multiproc": True, "eager": False}, id="multiproc-compiled"),
 ]
 
