@@ -43,11 +43,10 @@ def step_rows(computed, scheduled, prefill_len) -> tuple[list[int], list[int], l
 
 
 def _ints(values, n: int) -> list[int]:
-    """The first n entries of a numpy array, tensor or sequence of integers, as Python ints."""
+    """The first n entries of a numpy array, tensor or list of integers, as Python ints."""
     import numpy as np
 
-    return np.asarray(values[:n] if hasattr(values, "__getitem__") else list(values)[:n],
-                      dtype=np.int64).reshape(-1).tolist()
+    return np.asarray(values[:n], dtype=np.int64).reshape(-1).tolist()
 
 
 def build_view(runner, result: tuple, positions: dict[str, int], num_scheduled=None) -> PrepareView:
@@ -70,6 +69,8 @@ def build_view_v2(runner, batch) -> PrepareView:
     """Model Runner V2: the InputBatch `prepare_inputs` returned, with the per-request prefill progress
     from the runner's request states (read before this step's post-processing advances it). Row i of
     the sampler's logits is request `batch.req_ids[i]`; its state slot is `batch.idx_mapping_np[i]`."""
+    import numpy as np
+
     num_reqs = int(batch.num_reqs)
     req_ids = list(batch.req_ids[:num_reqs])
     slots = batch.idx_mapping_np[:num_reqs]
@@ -80,6 +81,6 @@ def build_view_v2(runner, batch) -> PrepareView:
     sampled, decode, _ = step_rows(prefill_done, scheduled, prefill_len)
     # positions: from the CPU mirror of computed tokens where the release keeps one
     mirror = getattr(states, "num_computed_tokens_np", None)
-    positions = step_rows(mirror[slots], scheduled, prefill_len)[2] if mirror is not None else []
+    positions = [] if mirror is None else (np.asarray(mirror[slots], dtype=np.int64) + scheduled - 1).tolist()
     spec = int(getattr(batch, "num_draft_tokens", 0) or 0) > 0
     return PrepareView(req_ids, batch.logits_indices, scheduled, sampled, decode, positions, spec, runner, batch)

@@ -23,7 +23,7 @@ from esamp.config import ESampConfig, validate_request
 from esamp.counters import ESampCounters, span
 from esamp.gate import ESampGateFailed, Gate
 from esamp.groups import Groups
-from esamp.intervene import FusedSampler, Pending, to_device
+from esamp.intervene import FusedSampler, Pending, to_device, weight_dtype
 from esamp.training import LossBook
 
 __all__ = ["ESampController", "ESampGateFailed", "MISS_LIMIT", "CONTROLLER", "attach"]
@@ -229,7 +229,7 @@ class FinalNorm:
 
     def __init__(self, model) -> None:
         self.model = model
-        self.dtype = next(model.parameters()).dtype
+        self.dtype = weight_dtype(model)
 
     def __call__(self, pred):
         return self.model.model.norm(pred.to(self.dtype))

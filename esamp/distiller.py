@@ -263,14 +263,9 @@ class OnlineDistiller:
         if self.trained is not None:
             torch.cuda.current_stream().wait_event(self.trained)
 
-    def train_async(self, shallow: torch.Tensor, deep: torch.Tensor):
-        """Queue one step; returns (loss as a host tensor, event that marks it written, or None on the CPU)."""
-        step = self.step(shallow, deep)
-        return step.loss, step.trained
-
     def train_step(self, shallow: torch.Tensor, deep: torch.Tensor) -> float:
         """One synchronous training step; returns the loss."""
-        loss, ready = self.train_async(shallow, deep)
-        if ready is not None:
-            ready.synchronize()
-        return float(loss)
+        step = self.step(shallow, deep)
+        if step.trained is not None:
+            step.trained.synchronize()
+        return float(step.loss)

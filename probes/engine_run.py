@@ -58,7 +58,7 @@ def main(options: dict) -> dict:
             attach()
     from vllm import LLM, SamplingParams
 
-    from driftcheck.models.engine_env import gpu_engine_kwargs, tiny_engine_kwargs
+    from driftcheck.models.engine_env import gpu_engine_kwargs, tensor_parallel_kwargs, tiny_engine_kwargs
     from driftcheck.models.tiny import ensure_tiny_model
 
     work = {**WORKLOAD, **options.get("workload", {})}
@@ -68,14 +68,7 @@ def main(options: dict) -> dict:
         engine.update(gpu_engine_kwargs(options.get("mode", "eager")))
     if options.get("esamp"):
         engine["additional_config"] = {"esamp": options["esamp"]}
-    if options.get("tp", 1) > 1:
-        engine["tensor_parallel_size"] = options["tp"]
-        if options.get("device", "cpu") == "cpu":
-            # vLLM's CPU default ("auto") binds each worker to its own NUMA node and refuses TP = 2 on a
-            # one-node machine ("Not enough allowed NUMA nodes"); measured: "nobind" runs
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-        else:
-            engine["disable_custom_all_reduce"] = True  # the custom all-reduce needs compiled ops
+    engine.update(tensor_parallel_kwargs(options.get("tp", 1), options.get("device", "cpu")))
     llm = LLM(model=str(ensure_tiny_model()), **engine)
     load_s = time.perf_counter() - t0
     dog = watch_engine()

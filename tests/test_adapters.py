@@ -126,3 +126,24 @@ def test_identities_live_from_added_to_finished():
     assert ids.finished("e") == Identity("c", "p", 1)
     assert ids.finished("e") == Identity("e", "e", None, known=False)  # finished twice: no longer known
     assert annotated(None, "c") is None  # a pooling request has no sampling params
+
+
+def test_v2_view_rows_and_positions_follow_the_request_states():
+    """Model Runner V2's view (build_view_v2) from a batch whose rows map to state slots out of order:
+    row 0 is slot 2 (decoding), row 1 slot 0 (its prefill ends this step); positions from the CPU mirror
+    of computed tokens (computed + scheduled - 1)."""
+    import types
+
+    import numpy as np
+
+    from driftcheck.adapters.prepare import build_view_v2
+
+    states = types.SimpleNamespace(num_computed_prefill_tokens=np.array([2, 0, 3], dtype=np.int32),
+                                   prefill_len=types.SimpleNamespace(np=np.array([5, 4, 3], dtype=np.int32)),
+                                   num_computed_tokens_np=np.array([2, 0, 7], dtype=np.int32))
+    batch = types.SimpleNamespace(num_reqs=2, req_ids=["a", "b", "c"], idx_mapping_np=np.array([2, 0]),
+                                  num_scheduled_tokens=np.array([1, 3, 9]), logits_indices=None)
+    view = build_view_v2(types.SimpleNamespace(req_states=states), batch)
+    assert view.req_ids == ["a", "b"] and view.num_scheduled_tokens == [1, 3]
+    assert view.sampled_rows == [0, 1] and view.decode_rows == [0]
+    assert view.positions == [7, 4]

@@ -18,6 +18,7 @@ import time
 from driftcheck import env
 from driftcheck.bench.profile import profile_round
 from driftcheck.bench.shapes import BETA, SAMPLINGS, engine_kwargs, prompts_and_limits, shape_logits
+from driftcheck.models.engine_env import tensor_parallel_kwargs
 
 
 def _worker(opts: dict) -> None:
@@ -41,13 +42,8 @@ def _worker(opts: dict) -> None:
     if opts["device"] == "cpu":
         torch.set_num_threads(1)
     extra = {"additional_config": {"esamp": {**opts.get("esamp_config", {}), "enable": True}}} if esamp else {}
-    tp = int(opts.get("tp", 1))
-    if tp > 1:  # tensor parallel: the model runs in tp worker processes, ESamp in each of them
-        extra["tensor_parallel_size"] = tp
-        if opts["device"] == "cpu":
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # as probes/engine_run.py: measured
-        else:
-            extra["disable_custom_all_reduce"] = True  # the custom all-reduce needs compiled ops
+    # tensor parallel: the model runs in tp worker processes, ESamp in each of them
+    extra.update(tensor_parallel_kwargs(int(opts.get("tp", 1)), opts["device"]))
     t0 = time.perf_counter()
     llm = LLM(model=opts["model_dir"], **engine_kwargs(opts["device"], opts["mode"], opts.get("shape", "")), **extra)
     load_s = time.perf_counter() - t0

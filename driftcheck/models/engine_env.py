@@ -86,6 +86,19 @@ def gpu_engine_kwargs(mode: str = "eager") -> dict[str, Any]:
             "kernel_config": {"ir_op_priority": {op: ["native"] for op in ir_ops()}}, "compilation_config": compilation}
 
 
+def tensor_parallel_kwargs(tp: int, device: str) -> dict[str, Any]:
+    """vLLM engine settings for tensor_parallel_size = tp (nothing for tp 1); sets the one environment
+    variable the CPU needs. CPU: vLLM's default ("auto") binds each worker to its own NUMA node and refuses
+    TP = 2 on a one-node machine ("Not enough allowed NUMA nodes"); measured: "nobind" runs. CUDA: the
+    custom all-reduce needs compiled ops the Python-only route's stub lacks."""
+    if tp <= 1:
+        return {}
+    if device == "cpu":
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        return {"tensor_parallel_size": tp}
+    return {"tensor_parallel_size": tp, "disable_custom_all_reduce": True}
+
+
 def ir_ops() -> list[str]:
     """The vLLM IR ops this release dispatches by priority (the fields of its IrOpPriorityConfig:
     rms_norm in 0.20, fused_add_rms_norm too in 0.27), so that each gets its native PyTorch form
