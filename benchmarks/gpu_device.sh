@@ -7,16 +7,18 @@
 #                     CUDA engine and Qwen2 (the release's default); MODE eager|graphs;
 #                     inproc: only the in-process engine (default: in-process and multiprocess; "all" = both);
 #                     TP: tensor_parallel_size (every rank judged; needs that many GPUs, e.g. nvidia-h200-x2)
-#   SHAPE:MODE[:LOGITS[:RUNNER[:SAMPLINGS]]]  the ESamp vs vanilla throughput benchmark (driftcheck bench shapes;
+#   SHAPE:MODE[:LOGITS[:RUNNER[:SAMPLINGS[:profile]]]]  the ESamp vs vanilla throughput benchmark (driftcheck bench shapes;
 #                     MODE eager|graphs; LOGITS flat|peaked; RUNNER v1|v2 sets VLLM_USE_V2_MODEL_RUNNER=0|1
 #                     and requires the engines to build it; left out: the release's default, unchecked;
-#                     SAMPLINGS: comma-separated settings for this job, instead of --sampling)
+#                     SAMPLINGS: comma-separated settings for this job, instead of --sampling;
+#                     profile: this job also profiles a round, as --profile does for every job)
 #   precision:HIDDEN  the distiller alone (driftcheck/bench/precision.py): fp32 vs bf16 loss curves, and
 #                     the device time of a step, eager and captured, at that hidden size
 # Options first: --rounds N (benchmark rounds), --profile, --sampling LIST (bench settings),
 # --esamp-setting KEY=VALUE (repeatable; an ESamp setting for the benchmarks, recorded in their label),
 # --tp N (the benchmarks' tensor_parallel_size: needs N GPUs, e.g. nvidia-h200-x2; not with --profile).
-# Results under $OUT: gpu.json (benchmarks), check-ENV-MODE.json (checks), precision-HIDDEN.json, logs.
+# Results under $OUT: gpu.json (benchmarks), check-ENV-MODE.json (checks), precision-HIDDEN.json, logs.tgz (the
+# workers' logs).
 set -u
 OUT=${OUT:-/tmp/out}
 ROUNDS=5; PROFILE=; SAMPLING=(); SETTINGS=(); TP=1
@@ -77,17 +79,20 @@ for job in "$@"; do
       echo "== $job ($(( $(date +%s) - t )) s)"; cat "$OUT/precision-$hidden.md" | tail -16
       ;;
     *:*)
-      IFS=: read -r shape mode logits runner samp <<< "$job"
+      IFS=: read -r shape mode logits runner samp prof <<< "$job"
+      jobprof=$PROFILE; [ "$prof" = profile ] && jobprof=--profile
       logits=${logits:-flat}
       jobsamp=("${SAMPLING[@]}"); [ -n "$samp" ] && jobsamp=(--sampling "$samp")
       if [ -n "$runner" ]; then export VLLM_USE_V2_MODEL_RUNNER=0; [ "$runner" = v2 ] && export VLLM_USE_V2_MODEL_RUNNER=1; fi
       log="$OUT/$shape-$mode-$logits${runner:+-$runner}-tp$TP.log"
       python3 -m driftcheck bench throughput --device cuda --shape "$shape" --mode "$mode" --logits "$logits" \
-        ${runner:+--runner "$runner"} --rounds "$ROUNDS" --tp "$TP" $PROFILE "${jobsamp[@]}" "${SETTINGS[@]}" \
+        ${runner:+--runner "$runner"} --rounds "$ROUNDS" --tp "$TP" $jobprof "${jobsamp[@]}" "${SETTINGS[@]}" \
         --log-dir "$OUT/logs" --results "$OUT/gpu.json" --out "$OUT/gpu.md" > "$log" 2>&1 || status=1
       unset VLLM_USE_V2_MODEL_RUNNER
       echo "== $job ($(( $(date +%s) - t )) s)"; tail -6 "$log"
       ;;
   esac
 done
+# the device tool returns at most 8 files: the workers' logs travel as one archive
+if [ -d "$OUT/logs" ]; then tar -czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"; fi
 exit $status

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+
+from driftcheck.shims.hook_points import span  # noqa: F401 - ESamp's named ranges (RANGES lives there)
 
 LOSS_EVERY = 5  # train steps between two loss-history points
 CANDIDATES_EVERY = 8  # interventions between two candidate counts (a pass over the logits, so sampled)
-
-
-#: Set by a profiled benchmark round (driftcheck/bench/profile.py): ESamp's steps then show as named
-#: profiler ranges. Off, `span` costs one attribute read.
-RANGES = False
-_OFF = nullcontext()
-
-
-def span(name: str):
-    """A named profiler range around one of ESamp's steps while RANGES is on; else nothing."""
-    if not RANGES:
-        return _OFF
-    import torch
-
-    return torch.profiler.record_function(name)
 
 
 @dataclass

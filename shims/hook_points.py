@@ -38,6 +38,7 @@ import json
 import os
 import sys
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -154,6 +155,21 @@ class Tap:
     checked_view: Any = None  # the step (prepare view) the stamp was last read for
     fired: bool = False
     in_flight: Any = field(default_factory=deque)  # (host copy of the stamp, ready event), oldest first
+
+
+#: Set by a profiled benchmark round (driftcheck/bench/profile.py): the shims' and ESamp's steps then
+#: show as named profiler ranges ("hooks.*", "esamp.*"). Off, `span` costs one global read.
+RANGES = False
+_OFF = nullcontext()
+
+
+def span(name: str):
+    """A named profiler range around a hook's work while RANGES is on; else nothing."""
+    if not RANGES:
+        return _OFF
+    import torch
+
+    return torch.profiler.record_function(name)
 
 
 class HookPoints:

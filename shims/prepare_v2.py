@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from driftcheck.adapters.prepare import build_view_v2
 from driftcheck.patching import Patch
-from driftcheck.shims.hook_points import HOOKS
+from driftcheck.shims.hook_points import HOOKS, span
 
 HOOK_POINT = "prepare_view"
 RUNNER = "v2"
@@ -29,7 +29,8 @@ def patches(ctx) -> list[Patch]:
         def prepare_inputs(self, scheduler_output, *args, **kwargs):
             batch = original(self, scheduler_output, *args, **kwargs)
             HOOKS.observe_return("runner_v2.prepare_inputs", batch)
-            HOOKS.publish_view(build_view_v2(self, batch))
+            with span("hooks.prepare"):
+                HOOKS.publish_view(build_view_v2(self, batch))
             return batch
 
         return prepare_inputs

@@ -114,3 +114,46 @@ def test_a_tensor_parallel_benchmark_needs_esamp_on_every_rank_with_equal_digest
         _check_esamp_ran(result([rank(0)]))
     table = throughput.render_markdown({"cpu-x-tp2": {**_bench("cpu-x-tp2", [0.9]), "tp": 2}})
     assert "graphs, TP 2 |" in table
+
+
+def test_the_timeline_splits_a_round_into_device_busy_and_idle_and_charges_idle_time_to_host_ranges():
+    from driftcheck.bench.profile import timeline
+
+    def x(cat, name, ts, dur):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur}
+
+    events = [
+        x("cpu_op", "generate", 0, 100),  # the host window: 0..100 us
+        x("kernel", "a", 10, 20), x("kernel", "b", 20, 20),  # two streams overlapping: busy 10..40
+        x("gpu_memcpy", "c", 60, 10),  # busy 60..70
+        x("user_annotation", "hooks.prepare", 40, 15),  # the device idles all through it: 15 us
+        x("user_annotation", "esamp.fuse", 50, 20),  # idle 50..60, then busy: 10 us
+        x("user_annotation", "esamp.fuse", 75, 5),  # idle: 5 us
+        x("gpu_user_annotation", "esamp.fuse", 60, 10),  # a device annotation: not a host range
+        x("user_annotation", "vllm.other", 0, 100),  # not one of ours
+    ]
+    t = timeline(events)
+    assert t["busy_ms"] == 0.04 and abs(t["idle_ms"] - 0.06) < 1e-12 and t["window_ms"] == 0.1
+    assert set(t["ranges"]) == {"hooks.prepare", "esamp.fuse"}
+    assert t["ranges"]["hooks.prepare"] == {"calls": 1, "host_ms": 0.015, "device_idle_ms": 0.015}
+    fuse = t["ranges"]["esamp.fuse"]
+    assert fuse["calls"] == 2 and abs(fuse["host_ms"] - 0.025) < 1e-12 and abs(fuse["device_idle_ms"] - 0.015) < 1e-12
+    assert timeline([x("kernel", "a", 0, 5)])["ranges"] == {}  # no host events: nothing to charge
+
+
+def test_device_idle_time_is_charged_to_the_innermost_host_event_running_meanwhile():
+    from driftcheck.bench.profile import timeline
+
+    def x(cat, name, ts, dur):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur}
+
+    events = [
+        x("cpu_op", "step", 0, 100),
+        x("kernel", "k", 0, 40), x("kernel", "k", 90, 10),  # idle 40..90
+        x("cpu_op", "aten::item", 30, 30),  # innermost over 40..60
+        x("cuda_runtime", "cudaStreamSynchronize", 35, 10),  # innermost over 40..45
+        x("user_annotation", "esamp.fuse", 70, 10),  # innermost over 70..80
+    ]
+    charged = timeline(events)["idle_by_host_op"]
+    assert charged == [["step", 0.02], ["aten::item", 0.015], ["esamp.fuse", 0.01], ["cudaStreamSynchronize", 0.005]]
+    assert abs(sum(ms for _, ms in charged) - timeline(events)["idle_ms"]) < 1e-12

@@ -1,13 +1,19 @@
-"""Where one benchmark round's time goes: the top operators by self time (host and device), ESamp's
-own named ranges (esamp/counters.py `span`), and the round's total device time."""
+"""Where one benchmark round's time goes: the top operators by self time (host and device), the
+named ranges of the shims and of ESamp (shims/hook_points.py `span`), the round's total device time,
+and its timeline (`timeline`): how long the device was busy and idle, and how much of that idle
+time fell inside each named host range — host work the device waited for, i.e. on the critical path."""
 
 from __future__ import annotations
 
+import bisect
+import json
+import os
+import tempfile
 import time
 
 
 def profile_round(fn, set_ranges=None) -> dict:
-    """Profile fn() once. `set_ranges(bool)` turns ESamp's named ranges on for the round (the ESamp
+    """Profile fn() once. `set_ranges(bool)` turns the named ranges on for the round (the ESamp
     worker passes it; vanilla has none)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -25,13 +31,18 @@ def profile_round(fn, set_ranges=None) -> dict:
     finally:
         if set_ranges:
             set_ranges(False)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(raw)
+        with open(raw) as f:
+            events = json.load(f).get("traceEvents", [])
     rows = []
     for e in prof.key_averages():
         self_device = (getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)) / 1e3
         rows.append({"name": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3,
                      "self_device_ms": self_device})
     rows.sort(key=lambda r: -(r["self_device_ms"] or r["self_cpu_ms"]))
-    return {"top": rows[:40], **summarize_rows(rows), "wall_ms": wall_ms}
+    return {"top": rows[:40], **summarize_rows(rows), "wall_ms": wall_ms, "timeline": timeline(events)}
 
 
 def summarize_rows(rows: list[dict]) -> dict:
@@ -50,8 +61,94 @@ def summarize_rows(rows: list[dict]) -> dict:
     return {"ranges": dict(sorted(ranges.items())), "device_ms": device_ms}
 
 
+DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+HOST_CATS = ("cpu_op", "user_annotation", "cuda_runtime", "cuda_driver", "python_function")
+RANGE_PREFIXES = ("esamp.", "hooks.")
+
+
+def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[list[float]] = []
+    for start, end in sorted(intervals):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return [(a, b) for a, b in out]
+
+
+def _overlap(spans: list[tuple[float, float]], starts: list[float], start: float, end: float) -> float:
+    """Length of [start, end) inside the sorted, disjoint `spans` (`starts`: their start points)."""
+    total, i = 0.0, max(bisect.bisect_right(starts, start) - 1, 0)
+    while i < len(spans) and spans[i][0] < end:
+        total += max(0.0, min(end, spans[i][1]) - max(start, spans[i][0]))
+        i += 1
+    return total
+
+
+def timeline(events: list[dict]) -> dict:
+    """From a Chrome trace's events (microseconds): the device's busy time (the union of every kernel,
+    copy and fill, all streams), its idle time inside the profiled host window, and per named host range
+    (esamp.*, hooks.*) its calls, host time and the device idle time inside it (ms). Idle time inside a
+    host range is time the device waited for that host work: removing the work would shorten the round
+    by about that much; busy time the range added shows in `busy_ms` against the vanilla round."""
+    complete = [e for e in events if e.get("ph") == "X" and "ts" in e and "dur" in e]
+    device = _union([(float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in complete
+                     if e.get("cat") in DEVICE_CATS])
+    host = [(float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in complete if e.get("cat") in HOST_CATS]
+    if not host:
+        return {"busy_ms": 0.0, "idle_ms": 0.0, "window_ms": 0.0, "ranges": {}}
+    lo, hi = min(a for a, _ in host), max(b for _, b in host + device)
+    busy = _union([(max(a, lo), min(b, hi)) for a, b in device if b > lo and a < hi])
+    idle, at = [], lo
+    for a, b in busy:
+        if a > at:
+            idle.append((at, a))
+        at = max(at, b)
+    if at < hi:
+        idle.append((at, hi))
+    starts = [a for a, _ in idle]
+    ranges: dict[str, dict] = {}
+    for e in complete:
+        name = str(e.get("name", ""))
+        if e.get("cat") != "user_annotation" or not name.startswith(RANGE_PREFIXES):
+            continue
+        a, b = float(e["ts"]), float(e["ts"]) + float(e["dur"])
+        r = ranges.setdefault(name, {"calls": 0, "host_ms": 0.0, "device_idle_ms": 0.0})
+        r["calls"] += 1
+        r["host_ms"] += (b - a) / 1e3
+        r["device_idle_ms"] += _overlap(idle, starts, a, b) / 1e3
+    return {"busy_ms": sum(b - a for a, b in busy) / 1e3, "idle_ms": sum(b - a for a, b in idle) / 1e3,
+            "window_ms": (hi - lo) / 1e3, "ranges": dict(sorted(ranges.items())),
+            "idle_by_host_op": idle_by_host_op(idle, complete)}
+
+
+def idle_by_host_op(idle: list[tuple[float, float]], complete: list[dict], top: int = 20) -> dict:
+    """The device's idle time charged to what the host was doing meanwhile: each idle stretch split at
+    host-event boundaries, each piece charged to the innermost host event covering it (the latest to
+    start; "(no host event)" where none does: plain Python between operators): [name, ms] pairs, largest first."""
+    host = sorted(((float(e["ts"]), float(e["ts"]) + float(e["dur"]), str(e.get("name", "?")))
+                   for e in complete if e.get("cat") in HOST_CATS), key=lambda h: (h[0], -h[1]))
+    starts = [h[0] for h in host]
+    charged: dict[str, float] = {}
+    # events that start before a stretch and still run in it: scan back from the stretch over a bounded
+    # number of earlier events (host events nest, so a covering one is an ancestor of a nearby one)
+    for a, b in idle:
+        i = bisect.bisect_left(starts, b)
+        near = [h for h in host[max(0, i - 400):i] if h[1] > a]
+        cuts = sorted({a, b, *(t for h in near for t in h[:2] if a < t < b)})
+        for lo, hi in zip(cuts, cuts[1:]):
+            mid = (lo + hi) / 2
+            cover = [h for h in near if h[0] <= mid < h[1]]
+            name = max(cover, key=lambda h: (h[0], -h[1]))[2] if cover else "(no host event)"
+            charged[name] = charged.get(name, 0.0) + (hi - lo) / 1e3
+    return [[name, ms] for name, ms in sorted(charged.items(), key=lambda kv: -kv[1])[:top]]
+
+
 def components(profiles: dict) -> dict:
     """The report's component table from the two workers' profiles."""
-    return {"ranges": profiles["esamp"]["ranges"],
-            "device_ms": {w: p["device_ms"] for w, p in profiles.items()},
-            "wall_ms": {w: p["wall_ms"] for w, p in profiles.items()}}
+    out = {"ranges": profiles["esamp"]["ranges"],
+           "device_ms": {w: p["device_ms"] for w, p in profiles.items()},
+           "wall_ms": {w: p["wall_ms"] for w, p in profiles.items()}}
+    if all("timeline" in p for p in profiles.values()):
+        out["timeline"] = {w: p["timeline"] for w, p in profiles.items()}
+    return out

@@ -86,10 +86,14 @@ def render_markdown(data: dict) -> str:
 
 
 COMPONENTS_TEXT = ("One profiled round per worker, first sampling setting (torch.profiler; the top operators are in "
-                   "reports/benchmarks.json). Host ms: Python and launch time inside ESamp's named range "
+                   "reports/benchmarks.json). Host ms: Python and launch time inside the named range, its children included "
                    "(esamp.sample_hook contains esamp.distill, the distiller step: prediction and update); device ms: the span of device time its kernels "
-                   "covered (an upper bound: the distiller step runs on a side stream, its update beside the next forward). Round totals: "
-                   "wall time, and the sum of every kernel's device time.")
+                   "covered (an upper bound: the distiller step runs on a side stream, its update beside the next forward); device idle "
+                   "inside: from the round's timeline, the time no kernel ran on any stream while the host was inside the range, i.e. "
+                   "host work the device waited for (hooks.prepare: the shim's prepare view, before the forward is launched). "
+                   "Round totals: wall time, the sum of every kernel's device time, and the timeline's device idle and busy "
+                   "time (busy: the union of all streams' kernels); wall ≈ busy + idle; and the device's idle time charged to "
+                   "the innermost host event running meanwhile (the largest six).")
 
 
 def _candidates(counters: dict) -> str:
@@ -101,13 +105,28 @@ def _candidates(counters: dict) -> str:
 
 
 def component_table(components: dict) -> list[str]:
-    """One profiled round per worker: ESamp's own ranges (host ms, device ms of the kernels they
-    launched) and the round's total device time, ESamp's against vanilla's."""
-    rows = ["| component | calls | host ms | device ms |", "|---|---|---|---|"]
-    for name, c in components["ranges"].items():
-        host = "-" if c["host_ms"] is None else f"{c['host_ms']:.1f}"  # None: not kept by that run's profile
-        rows.append(f"| {name} | {c['calls']} | {host} | {c['device_ms']:.1f} |")
+    """One profiled round per worker: the named ranges (host ms inside each, device ms of the kernels
+    they launched, and, from the timeline, the device's idle time inside each: host work the device
+    waited for) and the round's totals, ESamp's against vanilla's."""
+    tl = components.get("timeline")
+    on_device = bool(tl and tl["vanilla"]["busy_ms"] > 0)  # the CPU has no device timeline
+    ranges = {name: dict(c) for name, c in components["ranges"].items()}
+    for name, t in (tl["esamp"]["ranges"] if tl else {}).items():  # the timeline's host time includes children
+        ranges.setdefault(name, {"device_ms": None}).update(calls=t["calls"], host_ms=t["host_ms"])
+    rows = ["| component | calls | host ms | device ms | device idle inside, ms |", "|---|---|---|---|---|"]
+    for name, c in ranges.items():
+        host = "-" if c.get("host_ms") is None else f"{c['host_ms']:.1f}"  # None: not kept by that run's profile
+        device = "-" if c.get("device_ms") is None else f"{c['device_ms']:.1f}"
+        idle = tl["esamp"]["ranges"].get(name, {}).get("device_idle_ms") if on_device else None
+        rows.append(f"| {name} | {c['calls']} | {host} | {device} | {'-' if idle is None else f'{idle:.1f}'} |")
     rows.append(f"| round total, vanilla / ESamp | | {components['wall_ms']['vanilla']:.0f} / "
                 f"{components['wall_ms']['esamp']:.0f} (wall) | {components['device_ms']['vanilla']:.0f} / "
-                f"{components['device_ms']['esamp']:.0f} |")
+                f"{components['device_ms']['esamp']:.0f} (kernel sum) | "
+                + (f"{tl['vanilla']['idle_ms']:.0f} / {tl['esamp']['idle_ms']:.0f} (device busy "
+                   f"{tl['vanilla']['busy_ms']:.0f} / {tl['esamp']['busy_ms']:.0f}) |" if on_device else "- |"))
+    if on_device:
+        for worker in ("vanilla", "esamp"):
+            top = ", ".join(f"{name} {ms:.1f}" for name, ms in tl[worker].get("idle_by_host_op", [])[:6])
+            if top:
+                rows.append(f"| device idle by host event, {worker} | | | | {top} |")
     return rows

@@ -87,12 +87,14 @@ def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: b
                   "load_s": {"vanilla": vanilla.info["load_s"], "esamp": esamp.info["load_s"]}, "variants": {}}
         esamp.ask({"op": "stats", "reset": True})  # the warm-up's counts are not a setting's
         for sampling in samplings:
-            runs = {"vanilla": [], "esamp": []}
+            runs, detail = {"vanilla": [], "esamp": []}, {"vanilla": [], "esamp": []}
             for i in range(rounds):
                 order = (vanilla, esamp) if i % 2 == 0 else (esamp, vanilla)
                 for w in order:
-                    runs[w.name].append(w.ask({"op": "round", "sampling": sampling})["tok_s"])
-            result["variants"][sampling] = {"params": SAMPLINGS[sampling], **summarize(runs),
+                    answer = w.ask({"op": "round", "sampling": sampling})
+                    runs[w.name].append(answer["tok_s"])
+                    detail[w.name].append({k: answer.get(k) for k in ("seconds", "cpu_s", "steal_s")})
+            result["variants"][sampling] = {"params": SAMPLINGS[sampling], **summarize(runs), "round_detail": detail,
                                             "esamp_counters": esamp.ask({"op": "stats", "reset": True})["esamp"]}
         result["esamp_counters"] = esamp.ask({"op": "stats"})["esamp"]
         result["runner"] = result["esamp_counters"].get("runner")

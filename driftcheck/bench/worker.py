@@ -20,6 +20,8 @@ from driftcheck.bench.profile import profile_round
 from driftcheck.bench.shapes import BETA, SAMPLINGS, engine_kwargs, prompts_and_limits, shape_logits
 from driftcheck.models.engine_env import tensor_parallel_kwargs
 
+PROFILE_TOKENS = 64  # decoding steps of a profiled round
+
 
 def _worker(opts: dict) -> None:
     # The protocol goes to the original stdout; everything vLLM prints goes to stderr.
@@ -53,18 +55,19 @@ def _worker(opts: dict) -> None:
     work = opts["workload"]
     prompts, limits = prompts_and_limits(opts.get("shape", ""), work)
 
-    def params(sampling: str):
-        return SamplingParams(n=work["n"], detokenize=False, **limits,
+    def params(sampling: str, max_tokens: int | None = None):
+        lim = {**limits, "max_tokens": max_tokens} if max_tokens else limits
+        return SamplingParams(n=work["n"], detokenize=False, **lim,
                               extra_args={"esamp_beta": BETA} if esamp else None, **SAMPLINGS[sampling])
 
-    def generate(sampling: str) -> tuple[int, float]:
+    def generate(sampling: str, max_tokens: int | None = None) -> tuple[int, float]:
         # no cyclic-garbage collection inside a timed generate (both variants alike): a full collection
         # over vLLM's and torch's heap lands at random in a round of a host-bound engine
         gc.collect()
         gc.disable()
         try:
             t = time.perf_counter()
-            outs = llm.generate(prompts, params(sampling), use_tqdm=False)
+            outs = llm.generate(prompts, params(sampling, max_tokens), use_tqdm=False)
             return sum(len(c.token_ids) for o in outs for c in o.outputs), time.perf_counter() - t
         finally:
             gc.enable()
@@ -78,13 +81,22 @@ def _worker(opts: dict) -> None:
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["op"] == "round":
+            cpu0, steal0 = _cpu_seconds(), _steal_seconds()
             tokens, seconds = generate(cmd["sampling"])
-            proto.write(json.dumps({"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds}) + "\n")
+            # what else the round's time went to: this process's CPU time, and the time the hypervisor
+            # gave this machine's cores to someone else (a round that is slow with high steal is noise)
+            proto.write(json.dumps({"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds,
+                                    "cpu_s": _cpu_seconds() - cpu0,
+                                    "steal_s": (_steal_seconds() - steal0) if steal0 is not None else None}) + "\n")
         elif cmd["op"] == "profile":
-            from esamp import counters as esamp_counters
+            from driftcheck.shims import hook_points
 
-            set_ranges = (lambda on: setattr(esamp_counters, "RANGES", on)) if esamp else None
-            proto.write(json.dumps({"profile": profile_round(lambda: generate(cmd["sampling"]), set_ranges)}) + "\n")
+            # the named ranges of the shims and of ESamp (only the ESamp worker binds them)
+            set_ranges = (lambda on: setattr(hook_points, "RANGES", on)) if esamp else None
+            # a shorter round (PROFILE_TOKENS steps of the same batch): the trace of a full one is ~10^5 events
+            short = min(work["max_tokens"], PROFILE_TOKENS)
+            profiled = profile_round(lambda: generate(cmd["sampling"], short), set_ranges)
+            proto.write(json.dumps({"profile": profiled}) + "\n")
         elif cmd["op"] == "stats":
             stats = {}
             if esamp:  # from every process that runs the model: this one, or each tensor-parallel worker
@@ -113,11 +125,30 @@ def rank_stats(_worker=None, reset: bool = False) -> dict:
 
 def _pin(variant: str) -> None:
     """A host-bound engine's rounds move with the scheduler's choice of cores: on a machine with cores to
-    spare, each worker gets its own, equally many (vanilla the first half, ESamp the second)."""
+    spare, both workers get the same half of them (only one engine runs at a time, so they never compete,
+    and a core slower than another cannot favour one variant: measured on the H200 machine, a vanilla
+    worker's rounds moved 30 % with no change but the time)."""
+    del variant  # the same cores for both
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if len(cores) >= 8:
-        half = len(cores) // 2
-        os.sched_setaffinity(0, cores[:half] if variant == "vanilla" else cores[half:2 * half])
+        os.sched_setaffinity(0, cores[:len(cores) // 2])
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def _steal_seconds() -> float | None:
+    """CPU time stolen by the hypervisor, summed over the machine's cores (/proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _vllm_version() -> str:
