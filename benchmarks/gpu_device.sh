@@ -16,12 +16,13 @@
 #                     the device time of a step, eager and captured, at that hidden size
 # Options first: --rounds N (benchmark rounds), --profile, --sampling LIST (bench settings),
 # --esamp-setting KEY=VALUE (repeatable; an ESamp setting for the benchmarks, recorded in their label),
-# --tp N (the benchmarks' tensor_parallel_size: needs N GPUs, e.g. nvidia-h200-x2; not with --profile).
+# --tp N (the benchmarks' tensor_parallel_size: needs N GPUs, e.g. nvidia-h200-x2; not with --profile),
+# --beta B (the ESamp requests' β; 0: the distiller trains, nothing is fused).
 # Results under $OUT: gpu.json (benchmarks), check-ENV-MODE.json (checks), precision-HIDDEN.json, logs.tgz (the
 # workers' logs).
 set -u
 OUT=${OUT:-/tmp/out}
-ROUNDS=5; PROFILE=; SAMPLING=(); SETTINGS=(); TP=1
+ROUNDS=5; PROFILE=; SAMPLING=(); SETTINGS=(); TP=1; BETA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -29,6 +30,7 @@ while [ $# -gt 0 ]; do
     --sampling) SAMPLING=(--sampling "$2"); shift 2 ;;
     --esamp-setting) SETTINGS+=(--esamp-setting "$2"); shift 2 ;;
     --tp) TP=$2; shift 2 ;;
+    --beta) BETA=(--beta "$2"); shift 2 ;;
     *) break ;;
   esac
 done
@@ -84,9 +86,9 @@ for job in "$@"; do
       logits=${logits:-flat}
       jobsamp=("${SAMPLING[@]}"); [ -n "$samp" ] && jobsamp=(--sampling "$samp")
       if [ -n "$runner" ]; then export VLLM_USE_V2_MODEL_RUNNER=0; [ "$runner" = v2 ] && export VLLM_USE_V2_MODEL_RUNNER=1; fi
-      log="$OUT/$shape-$mode-$logits${runner:+-$runner}-tp$TP.log"
+      log="$OUT/$shape-$mode-$logits${runner:+-$runner}-tp$TP${BETA[1]:+-beta${BETA[1]}}.log"
       python3 -m driftcheck bench throughput --device cuda --shape "$shape" --mode "$mode" --logits "$logits" \
-        ${runner:+--runner "$runner"} --rounds "$ROUNDS" --tp "$TP" $jobprof "${jobsamp[@]}" "${SETTINGS[@]}" \
+        ${runner:+--runner "$runner"} --rounds "$ROUNDS" --tp "$TP" $jobprof "${jobsamp[@]}" "${SETTINGS[@]}" "${BETA[@]}" \
         --log-dir "$OUT/logs" --results "$OUT/gpu.json" --out "$OUT/gpu.md" > "$log" 2>&1 || status=1
       unset VLLM_USE_V2_MODEL_RUNNER
       echo "== $job ($(( $(date +%s) - t )) s)"; tail -6 "$log"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from driftcheck.bench.shapes import DEFAULT_SAMPLINGS
+from driftcheck.bench.shapes import BETA as BENCH_BETA, DEFAULT_SAMPLINGS
 from driftcheck.errors import EXIT_BAD_INPUT, EXIT_LIVE_FAILED, BadInput, DriftcheckError, LiveCheckFailed
 from driftcheck.probes.faults import FAULTS
 
@@ -317,11 +317,14 @@ def _esamp_settings(pairs) -> dict:
                    "e.g. precision=\"fp32\" or cuda_graphs=false); recorded in the label")
 @click.option("--tp", default=1, show_default=True, type=click.IntRange(1, 8),
               help="tensor_parallel_size of both engines (ESamp's counters from every rank; label suffix tpN)")
+@click.option("--beta", default=BENCH_BETA, show_default=True, type=click.FloatRange(0, 10),
+              help="the ESamp requests' β; 0 = the distiller trains but no logits are fused (the cost of the hooks "
+                   "and the training alone; label suffix beta0)")
 @click.option("--results", "json_path", default="reports/benchmarks.json", show_default=True,
               type=_Path(dir_okay=False), help="results file the run is merged into")
 @click.option("--out", "md_path", default="reports/benchmarks.md", show_default=True, type=_Path(dir_okay=False))
 @click.option("--log-dir", type=_Path(file_okay=False), help="keep the workers' engine logs here")
-def bench(what, device, shape, mode, logits, samplings, runner, rounds, profile, esamp_settings, tp, json_path,
+def bench(what, device, shape, mode, logits, samplings, runner, rounds, profile, esamp_settings, tp, beta, json_path,
           md_path, log_dir) -> None:
     """Benchmarks: ESamp vs vanilla throughput, scan timings; results merged into --results, table into --out."""
     from driftcheck.bench import report as bench_report
@@ -353,12 +356,12 @@ def bench(what, device, shape, mode, logits, samplings, runner, rounds, profile,
         try:
             result = run_benchmark(device, shape, mode, rounds, profile=profile, logits=logits, samplings=chosen,
                                    runner=runner, log_dir=Path(log_dir) if log_dir else None, esamp_config=settings,
-                                   tp=tp)
+                                   tp=tp, beta=beta)
             if runner and result.get("runner") != runner:
                 raise RuntimeError(f"the engines built model runner {result.get('runner')!r}, not {runner!r}")
         except RuntimeError as exc:
             # recorded, so the report says which configuration could not run and why
-            bench_report.record({"label": bench_label(device, shape, mode, logits, runner, settings, tp),
+            bench_report.record({"label": bench_label(device, shape, mode, logits, runner, settings, tp, beta),
                                  "error": str(exc)}, json_file)
             write_atomic(Path(md_path), bench_report.render_markdown(_read_json(json_file)))
             click.echo(f"driftcheck: benchmark failed: {exc}", err=True)

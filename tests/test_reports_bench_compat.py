@@ -116,6 +116,24 @@ def test_a_tensor_parallel_benchmark_needs_esamp_on_every_rank_with_equal_digest
     assert "graphs, TP 2 |" in table
 
 
+def test_a_beta_zero_benchmark_needs_training_but_no_fused_rows_and_says_so_in_its_label_and_row():
+    import pytest
+
+    from driftcheck.bench.runner import _check_esamp_ran, bench_label
+
+    trained = {"gate_passed": True, "train_steps": 40, "intervention_calls": 0}
+    result = {"beta": 0.0, "esamp_counters": trained, "variants": {"t0.8-p0.95": {"esamp_counters": {"rows_counted": 0}}}}
+    _check_esamp_ran(result)  # β = 0: trained, nothing fused, as asked
+    with pytest.raises(RuntimeError, match="did not run"):
+        _check_esamp_ran({**result, "esamp_counters": {**trained, "train_steps": 0}})
+    with pytest.raises(RuntimeError, match="did not run"):  # β = 0.8 must have fused
+        _check_esamp_ran({**result, "beta": 0.8})
+    assert bench_label("cuda", "qwen2.5-7b", "graphs", "peaked", "v1", beta=0.0) == "cuda-qwen2.5-7b-peaked-graphs-v1-beta0"
+    assert bench_label("cuda", "qwen2.5-7b", "graphs") == "cuda-qwen2.5-7b-graphs"
+    table = throughput.render_markdown({"cpu-x-beta0": {**_bench("cpu-x-beta0", [0.99]), "beta": 0.0}})
+    assert "graphs, β 0 |" in table
+
+
 def test_the_timeline_splits_a_round_into_device_busy_and_idle_and_charges_idle_time_to_host_ranges():
     from driftcheck.bench.profile import timeline
 

@@ -25,7 +25,8 @@ def _settings(result: dict) -> str:
     """ESamp settings other than the defaults that a row ran with (bench --esamp-setting)."""
     config = result.get("esamp_config") or {}
     tp = f", TP {result['tp']}" if result.get("tp", 1) > 1 else ""
-    return tp + "".join(f", ESamp {k}={v}" for k, v in sorted(config.items()))
+    beta = f", β {result['beta']:g}" if result.get("beta", BETA) != BETA else ""
+    return tp + beta + "".join(f", ESamp {k}={v}" for k, v in sorted(config.items()))
 
 
 def render_markdown(data: dict) -> str:
@@ -34,7 +35,7 @@ def render_markdown(data: dict) -> str:
              "`benchmarks/gpu_bundle.py` + one device call). Do not edit by hand.", "",
              "## Throughput: ESamp vs vanilla vLLM", "",
              "Same engine settings and SamplingParams (n=16, ignore_eos, fixed max_tokens, prefix caching off); "
-             f"ESamp at β={BETA} on every request; two warm engines, timed rounds alternating A B A B. "
+             f"ESamp at β={BETA} on every request (a row marked β 0: the distiller trains, no logits are fused); two warm engines, timed rounds alternating A B A B. "
              "Ratio = ESamp tok/s / vanilla tok/s, per pair of rounds: median [min–max]; vanilla tok/s: median "
              "(spread = (max − min) / median of its rounds; a setting whose vanilla rounds spread more than "
              f"{VANILLA_SPREAD_LIMIT:.0%} is marked NOISE, its ratio means nothing). Sampling: "

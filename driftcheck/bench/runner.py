@@ -54,26 +54,27 @@ class Worker:
 
 
 def bench_label(device: str, shape: str, mode: str, logits: str = "flat", runner: str = "",
-                esamp_config: dict | None = None, tp: int = 1) -> str:
+                esamp_config: dict | None = None, tp: int = 1, beta: float = BETA) -> str:
     settings = [f"{k}={v}" for k, v in sorted((esamp_config or {}).items())]
     return "-".join([device, shape, *([logits] if logits != "flat" else []), mode, *([runner] if runner else []),
-                     *([f"tp{tp}"] if tp > 1 else []), *settings])
+                     *([f"tp{tp}"] if tp > 1 else []), *([f"beta{beta:g}"] if beta != BETA else []), *settings])
 
 
 def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: bool = False,
                   log_dir: Path | None = None, logits: str = "flat", samplings=DEFAULT_SAMPLINGS,
-                  runner: str = "", esamp_config: dict | None = None, tp: int = 1) -> dict:
+                  runner: str = "", esamp_config: dict | None = None, tp: int = 1, beta: float = BETA) -> dict:
     """`runner`: the model runner the engines are expected to build (v1 | v2; "" = not checked), recorded
     in the label; the ESamp worker's stats say which one ran. `esamp_config`: ESamp settings other than
     the defaults (esamp/config.py), recorded in the label. `tp`: tensor_parallel_size of both engines; ESamp's
-    counters then come from every rank, and every rank must have run it, with equal digests."""
+    counters then come from every rank, and every rank must have run it, with equal digests. `beta`: the ESamp
+    requests' β (0: the distiller trains, nothing is fused: the cost of the hooks and the training)."""
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="driftcheck-bench-"))
-    label = bench_label(device, shape, mode, logits, runner, esamp_config, tp)
+    label = bench_label(device, shape, mode, logits, runner, esamp_config, tp, beta)
     model_dir = write_model_dir(shape, log_dir / "models")
     work = workload(device, shape)
     base = {"device": device, "mode": mode, "shape": shape, "model_dir": str(model_dir), "workload": work,
             "label": label, "logits": logits, "samplings": list(samplings), "esamp_config": esamp_config or {},
-            "tp": tp}
+            "tp": tp, "beta": beta}
     workers = []
     try:
         for variant in ("vanilla", "esamp"):  # one after the other: engine start-up profiles memory
@@ -82,7 +83,7 @@ def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: b
             w.info = w.ask()
         vanilla, esamp = workers
         result = {"label": label, "device": device, "shape": shape, "mode": mode, "rounds": rounds,
-                  "logits": logits, "esamp_config": esamp_config or {}, "tp": tp, "shaped": vanilla.info.get("shaped"), "workload": work, "beta": BETA,
+                  "logits": logits, "esamp_config": esamp_config or {}, "tp": tp, "shaped": vanilla.info.get("shaped"), "workload": work, "beta": beta,
                   "machine": machine(device), "vllm": vanilla.info["vllm"], "torch": vanilla.info["torch"],
                   "load_s": {"vanilla": vanilla.info["load_s"], "esamp": esamp.info["load_s"]}, "variants": {}}
         esamp.ask({"op": "stats", "reset": True})  # the warm-up's counts are not a setting's
@@ -130,8 +131,9 @@ def _check_esamp_ran(result: dict) -> None:
     from driftcheck.probes.ranks import compare_ranks
 
     c = result["esamp_counters"]
+    fusing = result.get("beta", BETA) != 0  # β = 0: the distiller trains, nothing is fused
     for r in c.get("ranks") or [c]:
-        if not r.get("gate_passed") or not r.get("train_steps") or not r.get("intervention_calls"):
+        if not r.get("gate_passed") or not r.get("train_steps") or (fusing and not r.get("intervention_calls")):
             raise RuntimeError(f"ESamp did not run in the esamp worker's rank {r.get('rank', 0)} (counters "
                                f"{ {k: r.get(k) for k in ('gate_passed', 'train_steps', 'intervention_calls')} }): "
                                "the figures would be vanilla's")
@@ -142,7 +144,7 @@ def _check_esamp_ran(result: dict) -> None:
         if problems:
             raise RuntimeError(f"tensor parallel ESamp: {'; '.join(problems)}")
     for name, v in result["variants"].items():
-        if not v["esamp_counters"].get("rows_counted"):
+        if fusing and not v["esamp_counters"].get("rows_counted"):
             raise RuntimeError(f"ESamp intervened on no counted row under {name}: the figures would be vanilla's")
 
 

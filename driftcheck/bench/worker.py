@@ -58,7 +58,7 @@ def _worker(opts: dict) -> None:
     def params(sampling: str, max_tokens: int | None = None):
         lim = {**limits, "max_tokens": max_tokens} if max_tokens else limits
         return SamplingParams(n=work["n"], detokenize=False, **lim,
-                              extra_args={"esamp_beta": BETA} if esamp else None, **SAMPLINGS[sampling])
+                              extra_args={"esamp_beta": opts.get("beta", BETA)} if esamp else None, **SAMPLINGS[sampling])
 
     def generate(sampling: str, max_tokens: int | None = None) -> tuple[int, float]:
         # no cyclic-garbage collection inside a timed generate (both variants alike): a full collection
