@@ -8,7 +8,7 @@ and the pure dependency wheels the device lacks.
 usage (here):   python benchmarks/gpu_bundle.py [--vllm 0.20.0] [--out .gpu-bundle]   -> .gpu-bundle/
 then one device call (the `run` tool, carry [".gpu-bundle"]):
                 bash benchmarks/gpu_device.sh qwen2.5-0.5b:eager qwen2.5-7b:graphs ...
-and here:       python benchmarks/gpu_bundle.py --merge DIR   (DIR: the call's files, holding gpu.json)
+and here:       python benchmarks/gpu_bundle.py --merge DIR [--code COMMIT]   (DIR: the call's files, holding gpu.json)
 """
 
 from __future__ import annotations
@@ -196,18 +196,20 @@ def build(version: str, bundle_dir: Path) -> None:
           "check:scan:eager qwen2.5-0.5b:graphs qwen2.5-7b:graphs')")
 
 
-def merge(files_dir: Path) -> None:
+def merge(files_dir: Path, code: str | None = None) -> None:
     """Merge the device call's results into reports/: benchmarks (gpu.json) into benchmarks.json/.md,
-    engine checks (check-*.json) into reports/gpu/ and the GPU section of compat.md."""
+    engine checks (check-*.json) into reports/gpu/ and the GPU section of compat.md. Each benchmark row
+    is stamped with `code`, the commit the call ran (default: this checkout's, for a merge right after it)."""
     from driftcheck import compat
-    from driftcheck.bench.report import record, render_markdown
+    from driftcheck.bench.report import code_stamp, record, render_markdown
     from driftcheck.files import write_atomic
 
     results = ROOT / "reports" / "benchmarks.json"
     benchmarks = sorted(files_dir.rglob("gpu.json"))
+    stamp = code or code_stamp(ROOT)  # the device ran this checkout's tree
     for path in benchmarks:
         for result in json.loads(path.read_text()).values():
-            record(result, results)
+            record(result, results, stamp)
     if benchmarks:
         write_atomic(ROOT / "reports" / "benchmarks.md", render_markdown(json.loads(results.read_text())))
         print(f"merged into {results} and reports/benchmarks.md")
@@ -229,5 +231,6 @@ if __name__ == "__main__":
     ap.add_argument("--vllm", default="0.20.0", help="vLLM release (torch 2.11 pin: 0.20.x-0.27.x)")
     ap.add_argument("--out", type=Path, default=BUNDLE, help="bundle directory (carry it)")
     ap.add_argument("--merge", type=Path, help="merge a device call's gpu.json files into reports/")
+    ap.add_argument("--code", help="with --merge: the commit the call ran (default: this checkout's HEAD)")
     args = ap.parse_args()
-    merge(args.merge) if args.merge else build(args.vllm, args.out)
+    merge(args.merge, args.code) if args.merge else build(args.vllm, args.out)

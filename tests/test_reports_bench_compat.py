@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 
 from driftcheck import compat
@@ -175,3 +176,36 @@ def test_device_idle_time_is_charged_to_the_innermost_host_event_running_meanwhi
     charged = timeline(events)["idle_by_host_op"]
     assert charged == [["step", 0.02], ["aten::item", 0.015], ["esamp.fuse", 0.01], ["cudaStreamSynchronize", 0.005]]
     assert abs(sum(ms for _, ms in charged) - timeline(events)["idle_ms"]) < 1e-12
+
+
+def test_a_rerun_of_some_settings_keeps_the_others_and_each_row_names_the_code_that_measured_it(tmp_path):
+    path = tmp_path / "b.json"
+    first = _bench("cuda-a", [0.9])
+    first["variants"]["qwen"] = dict(first["variants"]["min_p=0.0"], ratio_median=0.95)
+    first["components"] = {"ranges": {}, "device_ms": {"vanilla": 1.0, "esamp": 1.0}, "wall_ms": {"vanilla": 1.0, "esamp": 1.0}}
+    throughput.record(first, path)  # no stamp: an older row
+    again = _bench("cuda-a", [0.97])
+    throughput.record(again, path, "abc1234")
+    data = json.loads(path.read_text())["cuda-a"]
+    assert set(data["variants"]) == {"min_p=0.0", "qwen"}
+    assert data["variants"]["min_p=0.0"]["ratio_median"] == 0.97 and data["variants"]["qwen"]["ratio_median"] == 0.95
+    assert data["variants"]["min_p=0.0"]["measured_with"] == "abc1234" and "measured_with" not in data["variants"]["qwen"]
+    assert "components" in data  # the earlier profile stays until the label is profiled again
+    table = throughput.render_markdown(json.loads(path.read_text()))
+    assert "| 0.970 [0.970–0.970] | 12 | abc1234 |" in table and f"| 0.950 [0.900–0.900] | 12 | {throughput.OLDER} |" in table
+
+
+def test_the_code_stamp_is_the_checkout_commit_and_says_when_files_changed(tmp_path):
+    import subprocess
+
+    assert throughput.code_stamp(tmp_path) is None  # not a checkout
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "f").write_text("1")
+    subprocess.run([*git, "-C", str(tmp_path), "add", "f"], check=True)
+    subprocess.run([*git, "-C", str(tmp_path), "commit", "-qm", "x"], check=True)
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    assert throughput.code_stamp(tmp_path) == head
+    (tmp_path / "f").write_text("2")
+    assert throughput.code_stamp(tmp_path) == head + "+changes"

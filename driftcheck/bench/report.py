@@ -11,13 +11,46 @@ from driftcheck.bench.shapes import BETA, SAMPLINGS
 from driftcheck.files import write_atomic
 
 
-def record(result: dict, json_path: Path) -> None:
-    """Merge one result (keyed by label, or 'scan') into the JSON file."""
+def record(result: dict, json_path: Path, stamp: str | None = None) -> None:
+    """Merge one result (keyed by label, or 'scan') into the JSON file. A benchmark's sampling settings
+    merge into those already recorded under its label (a setting measured again replaces its row; the
+    others stay), each stamped with the code that measured it (`stamp`: the commit, see `code_stamp`);
+    so does a profile, which stays until a later run of the label profiles again."""
     data = json.loads(json_path.read_text()) if json_path.exists() else {}
+    if stamp:
+        for v in result.get("variants", {}).values():
+            v.setdefault("measured_with", stamp)
+        if result.get("components"):
+            result["components"].setdefault("measured_with", stamp)
+    old = data.get(result["label"])
+    if old and "variants" in old and "variants" in result:
+        merged = {**result, "variants": {**old["variants"], **result["variants"]}}
+        if not result.get("components") and old.get("components"):
+            merged["components"], merged["profile"] = old["components"], old.get("profile")
+        result = merged
     data[result["label"]] = result
     write_atomic(json_path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
+def code_stamp(root: Path) -> str | None:
+    """The commit (short) of the checkout at `root`, with "+changes" when its tracked files differ from it;
+    None outside a git checkout."""
+    import subprocess
+
+    cwd = str(root)
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                              timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+OLDER = "older"  # rows recorded before they carried the commit that measured them (8c95e39, 2026-12-01, or earlier)
 LEGACY_SAMPLINGS = {"min_p=0.0": "t0.8-p0.95", "min_p=0.05": "t0.8-p0.95-minp0.05"}  # results before 2026-12
 
 
@@ -45,10 +78,12 @@ def render_markdown(data: dict) -> str:
              "rescaled (driftcheck/bench/shapes.py `shape_logits`), so a row's candidates are few, as with a trained "
              "LM. Shape `task`: the trained task model (driftcheck/models/task.py) with real weights, its own "
              "held-out prompts, answers ended by its end token. Candidates per row after top-k/top-p/min-p, as "
-             "ESamp counted them under that setting: mean (median / p90 / p99 where counted).", "",
+             "ESamp counted them under that setting: mean (median / p90 / p99 where counted). Code: the commit that "
+             f"measured the row (+changes: with uncommitted changes; {OLDER}: recorded before rows carried it, by 8c95e39 "
+             "or earlier).", "",
              "| machine | vLLM | runner | shape | logits | mode | sampling | rounds | vanilla tok/s (spread) "
-             "| ESamp tok/s | ratio | candidates/row |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| ESamp tok/s | ratio | candidates/row | code |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     skipped = []
     for label, r in sorted(data.items()):
         if label == "scan":
@@ -67,14 +102,15 @@ def render_markdown(data: dict) -> str:
                          f"{statistics.median(van):,.0f} ({spread:.0%}){noise} | "
                          f"{statistics.median(v['esamp_tok_s']):,.0f} | "
                          f"{v['ratio_median']:.3f} [{v['ratio_min']:.3f}–{v['ratio_max']:.3f}] | "
-                         f"{_candidates(counters)} |")
+                         f"{_candidates(counters)} | {v.get('measured_with', OLDER)} |")
     if skipped:
         lines += ["", "Configurations that did not run:", ""] + skipped
     profiled = [(label, r) for label, r in sorted(data.items()) if r.get("components")]
     if profiled:
         lines += ["", "## Where ESamp's time goes", "", COMPONENTS_TEXT]
     for label, r in profiled:
-        lines += ["", f"### `{label}`", "", *component_table(r["components"])]
+        lines += ["", f"### `{label}` (code {r['components'].get('measured_with', OLDER)})", "",
+                  *component_table(r["components"])]
     scan = data.get("scan")
     if scan:
         lines += ["", "## Scan", "", f"Installed vLLM {scan['vllm']} on {scan['machine']}.", "",
