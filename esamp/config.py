@@ -3,7 +3,8 @@ engine process), per-request β from `SamplingParams.extra_args["esamp_beta"]`.
 
     LLM(..., additional_config={"esamp": {"enable": True, "width": 256, "lr": 1e-3,
                                           "sharing": "shared" | "group", "seed": 0,
-                                          "precision": "auto" | "fp32" | "bf16", "cuda_graphs": True}})
+                                          "precision": "auto" | "fp32" | "bf16", "cuda_graphs": True,
+                                          "side_stream": True}})
     SamplingParams(..., extra_args={"esamp_beta": 0.8})      # absent or 0 = off for that request
 """
 
@@ -31,6 +32,7 @@ class ESampConfig:
     gate_steps: int = 2  # decoding steps the gate checks the hooks before ESamp acts
     precision: str = "auto"  # the distiller's GEMMs: fp32, or bf16 with fp32 master weights and Adam state
     cuda_graphs: bool = True  # on CUDA, capture the distiller step in CUDA graphs (esamp/distiller.py)
+    side_stream: bool = True  # on CUDA, the update beside the next forward on its own stream; false: in order
 
     @classmethod
     def from_vllm_config(cls, vllm_config) -> ESampConfig:
@@ -59,6 +61,11 @@ class ESampConfig:
             raise ESampConfigError(f"additional_config['esamp'] has unknown setting(s) {', '.join(unknown)}; "
                                    f"known: {', '.join(sorted(known))}")
         config = cls(**raw)
+        flags = [f.name for f in fields(cls) if f.type in (bool, "bool")]
+        wrong = [name for name in flags if not isinstance(getattr(config, name), bool)]
+        if wrong:  # "false" (a string) would read as true
+            raise ESampConfigError(f"additional_config['esamp']: {', '.join(wrong)} must be true or false, not "
+                                   + ", ".join(repr(getattr(config, name)) for name in wrong))
         if config.precision not in PRECISIONS:
             raise ESampConfigError(f"additional_config['esamp']['precision'] must be one of {PRECISIONS}, "
                                    f"not {config.precision!r}")

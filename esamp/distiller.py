@@ -162,15 +162,17 @@ class OnlineDistiller:
 
     On a CUDA device the step runs on a side stream, so the update overlaps the next forward instead
     of delaying it; the caller's stream waits only for the prediction (`Step.wait`), and the next
-    step's forward sees every earlier update (stream order: no host synchronisation). On the CPU
-    all of it is synchronous.
+    step's forward sees every earlier update (stream order: no host synchronisation). With
+    `side_stream=False` it runs on the caller's stream, in order (whether the overlap pays depends on
+    how the update's kernels share the device with the model's: bench --esamp-setting side_stream=false
+    measures it). On the CPU all of it is synchronous.
     """
 
     # vLLM samples under torch.inference_mode(); the distiller's parameters, its optimizer
     # state and its training graph must live outside it, so each entry point leaves it.
 
     def __init__(self, hidden: int, width: int, lr: float, *, seed: int = 0, device=None,
-                 precision: str = "auto", graphs: bool = True) -> None:
+                 precision: str = "auto", graphs: bool = True, side_stream: bool = True) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"distiller precision must be one of {PRECISIONS}, not {precision!r}")
         self.device = torch.device(device or "cpu")
@@ -185,7 +187,8 @@ class OnlineDistiller:
             precision = "bf16" if on_cuda else "fp32"
         self.precision = precision
         self.low = torch.bfloat16 if precision == "bf16" else None
-        self.stream = torch.cuda.Stream(device=device) if on_cuda else None
+        self.stream = torch.cuda.Stream(device=device) if on_cuda else None  # captures on it; runs on it if `overlap`
+        self.overlap = on_cuda and side_stream
         self.graphs_on = on_cuda and graphs and os.environ.get("ESAMP_GRAPHS", "1") != "0"
         self.graphs: dict = {}  # (bucket, post) -> StepGraphs
         self.graph_error: str | None = None  # why capturing failed (the steps then run eagerly)
@@ -217,8 +220,11 @@ class OnlineDistiller:
                 loss = self.update(parts, deep.float())
                 self.steps += 1
                 return Step(pred, out, loss.detach())
-            self.stream.wait_stream(torch.cuda.current_stream())  # the rows (and the last fuse) are ready
-            with torch.cuda.stream(self.stream):
+            main = torch.cuda.current_stream()
+            run_on = self.stream if self.overlap else main
+            if self.overlap:
+                self.stream.wait_stream(main)  # the rows (and the last fuse) are ready
+            with torch.cuda.stream(run_on):
                 graphs = self._graphs(shallow.shape[0], shallow.shape[1], post)
                 if graphs is not None:
                     pred, out, loss_dev, predicted = graphs.run(shallow, deep)
@@ -230,18 +236,20 @@ class OnlineDistiller:
                     predicted = torch.cuda.Event()
                     predicted.record()
                     loss_dev = self.update(parts, deep.float())
-                # The loss goes to pinned host memory on the side stream: reading a device scalar
+                # The loss goes to pinned host memory on the step's stream: reading a device scalar
                 # (.item()) would wait for everything queued on the main stream, i.e. the next forward.
                 loss = torch.empty((), dtype=torch.float32, pin_memory=True)
                 loss.copy_(loss_dev, non_blocking=True)
-            main = torch.cuda.current_stream()
-            for t in (shallow, deep):
-                t.record_stream(self.stream)  # the caller's rows stay allocated until the step used them
-            for t in (pred, out):
-                if t is not None and graphs is None:
-                    t.record_stream(main)  # the caller reads them on its stream
+            if self.overlap:
+                for t in (shallow, deep):
+                    t.record_stream(self.stream)  # the caller's rows stay allocated until the step used them
+                for t in (pred, out):
+                    if t is not None and graphs is None:
+                        t.record_stream(main)  # the caller reads them on its stream
+            else:
+                predicted = None  # in the caller's stream order already
             self.trained = torch.cuda.Event()
-            self.trained.record(self.stream)
+            self.trained.record(run_on)
             self.steps += 1
             return Step(pred, out, loss, predicted, self.trained, graphs is not None)
 

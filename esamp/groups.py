@@ -79,6 +79,7 @@ class Groups:
         if key not in self.distillers:
             c = self.config
             self.distillers[key] = OnlineDistiller(hidden, int(c.width), float(c.lr), seed=int(c.seed), device=device,
-                                                   precision=c.precision, graphs=bool(c.cuda_graphs))
+                                                   precision=c.precision, graphs=bool(c.cuda_graphs),
+                                                   side_stream=bool(c.side_stream))
             self.counters.groups_live = len(self.distillers)
         return self.distillers[key]

@@ -78,7 +78,8 @@ def check(device: str = "cuda", *, cases: int = 12, seed: int = 0) -> list[str]:
 
 
 def check_distiller_graphs(device: str = "cuda", *, seed: int = 0) -> list[str]:
-    """Problems found comparing captured distiller steps with eager ones (CUDA only: else [])."""
+    """Problems found comparing captured distiller steps with eager ones, on the side stream (bf16 also on the
+    caller's stream, side_stream=False) (CUDA only: else [])."""
     import torch
 
     from esamp.distiller import WARMUP_STEPS, OnlineDistiller
@@ -88,8 +89,10 @@ def check_distiller_graphs(device: str = "cuda", *, seed: int = 0) -> list[str]:
     problems = []
     hidden, width = 96, 32
     gen = torch.Generator().manual_seed(seed)
-    for precision in ("fp32", "bf16"):
-        graphed = OnlineDistiller(hidden, width, 1e-2, seed=seed, device=device, precision=precision, graphs=True)
+    for precision, side in (("fp32", True), ("bf16", True), ("bf16", False)):
+        graphed = OnlineDistiller(hidden, width, 1e-2, seed=seed, device=device, precision=precision, graphs=True,
+                                  side_stream=side)
+        name = precision if side else f"{precision} in order"  # as named in the problems
         eager = OnlineDistiller(hidden, width, 1e-2, seed=seed, device=device, precision=precision, graphs=False)
         post = (lambda p: (p * 2).to(torch.bfloat16))
         mix = torch.randn(hidden, hidden, generator=gen) * hidden ** -0.5
@@ -102,18 +105,18 @@ def check_distiller_graphs(device: str = "cuda", *, seed: int = 0) -> list[str]:
             torch.cuda.synchronize()
             tol = dict(rtol=1e-4, atol=1e-5) if precision == "fp32" else dict(rtol=2e-2, atol=2e-3)
             if not (torch.allclose(got.pred, want.pred, **tol) and got.pred.shape == want.pred.shape):
-                problems.append(f"{precision} step {i} ({rows} rows): captured prediction differs by "
+                problems.append(f"{name} step {i} ({rows} rows): captured prediction differs by "
                                 f"{float((got.pred - want.pred).abs().max()):.3g}")
             if not torch.allclose(got.post.float(), want.post.float(), rtol=2e-2, atol=2e-2):
-                problems.append(f"{precision} step {i}: captured post(prediction) differs")
+                problems.append(f"{name} step {i}: captured post(prediction) differs")
             if abs(float(got.loss) - float(want.loss)) > 1e-3 * abs(float(want.loss)) + 1e-6:
-                problems.append(f"{precision} step {i}: loss {float(got.loss):.6g} vs eager {float(want.loss):.6g}")
+                problems.append(f"{name} step {i}: loss {float(got.loss):.6g} vs eager {float(want.loss):.6g}")
         if graphed.graph_error is not None or graphed.graph_steps != 10 - WARMUP_STEPS:
-            problems.append(f"{precision}: {graphed.graph_steps} captured steps (want {10 - WARMUP_STEPS}); "
+            problems.append(f"{name}: {graphed.graph_steps} captured steps (want {10 - WARMUP_STEPS}); "
                             f"capture error: {graphed.graph_error}")
         for a, b in zip(graphed.model.parameters(), eager.model.parameters()):
             if not torch.allclose(a, b, rtol=1e-3, atol=1e-5):
-                problems.append(f"{precision}: weights after 10 steps differ by {float((a - b).abs().max()):.3g}")
+                problems.append(f"{name}: weights after 10 steps differ by {float((a - b).abs().max()):.3g}")
                 break
     return problems
 

@@ -153,6 +153,24 @@ def test_bf16_gemms_stay_close_to_fp32_and_keep_fp32_weights():
         ESampConfig.from_dict({"precision": "fp16"})
 
 
+def test_on_off_settings_must_be_booleans_and_reach_the_distiller(monkeypatch):
+    """A string "false" would read as true: the on/off settings take booleans only."""
+    from esamp.config import ESampConfig, ESampConfigError
+
+    for name in ("enable", "cuda_graphs", "side_stream"):
+        with pytest.raises(ESampConfigError, match=f"{name} must be true or false, not 'false'"):
+            ESampConfig.from_dict({name: "false"})
+    config = ESampConfig.from_dict({"enable": True, "side_stream": False, "cuda_graphs": False})
+    assert config.side_stream is False and config.cuda_graphs is False
+    from esamp import groups
+    from esamp.counters import ESampCounters
+
+    made = []
+    monkeypatch.setattr("esamp.distiller.OnlineDistiller", lambda *a, **k: made.append(k) or object())
+    groups.Groups(config, ESampCounters()).distiller("all", 8, "cpu")
+    assert made[0]["side_stream"] is False and made[0]["graphs"] is False  # the engine's settings, as given
+
+
 def test_the_training_step_never_starts_autograd():
     """No backward(): the step must not build a graph (the autograd engine's device thread failed to start
     in tensor-parallel vLLM workers)."""
