@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from driftcheck import __version__
 from driftcheck.bench.shapes import BETA as BENCH_BETA, DEFAULT_SAMPLINGS
 from driftcheck.errors import EXIT_BAD_INPUT, EXIT_LIVE_FAILED, BadInput, DriftcheckError, LiveCheckFailed
 from driftcheck.probes.faults import FAULTS
@@ -374,7 +375,8 @@ def bench(what, device, shape, mode, logits, samplings, runner, rounds, profile,
                    f"captured{'; capture failed: ' + c['graph_error'] if c.get('graph_error') else ''}; "
                    f"{c.get('kernel_steps')} kernel / {c.get('candidate_steps')} candidate / "
                    f"{c.get('dense_steps')} dense interventions")
-        bench_report.record(result, json_file, bench_report.code_stamp(Path.cwd()))  # the checkout that ran it
+        # the checkout that ran it, or the installed release outside one
+        bench_report.record(result, json_file, bench_report.code_stamp(Path.cwd()) or f"driftcheck {__version__}")
         noise = noisy(result)
         if noise:  # recorded (the report marks them), but the run is not a measurement: say so, fail
             write_atomic(Path(md_path), bench_report.render_markdown(_read_json(json_file)))

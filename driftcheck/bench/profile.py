@@ -122,16 +122,17 @@ def timeline(events: list[dict]) -> dict:
             "idle_by_host_op": idle_by_host_op(idle, complete)}
 
 
-def idle_by_host_op(idle: list[tuple[float, float]], complete: list[dict], top: int = 20) -> dict:
+def idle_by_host_op(idle: list[tuple[float, float]], complete: list[dict], top: int = 20) -> list[list]:
     """The device's idle time charged to what the host was doing meanwhile: each idle stretch split at
     host-event boundaries, each piece charged to the innermost host event covering it (the latest to
-    start; "(no host event)" where none does: plain Python between operators): [name, ms] pairs, largest first."""
+    start among the 400 events that started before the stretch ended; "(no host event)" where none of
+    them covers it: plain Python between operators, or inside an event that started earlier than
+    those): [name, ms] pairs, largest first."""
     host = sorted(((float(e["ts"]), float(e["ts"]) + float(e["dur"]), str(e.get("name", "?")))
                    for e in complete if e.get("cat") in HOST_CATS), key=lambda h: (h[0], -h[1]))
     starts = [h[0] for h in host]
     charged: dict[str, float] = {}
-    # events that start before a stretch and still run in it: scan back from the stretch over a bounded
-    # number of earlier events (host events nest, so a covering one is an ancestor of a nearby one)
+    # the events that start before a stretch ends and still run in it, among a bounded number of the latest
     for a, b in idle:
         i = bisect.bisect_left(starts, b)
         near = [h for h in host[max(0, i - 400):i] if h[1] > a]
