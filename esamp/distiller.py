@@ -203,13 +203,6 @@ class OnlineDistiller:
         self.optimizer.step()
         return loss
 
-    def predict(self, shallow: torch.Tensor) -> torch.Tensor:
-        """The prediction alone (no update), after every update queued so far."""
-        if self.trained is not None:
-            torch.cuda.current_stream().wait_event(self.trained)
-        with torch.inference_mode(False), torch.no_grad():
-            return self.model(shallow.float())
-
     def step(self, shallow: torch.Tensor, deep: torch.Tensor, post=None) -> Step:
         """Queue one step on these rows: the prediction (and post(prediction)), then the update."""
         with torch.inference_mode(False), torch.no_grad():

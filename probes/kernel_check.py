@@ -17,6 +17,7 @@ def check(device: str = "cuda", *, cases: int = 12, seed: int = 0) -> list[str]:
     """Problems found (empty: the kernels agree with the reference)."""
     import torch
 
+    from driftcheck.adapters.sampler import SAMPLING_EPS
     from esamp import kernels
     from esamp.fused import fused_at
 
@@ -45,7 +46,7 @@ def check(device: str = "cuda", *, cases: int = 12, seed: int = 0) -> list[str]:
         out = ref.clone()
         overflow = torch.zeros(1, dtype=torch.int32, device=device)
         dist = kernels.fuse_candidates(out, idx, counts, weight, normed, beta, temperature, overflow)
-        greedy = temperature < 1e-5
+        greedy = temperature < SAMPLING_EPS
         want_over = int(((want_counts > k) & (beta != 0) & ~greedy).sum())
         if int(overflow) != want_over:
             problems.append(f"case {case}: overflow counted {int(overflow)}, want {want_over}")

@@ -34,7 +34,7 @@ def _worker(opts: dict) -> None:
         use_cpu_engine_env()
     else:
         os.environ.setdefault("VLLM_USE_DEEP_GEMM", "0")
-        _pin(opts["variant"])
+        _pin()
     esamp = opts["variant"] == "esamp"
     if esamp:
         import esamp.runtime  # noqa: F401 - binds the shims in this (engine) process
@@ -123,12 +123,11 @@ def rank_stats(_worker=None, reset: bool = False) -> dict:
     return stats
 
 
-def _pin(variant: str) -> None:
+def _pin() -> None:
     """A host-bound engine's rounds move with the scheduler's choice of cores: on a machine with cores to
     spare, both workers get the same half of them (only one engine runs at a time, so they never compete,
     and a core slower than another cannot favour one variant: measured on the H200 machine, a vanilla
     worker's rounds moved 30 % with no change but the time)."""
-    del variant  # the same cores for both
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if len(cores) >= 8:
         os.sched_setaffinity(0, cores[:len(cores) // 2])
