@@ -199,7 +199,7 @@ class ESampController:
         if len(self.digests) >= DIGEST_LIMIT:
             return
         for d in self.groups.distillers.values():
-            d.wait_trained()  # their updates run on a side stream: read the weights after the last one
+            d.wait_trained()  # their updates may run on a side stream: read the weights after the last one
         with torch.no_grad():
             params = [p.detach().double().sum() for d in self.groups.distillers.values() for p in d.model.parameters()]
             state = torch.stack(params).sum() if params else torch.zeros((), dtype=torch.float64)
@@ -221,6 +221,14 @@ class ESampController:
         self.fused.read_candidates()
         out = self.counters.to_json()
         out["digests"] = [[call, steps, float(state), float(logits)] for call, steps, state, logits in self.digests]
+        import torch
+
+        if torch.cuda.is_initialized():
+            # the caching allocator's retries (a cudaFree of every cached block, which waits for the
+            # device) and device frees so far in this process: a round they grow in stalled on memory
+            mem = torch.cuda.memory_stats()
+            out["cuda_alloc_retries"] = mem.get("num_alloc_retries")
+            out["cuda_device_frees"] = mem.get("num_device_free")
         return out
 
 

@@ -9,11 +9,13 @@ thread's start (`at::init_num_threads`) failed: "pool INTERNAL ASSERT FAILED ...
 thread pool!".
 
 One step = one forward on this step's rows (whose output is also the step's prediction, made
-before the step's update) and one update from it. On CUDA both run on a side stream, captured
-in two CUDA graphs per row bucket once warmed up (`StepGraphs`), so a step costs a few
-launches instead of ~40; the caller's stream waits only for the forward (`Step.predicted`).
+before the step's update) and one update from it. On CUDA both run in the caller's stream order
+(or, with side_stream, on a side stream the caller waits on only for the forward: `Step.predicted`),
+captured in two CUDA graphs per row bucket once warmed up (`StepGraphs`), so a step costs a few
+launches instead of ~20 kernels one by one.
 `precision="bf16"` runs the GEMMs in bf16 with fp32 master weights, fp32 Adam state and fp32
-element-wise math (the loss curve against fp32: driftcheck/bench/precision.py); "auto" = bf16 on CUDA, fp32 elsewhere."""
+element-wise math (the loss curve against fp32: driftcheck/bench/precision.py), the element-wise
+math in four Triton kernels (esamp/kernels.py); "auto" = bf16 on CUDA, fp32 elsewhere."""
 
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ def bucket_of(rows: int) -> int:
 
 
 class Distiller(nn.Module):
-    """pred(x) = x + W_down(silu(W_gate x) * W_up x)."""
+    """pred(x) = x + W_down(silu(W_gate x) * W_up x), with W_gate and W_up stacked as one [2·width,
+    hidden] weight (`gate_up`): one GEMM computes both in the forward, one GEMM both gradients."""
 
     def __init__(self, hidden: int, width: int, *, seed: int = 0, device=None) -> None:
         super().__init__()
@@ -46,55 +49,83 @@ class Distiller(nn.Module):
         def linear(n_in, n_out):
             return nn.utils.skip_init(nn.Linear, n_in, n_out, bias=False, device=device or "cpu", dtype=torch.float32)
 
-        self.gate, self.up, self.down = linear(hidden, width), linear(hidden, width), linear(width, hidden)
+        self.width = width
+        self.gate_up, self.down = linear(hidden, 2 * width), linear(width, hidden)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         with torch.no_grad():
-            for layer, std in ((self.gate, hidden ** -0.5), (self.up, hidden ** -0.5), (self.down, 0.02 * width ** -0.5)):
-                layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * std)
+            gate, up = (torch.randn(width, hidden, generator=gen) * hidden ** -0.5 for _ in range(2))
+            self.gate_up.weight.copy_(torch.cat([gate, up]))
+            self.down.weight.copy_(torch.randn(self.down.weight.shape, generator=gen) * 0.02 * width ** -0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.down(nn.functional.silu(self.gate(x)) * self.up(x))
+        a, b = self.gate_up(x).chunk(2, dim=-1)
+        return x + self.down(nn.functional.silu(a) * b)
 
     def weights(self):
-        return self.gate.weight, self.up.weight, self.down.weight
+        return self.gate_up.weight, self.down.weight
 
-    def forward_parts(self, x: torch.Tensor, low=None) -> dict:
-        """The forward, keeping what the gradients need: a = x Wgᵀ, b = x Wuᵀ, s = silu(a),
-        h = s·b, pred = x + h Wdᵀ. `low` (a dtype) runs the GEMMs in it, everything else in fp32."""
+    @torch.no_grad()  # the gradients are written out (loss_and_grads_from): nothing for autograd to record
+    def forward_parts(self, x: torch.Tensor, low=None, fused: bool = False) -> dict:
+        """The forward, keeping what the gradients need: ab = x W_guᵀ = [a | b], s = silu(a),
+        h = s·b, pred = x + h Wdᵀ. `low` (a dtype) runs the GEMMs in it, everything else in fp32.
+        `fused` (with `low`; CUDA, or Triton's interpreter): the element-wise work in esamp/kernels.py's
+        Triton kernels, the same arithmetic in a handful of launches instead of a dozen."""
+        w = self.width
+        if fused:
+            from esamp import kernels
+
+            xc = x.to(low)
+            wgu, wd = (p.to(low) for p in self.weights())
+            ab = xc @ wgu.t()  # [rows, 2w] in low, as the unfused path rounds it
+            h = kernels.swiglu(ab)
+            pred = kernels.residual(x, h @ wd.t())
+            return {"x": xc, "wd": wd, "ab": ab, "h": h, "pred": pred, "low": low, "fused": True}
         cast = (lambda t: t) if low is None else (lambda t: t.to(low))
         up = (lambda t: t) if low is None else (lambda t: t.float())
-        wg, wu, wd = (cast(w) for w in self.weights())
+        wgu, wd = (cast(p) for p in self.weights())
         xc = cast(x)
-        a, b = up(xc @ wg.t()), up(xc @ wu.t())
+        ab = up(xc @ wgu.t())
+        a, b = ab[:, :w], ab[:, w:]
         sig = torch.sigmoid(a)
         s = a * sig
         h = s * b
         pred = torch.add(x, up(cast(h) @ wd.t())) if low is not None else torch.addmm(x, h, wd.t())
-        return {"x": xc, "wd": wd, "sig": sig, "s": s, "b": b, "h": h, "pred": pred, "low": low}
+        return {"x": xc, "wd": wd, "sig": sig, "s": s, "b": b, "h": h, "pred": pred, "low": low, "fused": False}
 
     @staticmethod
+    @torch.no_grad()
     def loss_and_grads_from(parts: dict, y: torch.Tensor, inv_count=None):
-        """MSE(pred, y) and its gradients for gate, up and down from `forward_parts`, written out:
+        """MSE(pred, y) and its gradients for gate_up and down from `forward_parts`, written out:
         err = pred − y, loss = Σerr²·inv_count (inv_count = 1/err.numel() unless given, as a device
         scalar for captured steps whose padded rows are zeros); r = 2·err·inv_count: dWd = rᵀh,
-        dh = r Wd, dWu = (dh·s)ᵀx, dWg = (dh·b·silu'(a))ᵀx with silu'(a) = σ(a)·(1 + a·(1 − σ(a)))."""
+        dh = r Wd, dW_gu = [dh·b·silu'(a) | dh·s]ᵀx with silu'(a) = σ(a)·(1 + a·(1 − σ(a)))."""
         low = parts["low"]
+        x, wd, h = parts["x"], parts["wd"], parts["h"]
+        if parts["fused"]:
+            from esamp import kernels
+
+            r, row_sq = kernels.scaled_error(parts["pred"], y, inv_count, low)
+            loss = row_sq.sum() * (inv_count if inv_count is not None else 1.0 / r.numel())
+            dgu = kernels.swiglu_grad(parts["ab"], r @ wd)
+            return loss, ((dgu.t() @ x).float(), (r.t() @ h).float())
         cast = (lambda t: t) if low is None else (lambda t: t.to(low))
         up = (lambda t: t) if low is None else (lambda t: t.float())
-        x, wd, sig, s, b, h = parts["x"], parts["wd"], parts["sig"], parts["s"], parts["b"], parts["h"]
+        sig, s, b = parts["sig"], parts["s"], parts["b"]
         err = parts["pred"] - y
         inv = (1.0 / err.numel()) if inv_count is None else inv_count
         loss = err.pow(2).sum() * inv
         r = cast(err.mul_(2 * inv))
         dh = up(r @ wd)
         grad_down = up(r.t() @ cast(h))
-        grad_up = up(cast(dh * s).t() @ x)
-        grad_gate = up(cast(dh.mul_(b).mul_(sig.addcmul_(s, 1 - sig))).t() @ x)  # sig + s·(1 − σ) = silu'(a)
-        return loss, (grad_gate, grad_up, grad_down)
+        w = h.shape[1]
+        dgu = torch.empty(h.shape[0], 2 * w, dtype=low or h.dtype, device=h.device)
+        torch.mul(dh, s, out=dgu[:, w:])  # ∂/∂b
+        torch.mul(dh.mul_(b), sig.addcmul_(s, 1 - sig), out=dgu[:, :w])  # ∂/∂a: sig + s·(1 − σ) = silu'(a)
+        return loss, (up(dgu.t() @ x), grad_down)
 
-    def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor, low=None):
-        """MSE(forward(x), y) and its gradients for gate, up and down (no autograd)."""
-        return self.loss_and_grads_from(self.forward_parts(x, low), y)
+    def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor, low=None, fused: bool = False):
+        """MSE(forward(x), y) and its gradients for gate_up and down (no autograd)."""
+        return self.loss_and_grads_from(self.forward_parts(x, low, fused), y)
 
 
 @dataclass
@@ -125,20 +156,21 @@ class StepGraphs:
     predicts zero, so its error and its gradients are exactly zero, and the loss is scaled by the real
     element count (a device scalar), which makes a padded step equal the unpadded one."""
 
-    def __init__(self, owner: OnlineDistiller, rows: int, hidden: int, post) -> None:
+    def __init__(self, owner: OnlineDistiller, rows: int, hidden: int, post, dtypes) -> None:
         device = owner.device
         self.rows, self.filled = rows, 0
-        self.x = torch.zeros(rows, hidden, dtype=torch.float32, device=device)
-        self.y = torch.zeros(rows, hidden, dtype=torch.float32, device=device)
+        # the inputs' own dtypes (the model's): copying into them is exact, as the eager step reads them
+        self.x = torch.zeros(rows, hidden, dtype=dtypes[0], device=device)
+        self.y = torch.zeros(rows, hidden, dtype=dtypes[1], device=device)
         self.inv = torch.ones((), dtype=torch.float32, device=device)
         self.forward, self.update = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.forward, stream=owner.stream, capture_error_mode="thread_local"):
-            parts = owner.model.forward_parts(self.x, owner.low)
+            parts = owner.model.forward_parts(owner.inputs(self.x), owner.low, owner.fused)
             self.post = post(parts["pred"]) if post is not None else None
         self.pred, self.parts = parts["pred"], parts
         with torch.cuda.graph(self.update, pool=self.forward.pool(), stream=owner.stream,
                               capture_error_mode="thread_local"):
-            self.loss = owner.update(parts, self.y, self.inv)
+            self.loss = owner.update(parts, owner.inputs(self.y), self.inv)
         self.grads = tuple(p.grad for p in owner.model.weights())  # the captured Adam step reads these
 
     def run(self, shallow, deep):
@@ -160,19 +192,21 @@ class StepGraphs:
 class OnlineDistiller:
     """A distiller with its optimizer: `step` = predict, then train (MSE + Adam) on the same rows.
 
-    On a CUDA device the step runs on a side stream, so the update overlaps the next forward instead
-    of delaying it; the caller's stream waits only for the prediction (`Step.wait`), and the next
-    step's forward sees every earlier update (stream order: no host synchronisation). With
-    `side_stream=False` it runs on the caller's stream, in order (whether the overlap pays depends on
-    how the update's kernels share the device with the model's: bench --esamp-setting side_stream=false
-    measures it). On the CPU all of it is synchronous.
+    On a CUDA device the step runs on the caller's stream, in order, by default. With `side_stream=True`
+    it runs on a side stream, so the update overlaps the next forward; the caller's stream then waits only
+    for the prediction (`Step.wait`), and the next step's forward sees every earlier update (stream order:
+    no host synchronisation). In order is the default because it measured faster: on the H200 at the 7B
+    shape, 0.979× vanilla in order against 0.956× beside the forward (reports/benchmarks.md, rows
+    "side_stream"): the update's small kernels slow vLLM's forward more than they overlap it.
+    With bf16 GEMMs on CUDA the element-wise work runs in Triton kernels (`fused`; ESAMP_TRITON=0: the
+    PyTorch path). On the CPU all of it is synchronous.
     """
 
     # vLLM samples under torch.inference_mode(); the distiller's parameters, its optimizer
     # state and its training graph must live outside it, so each entry point leaves it.
 
     def __init__(self, hidden: int, width: int, lr: float, *, seed: int = 0, device=None,
-                 precision: str = "auto", graphs: bool = True, side_stream: bool = True) -> None:
+                 precision: str = "auto", graphs: bool = True, side_stream: bool = False) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"distiller precision must be one of {PRECISIONS}, not {precision!r}")
         self.device = torch.device(device or "cpu")
@@ -187,6 +221,10 @@ class OnlineDistiller:
             precision = "bf16" if on_cuda else "fp32"
         self.precision = precision
         self.low = torch.bfloat16 if precision == "bf16" else None
+        # the element-wise work in Triton (esamp/kernels.py) where the GEMMs are bf16 and Triton runs
+        from esamp import kernels
+
+        self.fused = on_cuda and self.low is not None and kernels.available_on(self.device)
         self.stream = torch.cuda.Stream(device=device) if on_cuda else None  # captures on it; runs on it if `overlap`
         self.overlap = on_cuda and side_stream
         self.graphs_on = on_cuda and graphs and os.environ.get("ESAMP_GRAPHS", "1") != "0"
@@ -194,6 +232,11 @@ class OnlineDistiller:
         self.graph_error: str | None = None  # why capturing failed (the steps then run eagerly)
         self.trained = None  # event: the last update queued on `stream` is done
         self.steps = self.graph_steps = 0
+
+    def inputs(self, x):
+        """The rows as the forward takes them: as they come for bf16 GEMMs (the casts happen inside),
+        fp32 otherwise."""
+        return x if self.low is not None else x.float()
 
     def update(self, parts: dict, y, inv_count=None):
         """Gradients from `forward_parts` and one Adam step; returns the loss (device scalar)."""
@@ -207,10 +250,10 @@ class OnlineDistiller:
         """Queue one step on these rows: the prediction (and post(prediction)), then the update."""
         with torch.inference_mode(False), torch.no_grad():
             if self.stream is None:
-                parts = self.model.forward_parts(shallow.float(), self.low)
+                parts = self.model.forward_parts(self.inputs(shallow), self.low, self.fused)
                 out = post(parts["pred"]) if post is not None else None
                 pred = parts["pred"]  # the update works in place on other buffers, never on this one
-                loss = self.update(parts, deep.float())
+                loss = self.update(parts, self.inputs(deep))
                 self.steps += 1
                 return Step(pred, out, loss.detach())
             main = torch.cuda.current_stream()
@@ -218,17 +261,17 @@ class OnlineDistiller:
             if self.overlap:
                 self.stream.wait_stream(main)  # the rows (and the last fuse) are ready
             with torch.cuda.stream(run_on):
-                graphs = self._graphs(shallow.shape[0], shallow.shape[1], post)
+                graphs = self._graphs(shallow, deep, post)
                 if graphs is not None:
                     pred, out, loss_dev, predicted = graphs.run(shallow, deep)
                     self.graph_steps += 1
                 else:
-                    parts = self.model.forward_parts(shallow.float(), self.low)
+                    parts = self.model.forward_parts(self.inputs(shallow), self.low, self.fused)
                     out = post(parts["pred"]) if post is not None else None
                     pred = parts["pred"]
                     predicted = torch.cuda.Event()
                     predicted.record()
-                    loss_dev = self.update(parts, deep.float())
+                    loss_dev = self.update(parts, self.inputs(deep))
                 # The loss goes to pinned host memory on the step's stream: reading a device scalar
                 # (.item()) would wait for everything queued on the main stream, i.e. the next forward.
                 loss = torch.empty((), dtype=torch.float32, pin_memory=True)
@@ -246,14 +289,14 @@ class OnlineDistiller:
             self.steps += 1
             return Step(pred, out, loss, predicted, self.trained, graphs is not None)
 
-    def _graphs(self, rows: int, hidden: int, post) -> StepGraphs | None:
-        """The captured step for this many rows, capturing it the first time; None: run eagerly."""
+    def _graphs(self, shallow, deep, post) -> StepGraphs | None:
+        """The captured step for these rows, capturing it the first time; None: run eagerly."""
         if not self.graphs_on or self.steps < WARMUP_STEPS or self.graph_error is not None:
             return None
-        key = (bucket_of(rows), post)
+        key = (bucket_of(shallow.shape[0]), post, shallow.dtype, deep.dtype)
         if key not in self.graphs:
             try:
-                self.graphs[key] = StepGraphs(self, key[0], hidden, post)
+                self.graphs[key] = StepGraphs(self, key[0], shallow.shape[1], post, key[2:])
             except Exception as exc:  # counted and reported (stats: graph_error); the step runs eagerly
                 self.graph_error = f"{type(exc).__name__}: {exc}"[:300]
                 return None

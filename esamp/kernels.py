@@ -14,6 +14,14 @@ fuse      per row with at most k candidates: logits_dist at its candidates only 
           and T (esamp/fused.py's formula). Rows with more candidates than k are left as vLLM
           filtered them and, if β ≠ 0, counted on the device.
 
+The distiller step's element-wise work (esamp/distiller.py, bf16 GEMMs), the same fp32 arithmetic
+as its PyTorch path in one launch each instead of 3-7:
+swiglu        h = silu(a)·b from the gate/up GEMM's output [a | b], rounded to its dtype;
+residual      pred = x + o in fp32 (o = h Wdᵀ);
+scaled_error  r = 2·inv·(pred − y) in the GEMMs' dtype, and each row's Σ(pred − y)² in fp32
+              (one program per row: the loss is summed in a fixed order, the same on every rank);
+swiglu_grad   [dh·b·silu'(a) | dh·s] for the gate/up weight's gradient GEMM.
+
 `available()` says whether they can run (CUDA tensors and Triton importable); the PyTorch path in
 esamp/intervene.py is the reference they are tested against (tests/test_esamp_kernels.py, which
 runs them in Triton's interpreter on the CPU where no GPU is present).
@@ -45,6 +53,13 @@ def available(tensor) -> bool:
         return False
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     return (tensor.device.type == "cuda" or interpreted) and bool(_triton())
+
+
+def available_on(device) -> bool:
+    """`available` for tensors on this device."""
+    import torch
+
+    return available(torch.empty(0, device=device))
 
 
 def fits(ref, weight) -> bool:
@@ -113,6 +128,120 @@ def _kernels():
 
     _KERNELS = (triton, collect, fuse)
     return _KERNELS
+
+
+_STEP_KERNELS = None
+
+
+def _step_kernels():
+    global _STEP_KERNELS
+    if _STEP_KERNELS is not None:
+        return _STEP_KERNELS
+    triton, tl = _triton()
+
+    @triton.jit
+    def swiglu_k(ab_ptr, h_ptr, width, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        col = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        m = col < width
+        a = tl.load(ab_ptr + row * 2 * width + col, mask=m, other=0.0).to(tl.float32)
+        b = tl.load(ab_ptr + row * 2 * width + width + col, mask=m, other=0.0).to(tl.float32)
+        s = a * tl.sigmoid(a)
+        tl.store(h_ptr + row * width + col, (s * b).to(h_ptr.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def swiglu_grad_k(ab_ptr, dh_ptr, out_ptr, width, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        col = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        m = col < width
+        a = tl.load(ab_ptr + row * 2 * width + col, mask=m, other=0.0).to(tl.float32)
+        b = tl.load(ab_ptr + row * 2 * width + width + col, mask=m, other=0.0).to(tl.float32)
+        dh = tl.load(dh_ptr + row * width + col, mask=m, other=0.0).to(tl.float32)
+        sig = tl.sigmoid(a)
+        s = a * sig
+        tl.store(out_ptr + row * 2 * width + col, ((dh * b) * (sig + s * (1 - sig))).to(out_ptr.dtype.element_ty),
+                 mask=m)
+        tl.store(out_ptr + row * 2 * width + width + col, (dh * s).to(out_ptr.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def residual_k(x_ptr, o_ptr, pred_ptr, n, BLOCK: tl.constexpr):
+        i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        m = i < n
+        x = tl.load(x_ptr + i, mask=m, other=0.0).to(tl.float32)
+        o = tl.load(o_ptr + i, mask=m, other=0.0).to(tl.float32)
+        tl.store(pred_ptr + i, x + o, mask=m)
+
+    @triton.jit
+    def scaled_error_k(pred_ptr, y_ptr, inv_ptr, r_ptr, sq_ptr, hidden, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        scale = 2 * tl.load(inv_ptr)
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for h0 in range(0, hidden, BLOCK):
+            h = h0 + tl.arange(0, BLOCK)
+            m = h < hidden
+            err = tl.load(pred_ptr + row * hidden + h, mask=m, other=0.0) \
+                - tl.load(y_ptr + row * hidden + h, mask=m, other=0.0).to(tl.float32)
+            acc += err * err
+            tl.store(r_ptr + row * hidden + h, (err * scale).to(r_ptr.dtype.element_ty), mask=m)
+        tl.store(sq_ptr + row, tl.sum(acc, axis=0))
+
+    _STEP_KERNELS = (triton, swiglu_k, swiglu_grad_k, residual_k, scaled_error_k)
+    return _STEP_KERNELS
+
+
+STEP_BLOCK = 1024
+
+
+def swiglu(ab):
+    """h [rows, w] = silu(a)·b for ab = [a | b] ([rows, 2w], contiguous), in ab's dtype."""
+    import torch
+
+    triton, kernel, _, _, _ = _step_kernels()
+    rows, width = ab.shape[0], ab.shape[1] // 2
+    h = torch.empty(rows, width, dtype=ab.dtype, device=ab.device)
+    if rows:
+        kernel[(rows, triton.cdiv(width, STEP_BLOCK))](ab, h, width, BLOCK=STEP_BLOCK)
+    return h
+
+
+def swiglu_grad(ab, dh):
+    """[dh·b·silu'(a) | dh·s] ([rows, 2w], ab's dtype) for ab = [a | b] and dh [rows, w]."""
+    import torch
+
+    triton, _, kernel, _, _ = _step_kernels()
+    rows, width = dh.shape
+    out = torch.empty(rows, 2 * width, dtype=ab.dtype, device=ab.device)
+    if rows:
+        kernel[(rows, triton.cdiv(width, STEP_BLOCK))](ab, dh.contiguous(), out, width, BLOCK=STEP_BLOCK)
+    return out
+
+
+def residual(x, o):
+    """x + o in fp32 (x, o: [rows, hidden], contiguous, any float dtype)."""
+    import torch
+
+    triton, _, _, kernel, _ = _step_kernels()
+    pred = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    n = x.numel()
+    if n:
+        kernel[(triton.cdiv(n, STEP_BLOCK),)](x.contiguous(), o.contiguous(), pred, n, BLOCK=STEP_BLOCK)
+    return pred
+
+
+def scaled_error(pred, y, inv, dtype):
+    """(r = 2·inv·(pred − y) in `dtype`, [rows] Σ(pred − y)² in fp32) for fp32 pred; inv: a device
+    scalar, or None for 1/pred.numel()."""
+    import torch
+
+    triton, _, _, _, kernel = _step_kernels()
+    rows, hidden = pred.shape
+    if inv is None:
+        inv = torch.full((), 1.0 / max(pred.numel(), 1), dtype=torch.float32, device=pred.device)
+    r = torch.empty(rows, hidden, dtype=dtype, device=pred.device)
+    sq = torch.empty(rows, dtype=torch.float32, device=pred.device)
+    if rows:
+        kernel[(rows,)](pred, y.contiguous(), inv, r, sq, hidden, BLOCK=STEP_BLOCK)
+    return r, sq
 
 
 COLLECT_BLOCK = 4096

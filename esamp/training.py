@@ -1,4 +1,4 @@
-"""Training bookkeeping: the distillers' steps run on the device (a side stream on CUDA) and
+"""Training bookkeeping: the distillers' steps run on the device (queued in stream order, or on a side stream) and
 their losses are read only once the device has finished them, so no sampling step waits."""
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Probe: the Triton candidate kernels (esamp/kernels.py) give what the PyTorch candidate path gives,
-on random and on peaked logits, with rows that overflow k, greedy rows and β = 0 rows; and, on CUDA,
-the distiller steps captured in CUDA graphs (esamp/distiller.py StepGraphs, zero-padded row buckets)
+on random and on peaked logits, with rows that overflow k, greedy rows and β = 0 rows; the distiller
+step's Triton element-wise kernels give what its PyTorch bf16 path gives (prediction, loss, gradients,
+zero-padded rows staying zero); and, on CUDA, the distiller steps captured in CUDA graphs (esamp/distiller.py StepGraphs, zero-padded row buckets)
 give what the same steps give eagerly.
 
 Runs where the kernels run (CUDA), or on the CPU in Triton's interpreter (TRITON_INTERPRET=1):
@@ -78,6 +79,42 @@ def check(device: str = "cuda", *, cases: int = 12, seed: int = 0) -> list[str]:
     return problems
 
 
+def check_step_kernels(device: str = "cuda", *, cases: int = 8, seed: int = 0) -> list[str]:
+    """Problems found comparing the distiller step with its element-wise work in Triton (`fused`) against
+    its PyTorch path, both with bf16 GEMMs, on the same weights and rows (some of them zero padding)."""
+    import torch
+
+    from esamp.distiller import Distiller
+
+    problems = []
+    gen = torch.Generator().manual_seed(seed)
+    for case in range(cases):
+        rows, pad = int(torch.randint(1, 20, (1,), generator=gen)), int(torch.randint(0, 5, (1,), generator=gen))
+        hidden, width = int(torch.randint(4, 600, (1,), generator=gen)), int(torch.randint(1, 1100, (1,), generator=gen))
+        model = Distiller(hidden, width, seed=case).to(device)
+        x = torch.randn(rows, hidden, generator=gen) * [0.1, 1.0, 4.0][case % 3]
+        y = x + torch.randn(rows, hidden, generator=gen)
+        x, y = (torch.cat([t, torch.zeros(pad, hidden)]).to(device, torch.bfloat16) for t in (x, y))
+        inv = torch.tensor(1.0 / (rows * hidden), device=device)
+        low = torch.bfloat16
+        want_parts, got_parts = model.forward_parts(x, low), model.forward_parts(x, low, fused=True)
+        want_pred, got_pred = want_parts["pred"].clone(), got_parts["pred"].clone()
+        want_loss, want = model.loss_and_grads_from(want_parts, y, inv)
+        got_loss, got = model.loss_and_grads_from(got_parts, y, inv)
+        name = f"step case {case} ({rows}+{pad} rows, hidden {hidden}, width {width})"
+        if got_pred.dtype != torch.float32 or not torch.allclose(got_pred, want_pred, rtol=1e-2, atol=1e-2):
+            problems.append(f"{name}: prediction differs by {float((got_pred - want_pred).abs().max()):.3g}")
+        if pad and (got_pred[rows:].any() or any(g is None for g in got)):
+            problems.append(f"{name}: a zero row predicts non-zero")
+        if abs(float(got_loss) - float(want_loss)) > 1e-2 * abs(float(want_loss)) + 1e-7:
+            problems.append(f"{name}: loss {float(got_loss):.6g} vs {float(want_loss):.6g}")
+        for label, g, w in zip(("gate_up", "down"), got, want):
+            if g.dtype != torch.float32 or g.shape != w.shape \
+                    or float((g - w).norm()) > 2e-2 * float(w.norm()) + 1e-6:
+                problems.append(f"{name}: {label} gradient differs ({float((g - w).norm() / w.norm()):.3g} relative)")
+    return problems
+
+
 def check_distiller_graphs(device: str = "cuda", *, seed: int = 0) -> list[str]:
     """Problems found comparing captured distiller steps with eager ones, on the side stream (bf16 also on the
     caller's stream, side_stream=False) (CUDA only: else [])."""
@@ -126,12 +163,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args(argv)
-    problems = check(args.device) + check_distiller_graphs(args.device)
+    problems = check(args.device) + check_step_kernels(args.device) + check_distiller_graphs(args.device)
     if problems:
         print(f"kernel check FAILED: {len(problems)} problem(s): {'; '.join(problems[:3])}")
         return 1
     graphs = "; the captured distiller steps agree with eager ones" if args.device == "cuda" else ""
-    print(f"kernel check passed: the Triton candidate kernels agree with the PyTorch reference{graphs}")
+    print(f"kernel check passed: the Triton candidate and distiller-step kernels agree with the PyTorch reference"
+          f"{graphs}")
     return 0
 
 

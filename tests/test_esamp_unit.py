@@ -97,7 +97,7 @@ def test_written_out_gradients_equal_autograd(rows, hidden, width, seed, scale):
     ref = torch.nn.functional.mse_loss(model(x), y)
     ref.backward()
     assert torch.allclose(loss, ref.detach(), rtol=1e-10, atol=0)
-    for got, param in zip(grads, (model.gate.weight, model.up.weight, model.down.weight)):
+    for got, param in zip(grads, (model.gate_up.weight, model.down.weight)):
         assert got.shape == param.shape
         assert torch.allclose(got, param.grad, rtol=1e-9, atol=1e-12 * float(param.grad.abs().max()))
 

@@ -5,7 +5,8 @@
   residual stream (a few outlier dimensions ~30× the rest, the deep state = the shallow one plus a
   nonlinear function of it, slowly drifting), since no trained model of the 7B shape runs here;
 - step time: the device time of one step, eager and captured (esamp/distiller.py StepGraphs), in
-  each precision, by CUDA events around 50 steps after a warm-up, median of 5 repeats.
+  each precision (bf16 also with its element-wise work in PyTorch instead of the Triton kernels), by
+  CUDA events around 50 steps after a warm-up, median of 5 repeats.
 
     python -m driftcheck.bench.precision --device cuda --hidden 3584 --json OUT.json
 
@@ -54,28 +55,34 @@ def loss_curves(hidden: int, width: int, rows: int, steps: int, device) -> dict:
 
 
 def step_times(hidden: int, width: int, rows: int, device) -> dict:
+    """Device ms per step in the caller's stream order (the default), eager and captured: fp32, bf16 with
+    the element-wise work in PyTorch ("bf16-torch"), bf16 with it in the Triton kernels ("bf16")."""
     import torch
 
     from esamp.distiller import OnlineDistiller
 
     times = {}
     x, y = next(stream(hidden, rows, 1, device, seed=1))
-    for precision in ("fp32", "bf16"):
+    for precision, fused in (("fp32", False), ("bf16", False), ("bf16", True)):
         for graphs in (False, True):
             d = OnlineDistiller(hidden, width, 1e-3, seed=0, device=device, precision=precision, graphs=graphs)
+            if fused and not d.fused:
+                continue  # Triton unavailable (or ESAMP_TRITON=0): no such row
+            d.fused = fused
             for _ in range(10):
                 d.step(x, y)
             reps = []
             for _ in range(5):
                 torch.cuda.synchronize()
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record(d.stream)
+                start.record()
                 for _ in range(50):
                     d.step(x, y)
-                end.record(d.stream)
+                end.record()
                 end.synchronize()
                 reps.append(start.elapsed_time(end) / 50)
-            times[f"{precision}-{'graphs' if graphs else 'eager'}"] = {
+            name = precision if fused or precision == "fp32" else f"{precision}-torch"
+            times[f"{name}-{'graphs' if graphs else 'eager'}"] = {
                 "ms_median": statistics.median(reps), "ms_min": min(reps), "ms_max": max(reps),
                 "graph_error": d.graph_error}
     return times

@@ -80,7 +80,9 @@ def render_markdown(data: dict) -> str:
              "held-out prompts, answers ended by its end token. Candidates per row after top-k/top-p/min-p, as "
              "ESamp counted them under that setting: mean (median / p90 / p99 where counted). Code: the commit that "
              f"measured the row (+changes: with uncommitted changes; {OLDER}: recorded before rows carried it, by 8c95e39 "
-             "or earlier).", "",
+             "or earlier). The distiller step runs in the sampler's stream order by default; rows measured by "
+             "07fa488 or earlier without a `side_stream` setting ran it on a side stream (then the default, now "
+             "`side_stream=True`), and with its element-wise work in PyTorch, not Triton.", "",
              "| machine | vLLM | runner | shape | logits | mode | sampling | rounds | vanilla tok/s (spread) "
              "| ESamp tok/s | ratio | candidates/row | code |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -125,7 +127,7 @@ def render_markdown(data: dict) -> str:
 COMPONENTS_TEXT = ("One profiled round per worker, first sampling setting (torch.profiler; the top operators are in "
                    "reports/benchmarks.json). Host ms: Python and launch time inside the named range, its children included "
                    "(esamp.sample_hook contains esamp.distill, the distiller step: prediction and update); device ms: the span of device time its kernels "
-                   "covered (an upper bound: the distiller step runs on a side stream, its update beside the next forward); device idle "
+                   "covered (an upper bound where the distiller step ran on a side stream, its update beside the next forward); device idle "
                    "inside: from the round's timeline, the time no kernel ran on any stream while the host was inside the range, i.e. "
                    "host work the device waited for (hooks.prepare: the shim's prepare view, before the forward is launched). "
                    "Round totals: wall time, the sum of every kernel's device time, and the timeline's device idle and busy "
