@@ -199,7 +199,8 @@ def build(version: str, bundle_dir: Path) -> None:
 def merge(files_dir: Path, code: str | None = None) -> None:
     """Merge the device call's results into reports/: benchmarks (gpu.json) into benchmarks.json/.md,
     engine checks (check-*.json) into reports/gpu/ and the GPU section of compat.md. Each benchmark row
-    is stamped with `code`, the commit the call ran (default: this checkout's, for a merge right after it)."""
+    is stamped with `code`, the commit the call ran, over any stamp the device wrote (default: the device's
+    stamp, else this checkout's, for a merge right after it)."""
     from driftcheck import compat
     from driftcheck.bench.report import code_stamp, record, render_markdown
     from driftcheck.files import write_atomic
@@ -209,6 +210,9 @@ def merge(files_dir: Path, code: str | None = None) -> None:
     stamp = code or code_stamp(ROOT)  # the device ran this checkout's tree
     for path in benchmarks:
         for result in json.loads(path.read_text()).values():
+            if code:  # the commit given wins over the device's own stamp: its copy's git need not be this HEAD
+                for part in (*result.get("variants", {}).values(), result.get("components") or {}):
+                    part.pop("measured_with", None)
             record(result, results, stamp)
     if benchmarks:
         write_atomic(ROOT / "reports" / "benchmarks.md", render_markdown(json.loads(results.read_text())))
