@@ -44,8 +44,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "
 export PYTHONPATH=/tmp/vl:/tmp/site:$PWD VLLM_USE_DEEP_GEMM=0 VLLM_USE_FLASHINFER_SAMPLER=0 DRIFTCHECK_CACHE=$PWD/$BUNDLE/cache PYTHONUNBUFFERED=1
 echo "installed in $(( $(date +%s) - t0 )) s; $(nvidia-smi --query-gpu=name --format=csv,noheader)"
 status=0
-# the Triton candidate kernels against the PyTorch reference, before anything uses them; if they
-# (or the captured distiller steps disagree with eager ones), the benchmarks measure the PyTorch path
+# the Triton candidate and distiller-step kernels against the PyTorch reference, before anything uses
+# them; if they (or the captured distiller steps) disagree with it, the benchmarks measure the PyTorch path
 # (ESAMP_TRITON=0) with eager distiller steps (ESAMP_GRAPHS=0) and the call fails
 python3 -m driftcheck.probes.kernel_check --device cuda > "$OUT/kernel-check.txt" 2>&1 \
   || { status=1; export ESAMP_TRITON=0 ESAMP_GRAPHS=0; }
