@@ -29,6 +29,7 @@ runs them in Triton's interpreter on the CPU where no GPU is present).
 
 from __future__ import annotations
 
+import functools
 import os
 
 _TRITON = None
@@ -68,13 +69,8 @@ def fits(ref, weight) -> bool:
         and weight.stride(1) == 1
 
 
-_KERNELS = None
-
-
+@functools.cache  # compiled lazily, once per process: Triton is imported only where the kernels run
 def _kernels():
-    global _KERNELS
-    if _KERNELS is not None:
-        return _KERNELS
     triton, tl = _triton()
 
     @triton.jit
@@ -126,17 +122,11 @@ def _kernels():
                 ref = tl.load(at, mask=live, other=0.0)
                 tl.store(at, ref * c1 + dist * c2, mask=live)
 
-    _KERNELS = (triton, collect, fuse)
-    return _KERNELS
+    return triton, collect, fuse
 
 
-_STEP_KERNELS = None
-
-
+@functools.cache
 def _step_kernels():
-    global _STEP_KERNELS
-    if _STEP_KERNELS is not None:
-        return _STEP_KERNELS
     triton, tl = _triton()
 
     @triton.jit
@@ -185,8 +175,7 @@ def _step_kernels():
             tl.store(r_ptr + row * hidden + h, (err * scale).to(r_ptr.dtype.element_ty), mask=m)
         tl.store(sq_ptr + row, tl.sum(acc, axis=0))
 
-    _STEP_KERNELS = (triton, swiglu_k, swiglu_grad_k, residual_k, scaled_error_k)
-    return _STEP_KERNELS
+    return triton, swiglu_k, swiglu_grad_k, residual_k, scaled_error_k
 
 
 STEP_BLOCK = 1024
