@@ -193,6 +193,11 @@ def test_a_rerun_of_some_settings_keeps_the_others_and_each_row_names_the_code_t
     assert "components" in data  # the earlier profile stays until the label is profiled again
     table = throughput.render_markdown(json.loads(path.read_text()))
     assert "| 0.970 [0.970–0.970] | 12 | abc1234 |" in table and f"| 0.950 [0.900–0.900] | 12 | {throughput.OLDER} |" in table
+    assert f"### `cuda-a` (code {throughput.OLDER})" in table  # a profile that did not record its setting
+    profiled = {**again, "components": {**first["components"], "sampling": "qwen"}}
+    throughput.record(profiled, path, "def5678")
+    table = throughput.render_markdown(json.loads(path.read_text()))
+    assert "### `cuda-a` (code def5678, sampling qwen)" in table  # the setting the profiled round ran
 
 
 def test_the_code_stamp_is_the_checkout_commit_and_says_when_files_changed(tmp_path):

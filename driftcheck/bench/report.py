@@ -111,7 +111,9 @@ def render_markdown(data: dict) -> str:
     if profiled:
         lines += ["", "## Where ESamp's time goes", "", COMPONENTS_TEXT]
     for label, r in profiled:
-        lines += ["", f"### `{label}` (code {r['components'].get('measured_with', OLDER)})", "",
+        setting = r["components"].get("sampling")  # not recorded before 2026-12-01's fifth session
+        lines += ["", f"### `{label}` (code {r['components'].get('measured_with', OLDER)}"
+                      f"{f', sampling {setting}' if setting else ''})", "",
                   *component_table(r["components"])]
     scan = data.get("scan")
     if scan:
@@ -124,7 +126,7 @@ def render_markdown(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-COMPONENTS_TEXT = ("One profiled round per worker, first sampling setting (torch.profiler; the top operators are in "
+COMPONENTS_TEXT = ("One profiled round per worker, the first sampling setting of its run (named in the heading since it is recorded) (torch.profiler; the top operators are in "
                    "reports/benchmarks.json). Host ms: Python and launch time inside the named range, its children included "
                    "(esamp.sample_hook contains esamp.distill, the distiller step: prediction and update); device ms: the span of device time its kernels "
                    "covered (an upper bound where the distiller step ran on a side stream, its update beside the next forward); device idle "

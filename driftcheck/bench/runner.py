@@ -102,7 +102,7 @@ def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: b
         if profile:
             result["profile"] = {w.name: w.ask({"op": "profile", "sampling": samplings[0]})["profile"]
                                  for w in workers}
-            result["components"] = components(result["profile"])
+            result["components"] = {**components(result["profile"]), "sampling": samplings[0]}
         _check_esamp_ran(result)
         return result
     finally:
