@@ -214,3 +214,20 @@ def test_the_code_stamp_is_the_checkout_commit_and_says_when_files_changed(tmp_p
     assert throughput.code_stamp(tmp_path) == head
     (tmp_path / "f").write_text("2")
     assert throughput.code_stamp(tmp_path) == head + "+changes"
+
+
+def test_the_profile_table_names_the_operators_whose_device_time_grew_most():
+    """The profiled round's top operators, ESamp's against vanilla's: what grew, largest first; an operator in
+    one list only counts 0 in the other; what shrank or stayed is not listed."""
+    from driftcheck.bench.report import component_table, grown_ops
+
+    def top(**ms):
+        return {"top": [{"name": name, "self_device_ms": v} for name, v in ms.items()]}
+
+    profile = {"vanilla": top(filter_k=131.0, gemm=170.0, lt=6.0), "esamp": top(filter_k=173.0, gemm=168.0, distill=10.4)}
+    assert grown_ops(profile) == [("filter_k", 42.0), ("distill", 10.4)]
+    assert grown_ops({"vanilla": top(), "esamp": top(a=1.0)}) == [] and grown_ops(None) == []
+    components = {"ranges": {}, "device_ms": {"vanilla": 1.0, "esamp": 1.0}, "wall_ms": {"vanilla": 1.0, "esamp": 1.0}}
+    rows = component_table(components, profile)
+    assert rows[-1] == "| device ms grown most, ESamp − vanilla (by operator) | | | filter_k +42.0, distill +10.4 | |"
+    assert not any("grown most" in row for row in component_table(components))

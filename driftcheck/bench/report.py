@@ -114,7 +114,7 @@ def render_markdown(data: dict) -> str:
         setting = r["components"].get("sampling")  # not recorded before 2026-12-01's fifth session
         lines += ["", f"### `{label}` (code {r['components'].get('measured_with', OLDER)}"
                       f"{f', sampling {setting}' if setting else ''})", "",
-                  *component_table(r["components"])]
+                  *component_table(r["components"], r.get("profile"))]
     scan = data.get("scan")
     if scan:
         lines += ["", "## Scan", "", f"Installed vLLM {scan['vllm']} on {scan['machine']}.", "",
@@ -134,7 +134,9 @@ COMPONENTS_TEXT = ("One profiled round per worker, the first sampling setting of
                    "host work the device waited for (hooks.prepare: the shim's prepare view, before the forward is launched). "
                    "Round totals: wall time, the sum of every kernel's device time, and the timeline's device idle and busy "
                    "time (busy: the union of all streams' kernels); wall ≈ busy + idle; and the device's idle time charged to "
-                   "the innermost host event running meanwhile (the largest six).")
+                   "the innermost host event running meanwhile (the largest six); and the operators and kernels whose self device time "
+                   "grew most from vanilla's round to ESamp's (the largest five, from each round's top operators: ESamp's own "
+                   "work, and any of vLLM's that ran longer).")
 
 
 def _candidates(counters: dict) -> str:
@@ -145,10 +147,22 @@ def _candidates(counters: dict) -> str:
     return text
 
 
-def component_table(components: dict) -> list[str]:
+def grown_ops(profile: dict | None, limit: int = 5) -> list[tuple[str, float]]:
+    """The operators and kernels whose self device time grew most from vanilla's round to ESamp's
+    (ms, largest first; from each worker's top list, so an entry missing from one list counts 0 there):
+    ESamp's own work and any of vLLM's that ran longer beside it."""
+    if not profile or not all(profile.get(w, {}).get("top") for w in ("vanilla", "esamp")):
+        return []
+    ms = {w: {t["name"]: t.get("self_device_ms") or 0.0 for t in profile[w]["top"]} for w in ("vanilla", "esamp")}
+    grown = [(name, ms["esamp"].get(name, 0.0) - ms["vanilla"].get(name, 0.0)) for name in set(ms["esamp"]) | set(ms["vanilla"])]
+    return sorted([g for g in grown if g[1] > 0], key=lambda g: -g[1])[:limit]
+
+
+def component_table(components: dict, profile: dict | None = None) -> list[str]:
     """One profiled round per worker: the named ranges (host ms inside each, device ms of the kernels
     they launched, and, from the timeline, the device's idle time inside each: host work the device
-    waited for) and the round's totals, ESamp's against vanilla's."""
+    waited for), the round's totals, ESamp's against vanilla's, and (from `profile`'s top lists) the
+    operators whose device time grew most."""
     tl = components.get("timeline")
     on_device = bool(tl and tl["vanilla"]["busy_ms"] > 0)  # the CPU has no device timeline
     ranges = {name: dict(c) for name, c in components["ranges"].items()}
@@ -170,4 +184,7 @@ def component_table(components: dict) -> list[str]:
             top = ", ".join(f"{name} {ms:.1f}" for name, ms in tl[worker].get("idle_by_host_op", [])[:6])
             if top:
                 rows.append(f"| device idle by host event, {worker} | | | | {top} |")
+    grown = ", ".join(f"{name[:60]} +{ms:.1f}" for name, ms in grown_ops(profile))
+    if grown:
+        rows.append(f"| device ms grown most, ESamp − vanilla (by operator) | | | {grown} | |")
     return rows
