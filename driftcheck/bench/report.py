@@ -126,7 +126,8 @@ def render_markdown(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-COMPONENTS_TEXT = ("One profiled round per worker, the first sampling setting of its run (named in the heading since it is recorded) (torch.profiler; the top operators are in "
+COMPONENTS_TEXT = ("One profiled round per worker, the first sampling setting of its run (named in the heading where the profile "
+                   "recorded it; torch.profiler; the top operators are in "
                    "reports/benchmarks.json). Host ms: Python and launch time inside the named range, its children included "
                    "(esamp.sample_hook contains esamp.distill, the distiller step: prediction and update); device ms: the span of device time its kernels "
                    "covered (an upper bound where the distiller step ran on a side stream, its update beside the next forward); device idle "
