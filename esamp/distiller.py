@@ -104,8 +104,9 @@ class Distiller(nn.Module):
         if parts["fused"]:
             from esamp import kernels
 
-            r, row_sq = kernels.scaled_error(parts["pred"], y, inv_count, low)
-            loss = row_sq.sum() * (inv_count if inv_count is not None else 1.0 / r.numel())
+            inv = inv_count if inv_count is not None else torch.full((), 1.0 / max(y.numel(), 1), dtype=torch.float32, device=y.device)
+            r, row_sq = kernels.scaled_error(parts["pred"], y, inv, low)
+            loss = row_sq.sum() * inv
             dgu = kernels.swiglu_grad(parts["ab"], r @ wd)
             return loss, ((dgu.t() @ x).float(), (r.t() @ h).float())
         cast = (lambda t: t) if low is None else (lambda t: t.to(low))
@@ -173,7 +174,8 @@ class StepGraphs:
             self.loss = owner.update(parts, owner.inputs(self.y), self.inv)
         self.grads = tuple(p.grad for p in owner.model.weights())  # the captured Adam step reads these
 
-    def run(self, shallow, deep):
+    def run(self, shallow, deep, mark):
+        """Replay the step on these rows; `mark()` between the two graphs (the caller's event, or None)."""
         n = shallow.shape[0]
         self.x[:n].copy_(shallow)
         self.y[:n].copy_(deep)
@@ -183,8 +185,7 @@ class StepGraphs:
         self.filled = n
         self.inv.fill_(1.0 / (n * shallow.shape[1]))
         self.forward.replay()
-        predicted = torch.cuda.Event()
-        predicted.record()
+        predicted = mark()
         self.update.replay()
         return self.pred[:n], (self.post[:n] if self.post is not None else None), self.loss, predicted
 
@@ -263,14 +264,13 @@ class OnlineDistiller:
             with torch.cuda.stream(run_on):
                 graphs = self._graphs(shallow, deep, post)
                 if graphs is not None:
-                    pred, out, loss_dev, predicted = graphs.run(shallow, deep)
+                    pred, out, loss_dev, predicted = graphs.run(shallow, deep, self._predicted)
                     self.graph_steps += 1
                 else:
                     parts = self.model.forward_parts(self.inputs(shallow), self.low, self.fused)
                     out = post(parts["pred"]) if post is not None else None
                     pred = parts["pred"]
-                    predicted = torch.cuda.Event()
-                    predicted.record()
+                    predicted = self._predicted()
                     loss_dev = self.update(parts, self.inputs(deep))
                 # The loss goes to pinned host memory on the step's stream: reading a device scalar
                 # (.item()) would wait for everything queued on the main stream, i.e. the next forward.
@@ -282,12 +282,19 @@ class OnlineDistiller:
                 for t in (pred, out):
                     if t is not None and graphs is None:
                         t.record_stream(main)  # the caller reads them on its stream
-            else:
-                predicted = None  # in the caller's stream order already
             self.trained = torch.cuda.Event()
             self.trained.record(run_on)
             self.steps += 1
             return Step(pred, out, loss, predicted, self.trained, graphs is not None)
+
+    def _predicted(self):
+        """On the side stream: an event the caller's stream waits for before reading the prediction
+        (`Step.wait`); in order: None, the caller's stream order has it already."""
+        if not self.overlap:
+            return None
+        event = torch.cuda.Event()
+        event.record()
+        return event
 
     def _graphs(self, shallow, deep, post) -> StepGraphs | None:
         """The captured step for these rows, capturing it the first time; None: run eagerly."""

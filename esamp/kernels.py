@@ -218,14 +218,12 @@ def residual(x, o):
 
 
 def scaled_error(pred, y, inv, dtype):
-    """(r = 2·inv·(pred − y) in `dtype`, [rows] Σ(pred − y)² in fp32) for fp32 pred; inv: a device
-    scalar, or None for 1/pred.numel()."""
+    """(r = 2·inv·(pred − y) in `dtype`, [rows] Σ(pred − y)² in fp32) for fp32 pred; inv: an fp32 device
+    scalar."""
     import torch
 
     triton, _, _, _, kernel = _step_kernels()
     rows, hidden = pred.shape
-    if inv is None:
-        inv = torch.full((), 1.0 / max(pred.numel(), 1), dtype=torch.float32, device=pred.device)
     r = torch.empty(rows, hidden, dtype=dtype, device=pred.device)
     sq = torch.empty(rows, dtype=torch.float32, device=pred.device)
     if rows:
