@@ -17,12 +17,13 @@
 # Options first: --rounds N (benchmark rounds), --profile, --sampling LIST (bench settings),
 # --esamp-setting KEY=VALUE (repeatable; an ESamp setting for the benchmarks, recorded in their label),
 # --tp N (the benchmarks' tensor_parallel_size: needs N GPUs, e.g. nvidia-h200-x2; not with --profile),
-# --beta B (the ESamp requests' β; 0: the distiller trains, nothing is fused).
+# --beta B (the ESamp requests' β; 0: the distiller trains, nothing is fused),
+# --filter-replay (the benchmarks also time vLLM's filter alone on each variant's inputs: bench --filter-replay).
 # Results under $OUT: gpu.json (benchmarks), check-ENV-MODE.json (checks), precision-HIDDEN.json, logs.tgz (the
 # workers' logs).
 set -u
 OUT=${OUT:-/tmp/out}
-ROUNDS=5; PROFILE=; SAMPLING=(); SETTINGS=(); TP=1; BETA=()
+ROUNDS=5; PROFILE=; SAMPLING=(); SETTINGS=(); TP=1; BETA=(); REPLAY=
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -31,6 +32,7 @@ while [ $# -gt 0 ]; do
     --esamp-setting) SETTINGS+=(--esamp-setting "$2"); shift 2 ;;
     --tp) TP=$2; shift 2 ;;
     --beta) BETA=(--beta "$2"); shift 2 ;;
+    --filter-replay) REPLAY=--filter-replay; shift ;;
     *) break ;;
   esac
 done
@@ -88,7 +90,7 @@ for job in "$@"; do
       if [ -n "$runner" ]; then export VLLM_USE_V2_MODEL_RUNNER=0; [ "$runner" = v2 ] && export VLLM_USE_V2_MODEL_RUNNER=1; fi
       log="$OUT/$shape-$mode-$logits${runner:+-$runner}-tp$TP${BETA[1]:+-beta${BETA[1]}}.log"
       python3 -m driftcheck bench throughput --device cuda --shape "$shape" --mode "$mode" --logits "$logits" \
-        ${runner:+--runner "$runner"} --rounds "$ROUNDS" --tp "$TP" $jobprof "${jobsamp[@]}" "${SETTINGS[@]}" "${BETA[@]}" \
+        ${runner:+--runner "$runner"} --rounds "$ROUNDS" --tp "$TP" $jobprof $REPLAY "${jobsamp[@]}" "${SETTINGS[@]}" "${BETA[@]}" \
         --log-dir "$OUT/logs" --results "$OUT/gpu.json" --out "$OUT/gpu.md" > "$log" 2>&1 || status=1
       unset VLLM_USE_V2_MODEL_RUNNER
       echo "== $job ($(( $(date +%s) - t )) s)"; tail -6 "$log"

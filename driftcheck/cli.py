@@ -313,6 +313,9 @@ def _esamp_settings(pairs) -> dict:
 @click.option("--rounds", default=5, show_default=True, type=click.IntRange(1, 50),
               help="timed rounds per variant and setting")
 @click.option("--profile", is_flag=True, help="also profile one round of each variant (top operators, ESamp's ranges)")
+@click.option("--filter-replay", "replay", is_flag=True,
+              help="after the timed rounds, time vLLM's top-k/top-p filter alone on the inputs each variant's "
+                   "round gave it (V1 sampler; not with --tp): whether its cost depends on the sequences a variant draws")
 @click.option("--esamp-setting", "esamp_settings", multiple=True, type=TEXT, metavar="KEY=VALUE",
               help="an ESamp engine setting other than its default (esamp/config.py; repeatable; JSON values, "
                    "e.g. precision=\"fp32\" or cuda_graphs=false); recorded in the label")
@@ -325,8 +328,8 @@ def _esamp_settings(pairs) -> dict:
               type=_Path(dir_okay=False), help="results file the run is merged into")
 @click.option("--out", "md_path", default="reports/benchmarks.md", show_default=True, type=_Path(dir_okay=False))
 @click.option("--log-dir", type=_Path(file_okay=False), help="keep the workers' engine logs here")
-def bench(what, device, shape, mode, logits, samplings, runner, rounds, profile, esamp_settings, tp, beta, json_path,
-          md_path, log_dir) -> None:
+def bench(what, device, shape, mode, logits, samplings, runner, rounds, profile, replay, esamp_settings, tp, beta,
+          json_path, md_path, log_dir) -> None:
     """Benchmarks: ESamp vs vanilla throughput, scan timings; results merged into --results, table into --out."""
     from driftcheck.bench import report as bench_report
     from driftcheck.bench.runner import bench_label, noisy, run_benchmark
@@ -348,6 +351,8 @@ def bench(what, device, shape, mode, logits, samplings, runner, rounds, profile,
     settings = _esamp_settings(esamp_settings)
     if tp > 1 and profile:
         _fail(BadInput("--profile with --tp: the profiler sees the bench's process, not the tensor-parallel workers"))
+    if replay and tp > 1:
+        _fail(BadInput("--filter-replay with --tp: the filter runs in the tensor-parallel workers, not the bench's process"))
     for path in (json_path, md_path):
         check_writable(path)
     json_file = Path(json_path)
@@ -357,7 +362,7 @@ def bench(what, device, shape, mode, logits, samplings, runner, rounds, profile,
         try:
             result = run_benchmark(device, shape, mode, rounds, profile=profile, logits=logits, samplings=chosen,
                                    runner=runner, log_dir=Path(log_dir) if log_dir else None, esamp_config=settings,
-                                   tp=tp, beta=beta)
+                                   tp=tp, beta=beta, replay=replay)
             if runner and result.get("runner") != runner:
                 raise RuntimeError(f"the engines built model runner {result.get('runner')!r}, not {runner!r}")
         except RuntimeError as exc:

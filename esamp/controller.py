@@ -18,6 +18,8 @@ with the surface named.
 
 from __future__ import annotations
 
+import time
+
 from driftcheck.shims.hook_points import HOOKS, rank_info
 from esamp.config import ESampConfig, validate_request
 from esamp.counters import ESampCounters, span
@@ -69,8 +71,13 @@ class ESampController:
 
     # -- every sampling step
     def on_sample(self, logits, view) -> None:
-        with span("esamp.sample_hook"):
-            self._on_sample(logits, view)
+        t = time.perf_counter()
+        try:
+            with span("esamp.sample_hook"):
+                self._on_sample(logits, view)
+        finally:
+            self.counters.host_s["sample_hook"] += time.perf_counter() - t
+            self.counters.host_steps += 1
 
     def _on_sample(self, logits, view) -> None:
         self._check_hooks_fired(logits, view)
@@ -184,8 +191,12 @@ class ESampController:
         pending, self.pending = self.pending, None
         if pending is None or pending.view is not batch.view:
             return None
-        with span("esamp.fuse"):
-            out = self.fused.fuse(pending, batch)
+        t = time.perf_counter()
+        try:
+            with span("esamp.fuse"):
+                out = self.fused.fuse(pending, batch)
+        finally:
+            self.counters.host_s["fuse"] += time.perf_counter() - t
         if out is not None and self.world_size > 1 and self.counters.intervention_calls % DIGEST_EVERY == 1:
             self._record_digest(out)
         return out
@@ -214,6 +225,7 @@ class ESampController:
         c = self.counters
         c.candidates_sum = c.rows_counted = c.agreement_hits = c.rows_overflowed = 0
         c.candidates_quantiles = {}
+        c.host_s, c.host_steps = {name: 0.0 for name in c.host_s}, 0
 
     def stats(self) -> dict:
         """The counters, with every queued training step's loss read (waits for the device)."""

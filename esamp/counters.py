@@ -34,6 +34,10 @@ class ESampCounters:
     graph_steps: int = 0  # distiller steps that ran as captured CUDA graphs (esamp/distiller.py StepGraphs)
     graph_error: str | None = None  # why capturing failed, if it did (those steps then ran eagerly)
     agreement_hits: int = 0  # counted rows where logits_dist's best candidate is logits_ref's best one
+    # host seconds inside ESamp's hooks (time.perf_counter, no profiler): the sample hook (gate, distiller
+    # step launch) and the post-filter hook (fuse launch); the device work they queue is not in it
+    host_s: dict = field(default_factory=lambda: {"sample_hook": 0.0, "fuse": 0.0})
+    host_steps: int = 0  # sample-hook calls those seconds cover
 
     @property
     def loss_mean(self) -> float | None:

@@ -31,6 +31,8 @@ def test_esamp_steers_samples_and_its_loss_falls(vanilla, engine_run):
     assert [len(t) for t in first_round] == [len(t) for t in vanilla["tokens"]]  # n and lengths kept
     e = _esamp(run)
     assert e["intervention_calls"] > 0 and e["rows_intervened"] > 0
+    # its hooks' own host time is counted in every step it saw, the fuse only in steps it fused
+    assert e["host_steps"] >= e["intervention_calls"] and e["host_s"]["sample_hook"] > 0 < e["host_s"]["fuse"]
     assert 1 <= e["candidates_per_row"] <= 50  # top_k=50 bounds the candidates
     losses = [loss for _, loss in e["loss_history"]]
     assert len(losses) >= 10

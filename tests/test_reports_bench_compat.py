@@ -192,7 +192,7 @@ def test_a_rerun_of_some_settings_keeps_the_others_and_each_row_names_the_code_t
     assert data["variants"]["min_p=0.0"]["measured_with"] == "abc1234" and "measured_with" not in data["variants"]["qwen"]
     assert "components" in data  # the earlier profile stays until the label is profiled again
     table = throughput.render_markdown(json.loads(path.read_text()))
-    assert "| 0.970 [0.970–0.970] | 12 | abc1234 |" in table and f"| 0.950 [0.900–0.900] | 12 | {throughput.OLDER} |" in table
+    assert "| 0.970 [0.970–0.970] | 12 | - | abc1234 |" in table and f"| 0.950 [0.900–0.900] | 12 | - | {throughput.OLDER} |" in table
     assert f"### `cuda-a` (code {throughput.OLDER})" in table  # a profile that did not record its setting
     profiled = {**again, "components": {**first["components"], "sampling": "qwen"}}
     throughput.record(profiled, path, "def5678")
@@ -231,3 +231,65 @@ def test_the_profile_table_names_the_operators_whose_device_time_grew_most():
     rows = component_table(components, profile)
     assert rows[-1] == "| device ms grown most, ESamp − vanilla (by operator) | | | filter_k +42.0, distill +10.4 | |"
     assert not any("grown most" in row for row in component_table(components))
+
+
+def test_filter_replay_times_vllms_own_filter_on_the_inputs_a_round_gave_it_and_puts_it_back(tmp_path):
+    """vLLM's real apply_top_k_top_p: every n-th call's input is kept (and no more than asked), each is
+    timed alone, the finite entries per row are those of the input it got, and vLLM's function is the
+    original again afterwards, even when the round fails."""
+    import pytest
+    import torch
+    from vllm.v1.sample.ops import topk_topp_sampler as tt
+
+    from driftcheck.bench.profile import filter_replay
+
+    original = tt.apply_top_k_top_p
+    seen = []
+
+    def round_():  # a round: the sampler filters each step's logits, 3 of its 50 entries masked by min_p
+        for step in range(10):
+            logits = torch.randn(4, 50)
+            logits[:, :3 + step] = float("-inf")
+            seen.append(tt.apply_top_k_top_p(logits, None, torch.full((4,), 0.9)))
+            tt.apply_top_k_top_p(seen[-1], None, None)  # the draw after ESamp's fuse: nothing to filter, not counted
+
+    out = filter_replay(round_, every=3, samples=2, reps=3)
+    assert tt.apply_top_k_top_p is original and len(seen) == 10
+    assert out["calls"] == 10 and out["samples"] == 2 and out["rows"] == 4 and len(out["ms"]) == 2
+    assert out["finite_per_row"] == [50 - 5, 50 - 8]  # calls 3 and 6: steps 2 and 5
+    assert all(ms > 0 for ms in out["ms"]) and min(out["ms"]) <= out["ms_median"] <= max(out["ms"])
+    assert "error" in filter_replay(lambda: None, every=1)  # nothing called it: said, not timed as zero
+
+    def failing():
+        tt.apply_top_k_top_p(torch.randn(2, 8), None, None)
+        raise RuntimeError("engine died")
+
+    with pytest.raises(RuntimeError):
+        filter_replay(failing, every=1)
+    assert tt.apply_top_k_top_p is original
+
+    # the report: a row per setting, ESamp's filter time against vanilla's; a rerun keeps the other settings
+    path = tmp_path / "b.json"
+    entry = {"vanilla": {"ms": [0.50, 0.52, 0.54], "ms_median": 0.52, "finite_per_row": [3.0, 5.0]},
+             "esamp": {"ms": [0.60, 0.65, 0.70], "ms_median": 0.65, "finite_per_row": [9.0, 11.0]}}
+    throughput.record({**_bench("cuda-a", [0.9]), "filter_replay": {"minp": entry}}, path, "abc1234")
+    throughput.record({**_bench("cuda-a", [0.95]), "filter_replay": {"t0.8": entry}}, path, "def5678")
+    replays = json.loads(path.read_text())["cuda-a"]["filter_replay"]
+    assert set(replays) == {"minp", "t0.8"} and replays["minp"]["measured_with"] == "abc1234"
+    table = throughput.render_markdown(json.loads(path.read_text()))
+    assert ("| `cuda-a` | minp | 0.520 [0.500–0.540] | 0.650 [0.600–0.700] | 1.250 | 4 [3–5] / 10 [9–11] | abc1234 |"
+            in table)
+    failed = {"vanilla": {"calls": 0, "error": "no input captured"}, "esamp": entry["esamp"]}
+    assert "| no input captured | 0.650 [0.600–0.700] | - |" in throughput.replay_row("x", "s", failed)
+
+
+def test_esamps_host_time_per_step_is_its_hooks_seconds_over_the_steps_against_a_vanilla_step():
+    """4 rounds of 100 steps: 0.2 s in ESamp's hooks over 400 steps is 0.5 ms a step; vanilla's median round
+    of 2 s is 20 ms a step, so 2.5 %. No counts (older rows): said as '-'."""
+    from driftcheck.bench.report import host_per_step
+
+    detail = {"vanilla": [{"seconds": s} for s in (1.0, 2.0, 2.0, 3.0)]}
+    v = {"esamp_counters": {"host_s": {"sample_hook": 0.15, "fuse": 0.05}, "host_steps": 400}, "round_detail": detail}
+    assert host_per_step(v) == "0.500 (2.5%)"
+    assert host_per_step({**v, "round_detail": None}) == "0.500"
+    assert host_per_step({"esamp_counters": {}}) == "-" and host_per_step({}) == "-"

@@ -153,3 +153,68 @@ def components(profiles: dict) -> dict:
     if all("timeline" in p for p in profiles.values()):
         out["timeline"] = {w: p["timeline"] for w, p in profiles.items()}
     return out
+
+
+def filter_replay(run, every: int, samples: int = 8, reps: int = 10) -> dict:
+    """vLLM's own top-k/top-p filter (V1: `vllm.v1.sample.ops.topk_topp_sampler.apply_top_k_top_p`, which
+    both variants call once per step with a k or p to apply) on the inputs it got during one round,
+    `run()`: a copy of every `every`-th such call's input, up to `samples`, each then timed alone (median of `reps`; CUDA events on a
+    GPU, the variant's engine idle). Its kernel's passes depend on the logits, so this says whether a
+    variant's filter steps cost more because of the logits its sequences produce, apart from anything
+    that runs beside the filter in the round. Also the finite logits per row it got (min_p's survivors;
+    the vocabulary where nothing masked them)."""
+    import statistics
+    import time
+
+    import torch
+    from vllm.v1.sample.ops import topk_topp_sampler as tt
+
+    original = tt.apply_top_k_top_p
+    kept, calls = [], [0]
+
+    def capture(logits, k, p):
+        if k is None and p is None:  # nothing to filter (ESamp's shim draws through vLLM with k = p = None)
+            return original(logits, k, p)
+        calls[0] += 1
+        if calls[0] % every == 0 and len(kept) < samples:
+            room = True
+            if logits.is_cuda:  # room for the copy and a timed clone beside the engine's memory
+                room = torch.cuda.mem_get_info(logits.device)[0] > 4 * logits.numel() * logits.element_size()
+            if room:
+                kept.append(tuple(None if t is None else t.clone() for t in (logits, k, p)))
+        return original(logits, k, p)
+
+    tt.apply_top_k_top_p = capture
+    try:
+        run()
+    finally:
+        tt.apply_top_k_top_p = original
+    if not kept:
+        return {"calls": calls[0], "error": f"no input captured in {calls[0]} calls of vLLM's apply_top_k_top_p "
+                                            "(not the V1 sampler, or another process ran it?)"}
+    ms, finite, rows = [], [], kept[0][0].shape[0]
+    for logits, k, p in kept:
+        times = []
+        for i in range(reps + 2):  # the first two warm up
+            x = logits.clone()
+            if x.is_cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                original(x, k, p)
+                end.record()
+                end.synchronize()
+                elapsed = start.elapsed_time(end)
+            else:
+                t = time.perf_counter()
+                original(x, k, p)
+                elapsed = (time.perf_counter() - t) * 1e3
+            if i >= 2:
+                times.append(elapsed)
+        ms.append(statistics.median(times))
+        finite.append(torch.isfinite(logits).sum(dim=-1).float().mean().item())
+    on_cuda = kept[0][0].is_cuda
+    kept.clear()
+    if on_cuda:
+        torch.cuda.empty_cache()
+    return {"calls": calls[0], "samples": len(ms), "ms": ms, "ms_median": statistics.median(ms),
+            "finite_per_row": finite, "rows": rows}

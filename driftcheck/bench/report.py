@@ -22,11 +22,15 @@ def record(result: dict, json_path: Path, stamp: str | None = None) -> None:
             v.setdefault("measured_with", stamp)
         if result.get("components"):
             result["components"].setdefault("measured_with", stamp)
+        for entry in result.get("filter_replay", {}).values():
+            entry.setdefault("measured_with", stamp)
     old = data.get(result["label"])
     if old and "variants" in old and "variants" in result:
         merged = {**result, "variants": {**old["variants"], **result["variants"]}}
         if not result.get("components") and old.get("components"):
             merged["components"], merged["profile"] = old["components"], old.get("profile")
+        if old.get("filter_replay") or result.get("filter_replay"):
+            merged["filter_replay"] = {**old.get("filter_replay", {}), **result.get("filter_replay", {})}
         result = merged
     data[result["label"]] = result
     write_atomic(json_path, json.dumps(data, indent=1, sort_keys=True) + "\n")
@@ -78,14 +82,16 @@ def render_markdown(data: dict) -> str:
              "rescaled (driftcheck/bench/shapes.py `shape_logits`), so a row's candidates are few, as with a trained "
              "LM. Shape `task`: the trained task model (driftcheck/models/task.py) with real weights, its own "
              "held-out prompts, answers ended by its end token. Candidates per row after top-k/top-p/min-p, as "
-             "ESamp counted them under that setting: mean (median / p90 / p99 where counted). Code: the commit that "
+             "ESamp counted them under that setting: mean (median / p90 / p99 where counted). ESamp host ms/step: the host "
+             "time inside ESamp's hooks per step of the timed rounds (perf_counter, no profiler; the device work they "
+             "queue is not in it), and its share of a vanilla step (rows before 2026-12-01's sixth session: -). Code: the commit that "
              f"measured the row (+changes: with uncommitted changes; {OLDER}: recorded before rows carried it, by 8c95e39 "
              "or earlier). The distiller step runs in the sampler's stream order by default; rows measured by "
              "07fa488 or earlier without a `side_stream` setting ran it on a side stream (then the default, now "
              "`side_stream=True`), and with its element-wise work in PyTorch, not Triton.", "",
              "| machine | vLLM | runner | shape | logits | mode | sampling | rounds | vanilla tok/s (spread) "
-             "| ESamp tok/s | ratio | candidates/row | code |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| ESamp tok/s | ratio | candidates/row | ESamp host ms/step | code |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     skipped = []
     for label, r in sorted(data.items()):
         if label == "scan":
@@ -104,7 +110,7 @@ def render_markdown(data: dict) -> str:
                          f"{statistics.median(van):,.0f} ({spread:.0%}){noise} | "
                          f"{statistics.median(v['esamp_tok_s']):,.0f} | "
                          f"{v['ratio_median']:.3f} [{v['ratio_min']:.3f}–{v['ratio_max']:.3f}] | "
-                         f"{_candidates(counters)} | {v.get('measured_with', OLDER)} |")
+                         f"{_candidates(counters)} | {host_per_step(v)} | {v.get('measured_with', OLDER)} |")
     if skipped:
         lines += ["", "Configurations that did not run:", ""] + skipped
     profiled = [(label, r) for label, r in sorted(data.items()) if r.get("components")]
@@ -115,6 +121,13 @@ def render_markdown(data: dict) -> str:
         lines += ["", f"### `{label}` (code {r['components'].get('measured_with', OLDER)}"
                       f"{f', sampling {setting}' if setting else ''})", "",
                   *component_table(r["components"], r.get("profile"))]
+    replays = [(label, r) for label, r in sorted(data.items()) if r.get("filter_replay")]
+    if replays:
+        lines += ["", "## vLLM's filter alone, on each variant's own inputs", "", REPLAY_TEXT, "",
+                  "| run | sampling | vanilla ms/call | ESamp ms/call | ESamp / vanilla | finite logits/row, vanilla / ESamp "
+                  "| code |", "|---|---|---|---|---|---|---|"]
+        for label, r in replays:
+            lines += [replay_row(label, sampling, entry) for sampling, entry in r["filter_replay"].items()]
     scan = data.get("scan")
     if scan:
         lines += ["", "## Scan", "", f"Installed vLLM {scan['vllm']} on {scan['machine']}.", "",
@@ -138,6 +151,48 @@ COMPONENTS_TEXT = ("One profiled round per worker, the first sampling setting of
                    "the innermost host event running meanwhile (the largest six); and the operators and kernels whose self device time "
                    "grew most from vanilla's round to ESamp's (the largest five, from each round's top operators: ESamp's own "
                    "work, and any of vLLM's that ran longer).")
+
+
+REPLAY_TEXT = ("After a run's timed rounds, one more round per variant and sampling setting in which every "
+               "n-th input of vLLM's top-k/top-p filter (V1: `apply_top_k_top_p`, called once per step by both "
+               "variants with a top-k or top-p to apply) is copied, up to 8 spread over the round; each is then timed alone (CUDA events, median "
+               "of 10, the engine idle; driftcheck/bench/profile.py `filter_replay`). ms/call: median [min–max] "
+               "over those inputs. The filter's kernel makes data-dependent passes, so a ratio above 1 here is "
+               "the filter costing more on the logits of the sequences ESamp draws, with nothing running beside "
+               "it. Finite logits/row: the entries it got that no earlier step masked (min_p's survivors; the "
+               "whole vocabulary where nothing masked).")
+
+
+def replay_row(label: str, sampling: str, entry: dict) -> str:
+    """One run's and setting's filter_replay line: both variants' filter times and inputs."""
+    def cell(r: dict | None, key: str, fmt: str) -> str:
+        if not r or r.get("error") or not r.get(key):
+            return (r or {}).get("error", "-")
+        xs = r[key]
+        return f"{format(statistics.median(xs), fmt)} [{format(min(xs), fmt)}–{format(max(xs), fmt)}]"
+
+    van, esa = entry.get("vanilla"), entry.get("esamp")
+    ratio = "-"
+    if van and esa and van.get("ms_median") and esa.get("ms_median"):
+        ratio = f"{esa['ms_median'] / van['ms_median']:.3f}"
+    finite = f"{cell(van, 'finite_per_row', ',.0f')} / {cell(esa, 'finite_per_row', ',.0f')}"
+    return (f"| `{label}` | {LEGACY_SAMPLINGS.get(sampling, sampling)} | {cell(van, 'ms', '.3f')} | "
+            f"{cell(esa, 'ms', '.3f')} | {ratio} | {finite} | {entry.get('measured_with', OLDER)} |")
+
+
+def host_per_step(v: dict) -> str:
+    """ESamp's own host time per step in a setting's timed rounds (its hooks' perf_counter sums, no
+    profiler), and its share of a vanilla step (the vanilla rounds' median seconds over the same steps)."""
+    c = v.get("esamp_counters") or {}
+    steps, host = c.get("host_steps"), c.get("host_s")
+    if not steps or not host:
+        return "-"
+    ms = sum(host.values()) / steps * 1e3
+    seconds = [d["seconds"] for d in (v.get("round_detail") or {}).get("vanilla", []) if d.get("seconds")]
+    if not seconds:
+        return f"{ms:.3f}"
+    step_ms = statistics.median(seconds) / (steps / len(seconds)) * 1e3
+    return f"{ms:.3f} ({ms / step_ms:.1%})"
 
 
 def _candidates(counters: dict) -> str:

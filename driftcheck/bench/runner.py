@@ -62,12 +62,15 @@ def bench_label(device: str, shape: str, mode: str, logits: str = "flat", runner
 
 def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: bool = False,
                   log_dir: Path | None = None, logits: str = "flat", samplings=DEFAULT_SAMPLINGS,
-                  runner: str = "", esamp_config: dict | None = None, tp: int = 1, beta: float = BETA) -> dict:
+                  runner: str = "", esamp_config: dict | None = None, tp: int = 1, beta: float = BETA,
+                  replay: bool = False) -> dict:
     """`runner`: the model runner the engines are expected to build (v1 | v2; "" = not checked), recorded
     in the label; the ESamp worker's stats say which one ran. `esamp_config`: ESamp settings other than
     the defaults (esamp/config.py), recorded in the label. `tp`: tensor_parallel_size of both engines; ESamp's
     counters then come from every rank, and every rank must have run it, with equal digests. `beta`: the ESamp
-    requests' β (0: the distiller trains, nothing is fused: the cost of the hooks and the training)."""
+    requests' β (0: the distiller trains, nothing is fused: the cost of the hooks and the training).
+    `replay`: after the timed rounds, one more round per variant and setting whose filter inputs are then
+    timed alone (bench/profile.py filter_replay)."""
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="driftcheck-bench-"))
     label = bench_label(device, shape, mode, logits, runner, esamp_config, tp, beta)
     model_dir = write_model_dir(shape, log_dir / "models")
@@ -85,7 +88,8 @@ def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: b
         result = {"label": label, "device": device, "shape": shape, "mode": mode, "rounds": rounds,
                   "logits": logits, "esamp_config": esamp_config or {}, "tp": tp, "shaped": vanilla.info.get("shaped"), "workload": work, "beta": beta,
                   "machine": machine(device), "vllm": vanilla.info["vllm"], "torch": vanilla.info["torch"],
-                  "load_s": {"vanilla": vanilla.info["load_s"], "esamp": esamp.info["load_s"]}, "variants": {}}
+                  "load_s": {"vanilla": vanilla.info["load_s"], "esamp": esamp.info["load_s"]},
+                  "main_thread_core": vanilla.info.get("main_thread_core"), "variants": {}}
         esamp.ask({"op": "stats", "reset": True})  # the warm-up's counts are not a setting's
         for sampling in samplings:
             runs, detail = {"vanilla": [], "esamp": []}, {"vanilla": [], "esamp": []}
@@ -94,7 +98,7 @@ def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: b
                 for w in order:
                     answer = w.ask({"op": "round", "sampling": sampling})
                     runs[w.name].append(answer["tok_s"])
-                    detail[w.name].append({k: answer.get(k) for k in ("seconds", "cpu_s", "steal_s")})
+                    detail[w.name].append({k: answer.get(k) for k in ("seconds", "cpu_s", "steal_s", "involuntary_switches")})
             result["variants"][sampling] = {"params": SAMPLINGS[sampling], **summarize(runs), "round_detail": detail,
                                             "esamp_counters": esamp.ask({"op": "stats", "reset": True})["esamp"]}
         result["esamp_counters"] = esamp.ask({"op": "stats"})["esamp"]
@@ -103,6 +107,9 @@ def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: b
             result["profile"] = {w.name: w.ask({"op": "profile", "sampling": samplings[0]})["profile"]
                                  for w in workers}
             result["components"] = {**components(result["profile"]), "sampling": samplings[0]}
+        if replay:
+            result["filter_replay"] = {s: {w.name: w.ask({"op": "filter_replay", "sampling": s})["filter_replay"]
+                                           for w in workers} for s in samplings}
         _check_esamp_ran(result)
         return result
     finally:

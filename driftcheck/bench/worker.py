@@ -2,7 +2,7 @@
 
 `vanilla` binds nothing; `esamp` does `import esamp.runtime` and enables ESamp at β on every
 request. The worker warms up every batch shape the timed rounds will see, says it is ready,
-then answers commands on stdin (round | profile | stats | quit), one JSON line each, on the
+then answers commands on stdin (round | profile | filter_replay | stats | quit), one JSON line each, on the
 original stdout; everything vLLM prints goes to stderr.
 """
 
@@ -13,14 +13,16 @@ import gc
 import json
 import os
 import sys
+import threading
 import time
 
 from driftcheck import env
-from driftcheck.bench.profile import profile_round
+from driftcheck.bench.profile import filter_replay, profile_round
 from driftcheck.bench.shapes import BETA, SAMPLINGS, engine_kwargs, prompts_and_limits, shape_logits
 from driftcheck.models.engine_env import tensor_parallel_kwargs
 
 PROFILE_TOKENS = 64  # decoding steps of a profiled round
+REPLAY_SAMPLES = 8  # filter inputs kept from a round for filter_replay, spread over its steps
 
 
 def _worker(opts: dict) -> None:
@@ -76,17 +78,20 @@ def _worker(opts: dict) -> None:
         generate(sampling)  # (the first setting twice: ESamp's first round ran ~30 % slow, allocating)
     gc.collect()
     gc.freeze()  # what the warm engine holds is never scanned again
+    pinned = _pin_main_thread() if opts["device"] != "cpu" else None
     proto.write(json.dumps({"ready": True, "load_s": load_s, "vllm": _vllm_version(), "shaped": shaped,
-                            "torch": torch.__version__}) + "\n")
+                            "torch": torch.__version__, "main_thread_core": pinned}) + "\n")
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["op"] == "round":
-            cpu0, steal0 = _cpu_seconds(), _steal_seconds()
+            cpu0, steal0, switches0 = _cpu_seconds(), _steal_seconds(), _involuntary_switches()
             tokens, seconds = generate(cmd["sampling"])
             # what else the round's time went to: this process's CPU time, and the time the hypervisor
             # gave this machine's cores to someone else (a round that is slow with high steal is noise)
             proto.write(json.dumps({"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds,
                                     "cpu_s": _cpu_seconds() - cpu0,
+                                    # the engine's threads taken off a core for another (contention)
+                                    "involuntary_switches": _involuntary_switches() - switches0,
                                     "steal_s": (_steal_seconds() - steal0) if steal0 is not None else None}) + "\n")
         elif cmd["op"] == "profile":
             from driftcheck.shims import hook_points
@@ -97,6 +102,10 @@ def _worker(opts: dict) -> None:
             short = min(work["max_tokens"], PROFILE_TOKENS)
             profiled = profile_round(lambda: generate(cmd["sampling"], short), set_ranges)
             proto.write(json.dumps({"profile": profiled}) + "\n")
+        elif cmd["op"] == "filter_replay":
+            every = max(1, work["max_tokens"] // REPLAY_SAMPLES)
+            replay = filter_replay(lambda: generate(cmd["sampling"]), every, REPLAY_SAMPLES)
+            proto.write(json.dumps({"filter_replay": replay}) + "\n")
         elif cmd["op"] == "stats":
             stats = {}
             if esamp:  # from every process that runs the model: this one, or each tensor-parallel worker
@@ -131,6 +140,34 @@ def _pin() -> None:
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if len(cores) >= 8:
         os.sched_setaffinity(0, cores[:len(cores) // 2])
+
+
+def _pin_main_thread() -> int | None:
+    """After the warm-up: the engine's own thread (this one: the in-process engine steps here) alone on
+    the first core of the worker's half, every other thread of the process on the rest of it. Both workers
+    use the same core, one at a time. A host-bound engine's round then does not move with which core the
+    scheduler picks, or with its own helper threads sharing that core (at 0.5B on the H200 machine, vanilla
+    rounds spread 19-45 % with only the process-wide pin). Returns the core, or None where there are
+    too few cores to set one apart."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 4:
+        return None
+    main, rest = cores[0], cores[1:]
+    me = threading.get_native_id()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), {main} if int(tid) == me else set(rest))
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return main
+
+
+def _involuntary_switches() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
 
 
 def _cpu_seconds() -> float:
