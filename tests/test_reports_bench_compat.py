@@ -277,8 +277,11 @@ def test_filter_replay_times_vllms_own_filter_on_the_inputs_a_round_gave_it_and_
     replays = json.loads(path.read_text())["cuda-a"]["filter_replay"]
     assert set(replays) == {"minp", "t0.8"} and replays["minp"]["measured_with"] == "abc1234"
     table = throughput.render_markdown(json.loads(path.read_text()))
-    assert ("| `cuda-a` | minp | 0.520 [0.500–0.540] | 0.650 [0.600–0.700] | 1.250 | 4 [3–5] / 10 [9–11] | abc1234 |"
-            in table)
+    assert ("| `cuda-a` | minp | 0.520 [0.500–0.540] | 0.650 [0.600–0.700] | 1.250 | - / - | 4 [3–5] / 10 [9–11] | "
+            "abc1234 |" in table)
+    timed = {"vanilla": {**entry["vanilla"], "in_round_ms_median": 0.4, "in_round_ms_range": [0.3, 0.5]},
+             "esamp": entry["esamp"]}
+    assert "| 1.250 | 0.400 [0.300–0.500] / - |" in throughput.replay_row("x", "s", timed)
     failed = {"vanilla": {"calls": 0, "error": "no input captured"}, "esamp": entry["esamp"]}
     assert "| no input captured | 0.650 [0.600–0.700] | - |" in throughput.replay_row("x", "s", failed)
 
@@ -293,3 +296,36 @@ def test_esamps_host_time_per_step_is_its_hooks_seconds_over_the_steps_against_a
     assert host_per_step(v) == "0.500 (2.5%)"
     assert host_per_step({**v, "round_detail": None}) == "0.500"
     assert host_per_step({"esamp_counters": {}}) == "-" and host_per_step({}) == "-"
+
+
+def test_a_rounds_gpu_clocks_are_sampled_while_it_runs_with_every_limiting_reason_seen():
+    """GpuClocks with NVML answering 1980 then 1410 MHz, reasons 0x1 then 0x4: the round carries their mean,
+    range and OR; no NVML (the CPU): no clocks at all, not zeros."""
+    import time
+
+    from driftcheck.bench.worker import GpuClocks
+
+    class FakeNvml:  # pure logic: the sampling thread and its summary (NVML itself runs on the device)
+        NVML_CLOCK_SM = 1
+        answers = iter([(1980, 0x1), (1410, 0x4)])
+        last = (1410, 0x4)
+
+        def nvmlDeviceGetClockInfo(self, handle, kind):
+            assert kind == 1
+            self.last = next(self.answers, self.last)
+            return self.last[0]
+
+        def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle):
+            return self.last[1]
+
+    clocks = GpuClocks(False)
+    assert clocks.summary() == {}
+    with clocks:
+        pass
+    assert clocks.summary() == {}
+    clocks.nvml, clocks.handle, clocks.PERIOD = FakeNvml(), "h", 0.001
+    with clocks:
+        time.sleep(0.05)
+    out = clocks.summary()
+    assert out["sm_mhz_max"] == 1980 and out["sm_mhz_min"] == 1410 and out["clock_reasons"] == 0x5
+    assert 1410 < out["sm_mhz"] < 1980 and clocks._thread is None  # the thread stopped with the round

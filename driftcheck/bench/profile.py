@@ -161,7 +161,9 @@ def filter_replay(run, every: int, samples: int = 8, reps: int = 10) -> dict:
     `run()`: a copy of every `every`-th such call's input, up to `samples`, each then timed alone (median of `reps`; CUDA events on a
     GPU, the variant's engine idle). Its kernel's passes depend on the logits, so this says whether a
     variant's filter steps cost more because of the logits its sequences produce, apart from anything
-    that runs beside the filter in the round. Also the finite logits per row it got (min_p's survivors;
+    that runs beside the filter in the round; on CUDA every such call is also timed where it ran, in the
+    round (`in_round_ms_*`), so the two say whether its cost comes from its inputs or from its context.
+    Also the finite logits per row it got (min_p's survivors;
     the vocabulary where nothing masked them)."""
     import statistics
     import time
@@ -170,7 +172,7 @@ def filter_replay(run, every: int, samples: int = 8, reps: int = 10) -> dict:
     from vllm.v1.sample.ops import topk_topp_sampler as tt
 
     original = tt.apply_top_k_top_p
-    kept, calls = [], [0]
+    kept, calls, in_round = [], [0], []
 
     def capture(logits, k, p):
         if k is None and p is None:  # nothing to filter (ESamp's shim draws through vLLM with k = p = None)
@@ -182,13 +184,24 @@ def filter_replay(run, every: int, samples: int = 8, reps: int = 10) -> dict:
                 room = torch.cuda.mem_get_info(logits.device)[0] > 4 * logits.numel() * logits.element_size()
             if room:
                 kept.append(tuple(None if t is None else t.clone() for t in (logits, k, p)))
-        return original(logits, k, p)
+        if not logits.is_cuda:
+            return original(logits, k, p)
+        # the same call timed where it ran, in the round (events on its stream: read after the round)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = original(logits, k, p)
+        end.record()
+        in_round.append((start, end))
+        return out
 
     tt.apply_top_k_top_p = capture
     try:
         run()
     finally:
         tt.apply_top_k_top_p = original
+    if in_round:
+        in_round[-1][1].synchronize()
+        in_round = [start.elapsed_time(end) for start, end in in_round]
     if not kept:
         return {"calls": calls[0], "error": f"no input captured in {calls[0]} calls of vLLM's apply_top_k_top_p "
                                             "(not the V1 sampler, or another process ran it?)"}
@@ -217,4 +230,6 @@ def filter_replay(run, every: int, samples: int = 8, reps: int = 10) -> dict:
     if on_cuda:
         torch.cuda.empty_cache()
     return {"calls": calls[0], "samples": len(ms), "ms": ms, "ms_median": statistics.median(ms),
-            "finite_per_row": finite, "rows": rows}
+            "finite_per_row": finite, "rows": rows,
+            "in_round_ms_median": statistics.median(in_round) if in_round else None,
+            "in_round_ms_range": [min(in_round), max(in_round)] if in_round else None}

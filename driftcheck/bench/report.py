@@ -124,8 +124,8 @@ def render_markdown(data: dict) -> str:
     replays = [(label, r) for label, r in sorted(data.items()) if r.get("filter_replay")]
     if replays:
         lines += ["", "## vLLM's filter alone, on each variant's own inputs", "", REPLAY_TEXT, "",
-                  "| run | sampling | vanilla ms/call | ESamp ms/call | ESamp / vanilla | finite logits/row, vanilla / ESamp "
-                  "| code |", "|---|---|---|---|---|---|---|"]
+                  "| run | sampling | vanilla ms/call | ESamp ms/call | ESamp / vanilla | in the round, ms/call, vanilla / "
+                  "ESamp | finite logits/row, vanilla / ESamp | code |", "|---|---|---|---|---|---|---|---|"]
         for label, r in replays:
             lines += [replay_row(label, sampling, entry) for sampling, entry in r["filter_replay"].items()]
     scan = data.get("scan")
@@ -159,7 +159,9 @@ REPLAY_TEXT = ("After a run's timed rounds, one more round per variant and sampl
                "of 10, the engine idle; driftcheck/bench/profile.py `filter_replay`). ms/call: median [min–max] "
                "over those inputs. The filter's kernel makes data-dependent passes, so a ratio above 1 here is "
                "the filter costing more on the logits of the sequences ESamp draws, with nothing running beside "
-               "it. Finite logits/row: the entries it got that no earlier step masked (min_p's survivors; the "
+               "it. In the round: every filter call of that round timed where it ran (CUDA events around it on its "
+               "stream): median [min–max]; above the time alone, the call's context (what ran before or beside "
+               "it) made it slower, not its inputs. Finite logits/row: the entries it got that no earlier step masked (min_p's survivors; the "
                "whole vocabulary where nothing masked).")
 
 
@@ -175,9 +177,16 @@ def replay_row(label: str, sampling: str, entry: dict) -> str:
     ratio = "-"
     if van and esa and van.get("ms_median") and esa.get("ms_median"):
         ratio = f"{esa['ms_median'] / van['ms_median']:.3f}"
+    def in_round(r: dict | None) -> str:
+        if not r or r.get("in_round_ms_median") is None:
+            return "-"
+        lo, hi = r["in_round_ms_range"]
+        return f"{r['in_round_ms_median']:.3f} [{lo:.3f}–{hi:.3f}]"
+
     finite = f"{cell(van, 'finite_per_row', ',.0f')} / {cell(esa, 'finite_per_row', ',.0f')}"
     return (f"| `{label}` | {LEGACY_SAMPLINGS.get(sampling, sampling)} | {cell(van, 'ms', '.3f')} | "
-            f"{cell(esa, 'ms', '.3f')} | {ratio} | {finite} | {entry.get('measured_with', OLDER)} |")
+            f"{cell(esa, 'ms', '.3f')} | {ratio} | {in_round(van)} / {in_round(esa)} | {finite} | "
+            f"{entry.get('measured_with', OLDER)} |")
 
 
 def host_per_step(v: dict) -> str:

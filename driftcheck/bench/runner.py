@@ -19,6 +19,10 @@ from driftcheck.bench.shapes import BETA, DEFAULT_SAMPLINGS, SAMPLINGS, workload
 
 #: The vanilla rounds of a setting must agree within this (max - min) / median, or its ratio is noise.
 VANILLA_SPREAD_LIMIT = 0.10
+#: What each round records beside its tokens/s (bench/worker.py): where its time went, and whether the
+#: machine changed under it (CPU time stolen, threads switched out, the GPU's SM clock)
+ROUND_DETAIL = ("seconds", "cpu_s", "steal_s", "involuntary_switches", "sm_mhz", "sm_mhz_min", "sm_mhz_max",
+                "clock_reasons")
 
 
 class Worker:
@@ -98,7 +102,7 @@ def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: b
                 for w in order:
                     answer = w.ask({"op": "round", "sampling": sampling})
                     runs[w.name].append(answer["tok_s"])
-                    detail[w.name].append({k: answer.get(k) for k in ("seconds", "cpu_s", "steal_s", "involuntary_switches")})
+                    detail[w.name].append({k: answer.get(k) for k in ROUND_DETAIL})
             result["variants"][sampling] = {"params": SAMPLINGS[sampling], **summarize(runs), "round_detail": detail,
                                             "esamp_counters": esamp.ask({"op": "stats", "reset": True})["esamp"]}
         result["esamp_counters"] = esamp.ask({"op": "stats"})["esamp"]

@@ -79,19 +79,22 @@ def _worker(opts: dict) -> None:
     gc.collect()
     gc.freeze()  # what the warm engine holds is never scanned again
     pinned = _pin_main_thread() if opts["device"] != "cpu" else None
+    clocks = GpuClocks(opts["device"] == "cuda")
     proto.write(json.dumps({"ready": True, "load_s": load_s, "vllm": _vllm_version(), "shaped": shaped,
                             "torch": torch.__version__, "main_thread_core": pinned}) + "\n")
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["op"] == "round":
             cpu0, steal0, switches0 = _cpu_seconds(), _steal_seconds(), _involuntary_switches()
-            tokens, seconds = generate(cmd["sampling"])
+            with clocks:
+                tokens, seconds = generate(cmd["sampling"])
             # what else the round's time went to: this process's CPU time, and the time the hypervisor
             # gave this machine's cores to someone else (a round that is slow with high steal is noise)
             proto.write(json.dumps({"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds,
                                     "cpu_s": _cpu_seconds() - cpu0,
                                     # the engine's threads taken off a core for another (contention)
                                     "involuntary_switches": _involuntary_switches() - switches0,
+                                    **clocks.summary(),
                                     "steal_s": (_steal_seconds() - steal0) if steal0 is not None else None}) + "\n")
         elif cmd["op"] == "profile":
             from driftcheck.shims import hook_points
@@ -162,6 +165,59 @@ def _pin_main_thread() -> int | None:
         except OSError:  # a thread that ended meanwhile
             pass
     return main
+
+
+class GpuClocks:
+    """The GPU's SM clock during a round (`with clocks:`), sampled every PERIOD s in a thread through NVML
+    (vLLM's own binding, vllm.third_party.pynvml), with the clock-limiting reasons NVML gave meanwhile
+    (a bit mask, OR-ed): whether a round was slow because the GPU ran slower. Nothing where NVML is not
+    there (the CPU, or a release without the binding)."""
+
+    PERIOD = 0.05
+
+    def __init__(self, on: bool) -> None:
+        self.nvml = self.handle = None
+        if on:
+            try:
+                import torch
+                from vllm.third_party import pynvml
+
+                pynvml.nvmlInit()
+                self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+            except Exception:  # no NVML here: the rounds carry no clocks
+                self.nvml = None
+        self.samples: list[int] = []
+        self.reasons = 0
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.PERIOD):
+            try:
+                self.samples.append(self.nvml.nvmlDeviceGetClockInfo(self.handle, self.nvml.NVML_CLOCK_SM))
+                self.reasons |= self.nvml.nvmlDeviceGetCurrentClocksThrottleReasons(self.handle)
+            except Exception:
+                return
+
+    def __enter__(self):
+        self.samples, self.reasons = [], 0
+        if self.nvml is not None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._sample, name="gpu-clocks", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+    def summary(self) -> dict:
+        if not self.samples:
+            return {}
+        return {"sm_mhz": sum(self.samples) / len(self.samples), "sm_mhz_min": min(self.samples),
+                "sm_mhz_max": max(self.samples), "clock_reasons": self.reasons}
 
 
 def _involuntary_switches() -> int:
