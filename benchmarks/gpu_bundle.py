@@ -211,7 +211,8 @@ def merge(files_dir: Path, code: str | None = None) -> None:
     for path in benchmarks:
         for result in json.loads(path.read_text()).values():
             if code:  # the commit given wins over the device's own stamp: its copy's git need not be this HEAD
-                for part in (*result.get("variants", {}).values(), result.get("components") or {}):
+                for part in (*result.get("variants", {}).values(), result.get("components") or {},
+                             *(result.get("filter_replay") or {}).values()):
                     part.pop("measured_with", None)
             record(result, results, stamp)
     if benchmarks:

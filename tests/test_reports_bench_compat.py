@@ -258,6 +258,12 @@ def test_filter_replay_times_vllms_own_filter_on_the_inputs_a_round_gave_it_and_
     assert out["calls"] == 10 and out["samples"] == 2 and out["rows"] == 4 and len(out["ms"]) == 2
     assert out["finite_per_row"] == [50 - 5, 50 - 8]  # calls 3 and 6: steps 2 and 5
     assert all(ms > 0 for ms in out["ms"]) and min(out["ms"]) <= out["ms_median"] <= max(out["ms"])
+    from driftcheck.bench.profile import PLACEMENTS
+
+    # each kept input timed in PLACEMENTS copies; its `ms` is their median; on the CPU nothing is timed in the round
+    assert [len(x) for x in out["ms_by_placement"]] == [PLACEMENTS] * 2
+    assert out["ms"] == [sorted(x)[PLACEMENTS // 2] for x in out["ms_by_placement"]]
+    assert out["in_round_ms"] == [] and out["in_round_ms_of_samples"] is None
     assert "error" in filter_replay(lambda: None, every=1)  # nothing called it: said, not timed as zero
 
     def failing():
@@ -277,11 +283,15 @@ def test_filter_replay_times_vllms_own_filter_on_the_inputs_a_round_gave_it_and_
     replays = json.loads(path.read_text())["cuda-a"]["filter_replay"]
     assert set(replays) == {"minp", "t0.8"} and replays["minp"]["measured_with"] == "abc1234"
     table = throughput.render_markdown(json.loads(path.read_text()))
-    assert ("| `cuda-a` | minp | 0.520 [0.500–0.540] | 0.650 [0.600–0.700] | 1.250 | - / - | 4 [3–5] / 10 [9–11] | "
-            "abc1234 |" in table)
+    assert ("| `cuda-a` | minp | 0.520 [0.500–0.540] | 0.650 [0.600–0.700] | 1.250 | - / - | - / - | 4 [3–5] / 10 [9–11] "
+            "| abc1234 |" in table)
     timed = {"vanilla": {**entry["vanilla"], "in_round_ms_median": 0.4, "in_round_ms_range": [0.3, 0.5]},
              "esamp": entry["esamp"]}
     assert "| 1.250 | 0.400 [0.300–0.500] / - |" in throughput.replay_row("x", "s", timed)
+    # the same inputs in copies at other addresses: the slowest copy's time over the fastest's, median over inputs
+    placed = {"vanilla": {**entry["vanilla"], "ms_by_placement": [[1.0, 2.0, 1.0], [3.0, 3.0, 3.3], [2.0, 2.0, 2.0]]},
+              "esamp": entry["esamp"]}
+    assert "| 1.250 | - / - | 1.10 / - |" in throughput.replay_row("x", "s", placed)
     failed = {"vanilla": {"calls": 0, "error": "no input captured"}, "esamp": entry["esamp"]}
     assert "| no input captured | 0.650 [0.600–0.700] | - |" in throughput.replay_row("x", "s", failed)
 

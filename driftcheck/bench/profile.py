@@ -155,16 +155,19 @@ def components(profiles: dict) -> dict:
     return out
 
 
+PLACEMENTS = 3  # copies of each kept filter input, at different device addresses, each timed alone
+
+
 def filter_replay(run, every: int, samples: int = 8, reps: int = 10) -> dict:
     """vLLM's own top-k/top-p filter (V1: `vllm.v1.sample.ops.topk_topp_sampler.apply_top_k_top_p`, which
     both variants call once per step with a k or p to apply) on the inputs it got during one round,
-    `run()`: a copy of every `every`-th such call's input, up to `samples`, each then timed alone (median of `reps`; CUDA events on a
-    GPU, the variant's engine idle). Its kernel's passes depend on the logits, so this says whether a
-    variant's filter steps cost more because of the logits its sequences produce, apart from anything
-    that runs beside the filter in the round; on CUDA every such call is also timed where it ran, in the
-    round (`in_round_ms_*`), so the two say whether its cost comes from its inputs or from its context.
-    Also the finite logits per row it got (min_p's survivors;
-    the vocabulary where nothing masked them)."""
+    `run()`: a copy of every `every`-th such call's input, up to `samples`, each then timed alone (median
+    of `reps`; CUDA events on a GPU, the variant's engine idle), in PLACEMENTS copies at different device
+    addresses. On CUDA every such call is also timed where it ran, in the round. Together they say where
+    a variant's filter time comes from: its inputs (the kernel's passes depend on the logits: alone,
+    one variant's inputs against the other's), where its tensors lie (alone, one copy against another:
+    the same inputs), or its context in the round (the same call in the round against alone). Also the
+    finite logits per row it got (min_p's survivors; the vocabulary where nothing masked them)."""
     import statistics
     import time
 
@@ -180,10 +183,11 @@ def filter_replay(run, every: int, samples: int = 8, reps: int = 10) -> dict:
         calls[0] += 1
         if calls[0] % every == 0 and len(kept) < samples:
             room = True
-            if logits.is_cuda:  # room for the copy and a timed clone beside the engine's memory
-                room = torch.cuda.mem_get_info(logits.device)[0] > 4 * logits.numel() * logits.element_size()
+            if logits.is_cuda:  # room for the copy and the timed copies beside the engine's memory
+                need = (PLACEMENTS + 2) * logits.numel() * logits.element_size()
+                room = torch.cuda.mem_get_info(logits.device)[0] > need
             if room:
-                kept.append(tuple(None if t is None else t.clone() for t in (logits, k, p)))
+                kept.append((calls[0] - 1, *(None if t is None else t.clone() for t in (logits, k, p))))
         if not logits.is_cuda:
             return original(logits, k, p)
         # the same call timed where it ran, in the round (events on its stream: read after the round)
@@ -205,11 +209,11 @@ def filter_replay(run, every: int, samples: int = 8, reps: int = 10) -> dict:
     if not kept:
         return {"calls": calls[0], "error": f"no input captured in {calls[0]} calls of vLLM's apply_top_k_top_p "
                                             "(not the V1 sampler, or another process ran it?)"}
-    ms, finite, rows = [], [], kept[0][0].shape[0]
-    for logits, k, p in kept:
+
+    def timed(x, source, k, p) -> float:
         times = []
         for i in range(reps + 2):  # the first two warm up
-            x = logits.clone()
+            x.copy_(source)  # the filter works in place: the same input each time, at the same address
             if x.is_cuda:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
@@ -223,13 +227,24 @@ def filter_replay(run, every: int, samples: int = 8, reps: int = 10) -> dict:
                 elapsed = (time.perf_counter() - t) * 1e3
             if i >= 2:
                 times.append(elapsed)
-        ms.append(statistics.median(times))
+        return statistics.median(times)
+
+    ms, by_placement, finite, rows = [], [], [], kept[0][1].shape[0]
+    for _, logits, k, p in kept:
+        copies = [torch.empty_like(logits) for _ in range(PLACEMENTS)]  # alive together: different addresses
+        by_placement.append([timed(x, logits, k, p) for x in copies])
+        ms.append(statistics.median(by_placement[-1]))
         finite.append(torch.isfinite(logits).sum(dim=-1).float().mean().item())
-    on_cuda = kept[0][0].is_cuda
+        del copies
+    calls_kept = [call for call, *_ in kept]
+    on_cuda = kept[0][1].is_cuda
     kept.clear()
     if on_cuda:
         torch.cuda.empty_cache()
     return {"calls": calls[0], "samples": len(ms), "ms": ms, "ms_median": statistics.median(ms),
-            "finite_per_row": finite, "rows": rows,
+            "ms_by_placement": by_placement, "finite_per_row": finite, "rows": rows,
             "in_round_ms_median": statistics.median(in_round) if in_round else None,
-            "in_round_ms_range": [min(in_round), max(in_round)] if in_round else None}
+            "in_round_ms_range": [min(in_round), max(in_round)] if in_round else None,
+            # the kept calls as they ran in the round, against their `ms` alone
+            "in_round_ms_of_samples": [in_round[c] for c in calls_kept] if in_round else None,
+            "in_round_ms": [round(x, 4) for x in in_round]}

@@ -125,7 +125,8 @@ def render_markdown(data: dict) -> str:
     if replays:
         lines += ["", "## vLLM's filter alone, on each variant's own inputs", "", REPLAY_TEXT, "",
                   "| run | sampling | vanilla ms/call | ESamp ms/call | ESamp / vanilla | in the round, ms/call, vanilla / "
-                  "ESamp | finite logits/row, vanilla / ESamp | code |", "|---|---|---|---|---|---|---|---|"]
+                  "ESamp | alone, slowest / fastest copy, vanilla / ESamp | finite logits/row, vanilla / ESamp | code |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for label, r in replays:
             lines += [replay_row(label, sampling, entry) for sampling, entry in r["filter_replay"].items()]
     scan = data.get("scan")
@@ -161,7 +162,9 @@ REPLAY_TEXT = ("After a run's timed rounds, one more round per variant and sampl
                "the filter costing more on the logits of the sequences ESamp draws, with nothing running beside "
                "it. In the round: every filter call of that round timed where it ran (CUDA events around it on its "
                "stream): median [min–max]; above the time alone, the call's context (what ran before or beside "
-               "it) made it slower, not its inputs. Finite logits/row: the entries it got that no earlier step masked (min_p's survivors; the "
+               "it) made it slower, not its inputs. Slowest / fastest copy: each input alone in 3 copies at different "
+               "device addresses, the slowest copy's time over the fastest's (median over the inputs; rows before "
+               "2026-12-01's sixth session: -): above 1, where the tensors lie changes the filter's time. Finite logits/row: the entries it got that no earlier step masked (min_p's survivors; the "
                "whole vocabulary where nothing masked).")
 
 
@@ -183,10 +186,14 @@ def replay_row(label: str, sampling: str, entry: dict) -> str:
         lo, hi = r["in_round_ms_range"]
         return f"{r['in_round_ms_median']:.3f} [{lo:.3f}–{hi:.3f}]"
 
+    def placed(r: dict | None) -> str:
+        spreads = [max(x) / min(x) for x in (r or {}).get("ms_by_placement") or [] if min(x) > 0]
+        return f"{statistics.median(spreads):.2f}" if spreads else "-"
+
     finite = f"{cell(van, 'finite_per_row', ',.0f')} / {cell(esa, 'finite_per_row', ',.0f')}"
     return (f"| `{label}` | {LEGACY_SAMPLINGS.get(sampling, sampling)} | {cell(van, 'ms', '.3f')} | "
-            f"{cell(esa, 'ms', '.3f')} | {ratio} | {in_round(van)} / {in_round(esa)} | {finite} | "
-            f"{entry.get('measured_with', OLDER)} |")
+            f"{cell(esa, 'ms', '.3f')} | {ratio} | {in_round(van)} / {in_round(esa)} | {placed(van)} / {placed(esa)} | "
+            f"{finite} | {entry.get('measured_with', OLDER)} |")
 
 
 def host_per_step(v: dict) -> str:
