@@ -158,9 +158,9 @@ REPLAY_TEXT = ("After a run's timed rounds, one more round per variant and sampl
                "n-th input of vLLM's top-k/top-p filter (V1: `apply_top_k_top_p`, called once per step by both "
                "variants with a top-k or top-p to apply) is copied, up to 8 spread over the round; each is then timed alone (CUDA events, median "
                "of 10, the engine idle; driftcheck/bench/profile.py `filter_replay`). ms/call: median [min–max] "
-               "over those inputs. The filter's kernel makes data-dependent passes, so a ratio above 1 here is "
-               "the filter costing more on the logits of the sequences ESamp draws, with nothing running beside "
-               "it. In the round: every filter call of that round timed where it ran (CUDA events around it on its "
+               "over those inputs. The filter's kernel makes data-dependent passes, so ESamp / vanilla compares "
+               "the filter on the logits of the sequences each variant draws, with nothing running beside it "
+               "(where the copies' own spread is small: see slowest / fastest copy). In the round: every filter call of that round timed where it ran (CUDA events around it on its "
                "stream): median [min–max]; above the time alone, the call's context (what ran before or beside "
                "it) made it slower, not its inputs. Slowest / fastest copy: each input alone in 3 copies at different "
                "device addresses, the slowest copy's time over the fastest's (median over the inputs; rows before "
@@ -180,6 +180,7 @@ def replay_row(label: str, sampling: str, entry: dict) -> str:
     ratio = "-"
     if van and esa and van.get("ms_median") and esa.get("ms_median"):
         ratio = f"{esa['ms_median'] / van['ms_median']:.3f}"
+
     def in_round(r: dict | None) -> str:
         if not r or r.get("in_round_ms_median") is None:
             return "-"
