@@ -339,3 +339,15 @@ def test_a_rounds_gpu_clocks_are_sampled_while_it_runs_with_every_limiting_reaso
     out = clocks.summary()
     assert out["sm_mhz_max"] == 1980 and out["sm_mhz_min"] == 1410 and out["clock_reasons"] == 0x5
     assert 1410 < out["sm_mhz"] < 1980 and clocks._thread is None  # the thread stopped with the round
+
+
+def test_the_clock_is_read_from_the_gpu_cuda_runs_on(monkeypatch):
+    """NVML counts every GPU, CUDA the visible ones in CUDA_VISIBLE_DEVICES order; a UUID list: not read."""
+    from driftcheck.bench.worker import _nvml_index
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert _nvml_index(0) == 0 and _nvml_index(1) == 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert _nvml_index(0) == 3 and _nvml_index(1) == 1 and _nvml_index(2) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f0e2c1a")
+    assert _nvml_index(0) is None

@@ -154,7 +154,7 @@ def _pin_main_thread() -> int | None:
     use the same core, one at a time. A host-bound engine's round then does not move with which core the
     scheduler picks, or with its own helper threads sharing that core. (Measured at 0.5B on the H200
     machine, it did not narrow the vanilla rounds' spread: 19-45 % with the process-wide pin alone, 12-45 %
-    with this too, with 1-7 involuntary switches a round and the SM clock at 1980 MHz throughout: the
+    with this too, with 1-9 involuntary switches a round and the SM clock at 1980 MHz throughout: the
     host's own speed moved.) Threads started later by this one (the clock sampler) move to the rest
     themselves (REST_CORES). Returns the core, or None where there are too few cores to set one apart."""
     if not hasattr(os, "sched_getaffinity"):
@@ -188,8 +188,10 @@ class GpuClocks:
                 import torch
                 from vllm.third_party import pynvml
 
-                pynvml.nvmlInit()
-                self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+                index = _nvml_index(torch.cuda.current_device())
+                if index is not None:
+                    pynvml.nvmlInit()
+                    self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
             except Exception:  # no NVML here: the rounds carry no clocks
                 self.nvml = None
         self.samples: list[int] = []
@@ -199,7 +201,10 @@ class GpuClocks:
 
     def _sample(self) -> None:
         if REST_CORES:  # started by the pinned engine thread: off its core
-            os.sched_setaffinity(0, REST_CORES)
+            try:
+                os.sched_setaffinity(0, REST_CORES)
+            except OSError:  # the cores changed under the worker: sample from where it is
+                pass
         while not self._stop.wait(self.PERIOD):
             try:
                 self.samples.append(self.nvml.nvmlDeviceGetClockInfo(self.handle, self.nvml.NVML_CLOCK_SM))
@@ -226,6 +231,18 @@ class GpuClocks:
             return {}
         return {"sm_mhz": sum(self.samples) / len(self.samples), "sm_mhz_min": min(self.samples),
                 "sm_mhz_max": max(self.samples), "clock_reasons": self.reasons}
+
+
+def _nvml_index(cuda_index: int) -> int | None:
+    """NVML's index of CUDA device `cuda_index`: NVML counts every GPU of the machine, CUDA only the visible
+    ones, in CUDA_VISIBLE_DEVICES order. None where that names devices by UUID (the clock is then not read,
+    rather than read from another GPU)."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if not visible:
+        return cuda_index
+    if cuda_index >= len(visible) or not visible[cuda_index].isdigit():
+        return None
+    return int(visible[cuda_index])
 
 
 def _involuntary_switches() -> int:
