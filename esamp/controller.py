@@ -18,11 +18,9 @@ with the surface named.
 
 from __future__ import annotations
 
-import time
-
-from driftcheck.shims.hook_points import HOOKS, rank_info
+from driftcheck.shims.hook_points import HOOKS, rank_info, timed
 from esamp.config import ESampConfig, validate_request
-from esamp.counters import ESampCounters, span
+from esamp.counters import ESampCounters
 from esamp.gate import ESampGateFailed, Gate
 from esamp.groups import Groups
 from esamp.intervene import FusedSampler, Pending, to_device, weight_dtype
@@ -71,13 +69,9 @@ class ESampController:
 
     # -- every sampling step
     def on_sample(self, logits, view) -> None:
-        t = time.perf_counter()
-        try:
-            with span("esamp.sample_hook"):
-                self._on_sample(logits, view)
-        finally:
-            self.counters.host_s["sample_hook"] += time.perf_counter() - t
-            self.counters.host_steps += 1
+        self.counters.host_steps += 1
+        with timed("esamp.sample_hook", self.counters.host_s):
+            self._on_sample(logits, view)
 
     def _on_sample(self, logits, view) -> None:
         self._check_hooks_fired(logits, view)
@@ -191,12 +185,8 @@ class ESampController:
         pending, self.pending = self.pending, None
         if pending is None or pending.view is not batch.view:
             return None
-        t = time.perf_counter()
-        try:
-            with span("esamp.fuse"):
-                out = self.fused.fuse(pending, batch)
-        finally:
-            self.counters.host_s["fuse"] += time.perf_counter() - t
+        with timed("esamp.fuse", self.counters.host_s):
+            out = self.fused.fuse(pending, batch)
         if out is not None and self.world_size > 1 and self.counters.intervention_calls % DIGEST_EVERY == 1:
             self._record_digest(out)
         return out
@@ -225,7 +215,7 @@ class ESampController:
         c = self.counters
         c.candidates_sum = c.rows_counted = c.agreement_hits = c.rows_overflowed = 0
         c.candidates_quantiles = {}
-        c.host_s, c.host_steps = {name: 0.0 for name in c.host_s}, 0
+        c.host_s, c.host_steps = {}, 0
 
     def stats(self) -> dict:
         """The counters, with every queued training step's loss read (waits for the device)."""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from driftcheck.shims.hook_points import span  # noqa: F401 - ESamp's named ranges (RANGES lives there)
-
 LOSS_EVERY = 5  # train steps between two loss-history points
 CANDIDATES_EVERY = 8  # interventions between two candidate counts (a pass over the logits, so sampled)
 
@@ -34,9 +32,10 @@ class ESampCounters:
     graph_steps: int = 0  # distiller steps that ran as captured CUDA graphs (esamp/distiller.py StepGraphs)
     graph_error: str | None = None  # why capturing failed, if it did (those steps then ran eagerly)
     agreement_hits: int = 0  # counted rows where logits_dist's best candidate is logits_ref's best one
-    # host seconds inside ESamp's hooks (time.perf_counter, no profiler): the sample hook (gate, distiller
-    # step launch) and the post-filter hook (fuse launch); the device work they queue is not in it
-    host_s: dict = field(default_factory=lambda: {"sample_hook": 0.0, "fuse": 0.0})
+    # host seconds inside ESamp's hooks, by range (shims/hook_points.py `timed`; no profiler): the sample
+    # hook "esamp.sample_hook" (gate, tap rows, and "esamp.distill", the distiller step's launch, inside
+    # it) and the post-filter hook "esamp.fuse"; the device work they queue is not in it
+    host_s: dict = field(default_factory=dict)
     host_steps: int = 0  # sample-hook calls those seconds cover
 
     @property

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from esamp.counters import ESampCounters, span
+from driftcheck.shims.hook_points import timed
+from esamp.counters import ESampCounters
 
 
 class LossBook:
@@ -16,7 +17,7 @@ class LossBook:
     def train(self, distiller, shallow, deep, post=None):
         """Queue one distiller step on these rows: its prediction (made before this step's update,
         with post(prediction)) and the update. Returns the esamp.distiller.Step."""
-        with span("esamp.distill"):
+        with timed("esamp.distill", self.counters.host_s):
             step = distiller.step(shallow, deep, post)
         self.unread.append((step.loss, shallow.shape[0], step.trained))
         self.counters.graph_steps += step.graphed

@@ -37,8 +37,9 @@ import inspect
 import json
 import os
 import sys
+import time
 from collections import deque
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -110,6 +111,7 @@ class Counters:
     requests_admitted: int = 0  # front-end: requests vLLM admitted through the identity shim
     requests_added: int = 0
     requests_finished: int = 0
+    host_s: dict = field(default_factory=dict)  # host seconds inside a shim's own work, by range (`timed`)
 
 
 @dataclass
@@ -170,6 +172,18 @@ def span(name: str):
     import torch
 
     return torch.profiler.record_function(name)
+
+
+@contextmanager
+def timed(name: str, into: dict):
+    """`span(name)`, and the host seconds spent inside it (time.perf_counter, no profiler) added to
+    into[name]: what a hook costs the step's host, measured where the hook runs."""
+    t = time.perf_counter()
+    try:
+        with span(name):
+            yield
+    finally:
+        into[name] = into.get(name, 0.0) + time.perf_counter() - t
 
 
 class HookPoints:

@@ -8,7 +8,7 @@ from the contract's return names.
 from __future__ import annotations
 
 from driftcheck.adapters.prepare import build_view
-from driftcheck.shims.hook_points import HOOKS, span
+from driftcheck.shims.hook_points import HOOKS, timed
 from driftcheck.patching import Patch
 from driftcheck.shims.install import ShimError
 
@@ -34,7 +34,7 @@ def patches(ctx) -> list[Patch]:
         def _prepare_inputs(self, scheduler_output, *args, **kwargs):
             result = original(self, scheduler_output, *args, **kwargs)
             HOOKS.observe_return("runner.prepare_inputs", result)
-            with span("hooks.prepare"):
+            with timed("hooks.prepare", HOOKS.counters.host_s):
                 HOOKS.publish_view(build_view(self, result, positions))
             return result
 

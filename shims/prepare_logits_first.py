@@ -8,7 +8,7 @@ counts are its second argument.
 from __future__ import annotations
 
 from driftcheck.adapters.prepare import build_view
-from driftcheck.shims.hook_points import HOOKS, span
+from driftcheck.shims.hook_points import HOOKS, timed
 from driftcheck.patching import Patch
 from driftcheck.shims.install import ShimError
 
@@ -34,7 +34,7 @@ def patches(ctx) -> list[Patch]:
         def _prepare_inputs(self, scheduler_output, num_scheduled_tokens, *args, **kwargs):
             result = original(self, scheduler_output, num_scheduled_tokens, *args, **kwargs)
             HOOKS.observe_return("runner.prepare_inputs", result)
-            with span("hooks.prepare"):
+            with timed("hooks.prepare", HOOKS.counters.host_s):
                 HOOKS.publish_view(build_view(self, result, positions, num_scheduled=num_scheduled_tokens))
             return result
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from driftcheck.adapters.prepare import build_view_v2
 from driftcheck.patching import Patch
-from driftcheck.shims.hook_points import HOOKS, span
+from driftcheck.shims.hook_points import HOOKS, timed
 
 HOOK_POINT = "prepare_view"
 RUNNER = "v2"
@@ -29,7 +29,7 @@ def patches(ctx) -> list[Patch]:
         def prepare_inputs(self, scheduler_output, *args, **kwargs):
             batch = original(self, scheduler_output, *args, **kwargs)
             HOOKS.observe_return("runner_v2.prepare_inputs", batch)
-            with span("hooks.prepare"):
+            with timed("hooks.prepare", HOOKS.counters.host_s):
                 HOOKS.publish_view(build_view_v2(self, batch))
             return batch
 

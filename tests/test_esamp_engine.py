@@ -31,8 +31,13 @@ def test_esamp_steers_samples_and_its_loss_falls(vanilla, engine_run):
     assert [len(t) for t in first_round] == [len(t) for t in vanilla["tokens"]]  # n and lengths kept
     e = _esamp(run)
     assert e["intervention_calls"] > 0 and e["rows_intervened"] > 0
-    # its hooks' own host time is counted in every step it saw, the fuse only in steps it fused
-    assert e["host_steps"] >= e["intervention_calls"] and e["host_s"]["sample_hook"] > 0 < e["host_s"]["fuse"]
+    # its hooks' own host time is counted in every step it saw, the fuse only in steps it fused, the
+    # distiller's launch inside the sample hook
+    host = e["host_s"]
+    assert e["host_steps"] >= e["intervention_calls"] and host["esamp.fuse"] > 0
+    assert 0 < host["esamp.distill"] < host["esamp.sample_hook"]
+    # the shims' own host time, their prepare view, where the counters are written (the engine process)
+    assert run["stats"][0]["counters"]["host_s"]["hooks.prepare"] > 0
     assert 1 <= e["candidates_per_row"] <= 50  # top_k=50 bounds the candidates
     losses = [loss for _, loss in e["loss_history"]]
     assert len(losses) >= 10

@@ -83,8 +83,10 @@ def render_markdown(data: dict) -> str:
              "LM. Shape `task`: the trained task model (driftcheck/models/task.py) with real weights, its own "
              "held-out prompts, answers ended by its end token. Candidates per row after top-k/top-p/min-p, as "
              "ESamp counted them under that setting: mean (median / p90 / p99 where counted). ESamp host ms/step: the host "
-             "time inside ESamp's hooks per step of the timed rounds (perf_counter, no profiler; the device work they "
-             "queue is not in it), and its share of a vanilla step (rows before 2026-12-01's sixth session: -). Code: the commit that "
+             "time inside the hooks per step of the timed rounds (perf_counter where they run, no profiler; the device "
+             "work they queue is not in it; ESamp's sample and post-filter hooks, and the shims' prepare view where "
+             "recorded), its share of a vanilla step, and where recorded its parts: prepare / sample hook (of it, the "
+             "distiller step's launch) / fuse (rows before 2026-12-01's sixth session: -). Code: the commit that "
              f"measured the row (+changes: with uncommitted changes; {OLDER}: recorded before rows carried it, by 8c95e39 "
              "or earlier). The distiller step runs in the sampler's stream order by default; rows measured by "
              "07fa488 or earlier without a `side_stream` setting ran it on a side stream (then the default, now "
@@ -197,19 +199,33 @@ def replay_row(label: str, sampling: str, entry: dict) -> str:
             f"{finite} | {entry.get('measured_with', OLDER)} |")
 
 
+#: The hooks' host ranges that do not nest (bench host time = their sum; esamp.distill is inside
+#: esamp.sample_hook), and the names rows of 2026-12-01's sixth session before 7ac552e gave ESamp's two.
+HOST_RANGES = ("hooks.prepare", "esamp.sample_hook", "esamp.fuse")
+LEGACY_HOST = {"sample_hook": "esamp.sample_hook", "fuse": "esamp.fuse"}
+
+
 def host_per_step(v: dict) -> str:
-    """ESamp's own host time per step in a setting's timed rounds (its hooks' perf_counter sums, no
-    profiler), and its share of a vanilla step (the vanilla rounds' median seconds over the same steps)."""
+    """The hooks' host time per step in a setting's timed rounds (perf_counter sums where they run, no
+    profiler: the shims' prepare view where recorded, ESamp's sample and post-filter hooks), its share of
+    a vanilla step (the vanilla rounds' median seconds over the same steps), and where recorded its parts
+    in ms: prepare / sample hook (of it, the distiller step's launch) / fuse."""
     c = v.get("esamp_counters") or {}
-    steps, host = c.get("host_steps"), c.get("host_s")
-    if not steps or not host:
+    steps = c.get("host_steps")
+    host = {LEGACY_HOST.get(k, k): x for k, x in {**(c.get("hooks_host_s") or {}), **(c.get("host_s") or {})}.items()}
+    if not steps or not any(name in host for name in HOST_RANGES):
         return "-"
-    ms = sum(host.values()) / steps * 1e3
+    ms = sum(host.get(name, 0.0) for name in HOST_RANGES) / steps * 1e3
     seconds = [d["seconds"] for d in (v.get("round_detail") or {}).get("vanilla", []) if d.get("seconds")]
-    if not seconds:
-        return f"{ms:.3f}"
-    step_ms = statistics.median(seconds) / (steps / len(seconds)) * 1e3
-    return f"{ms:.3f} ({ms / step_ms:.1%})"
+    text = f"{ms:.3f}"
+    if seconds:
+        step_ms = statistics.median(seconds) / (steps / len(seconds)) * 1e3
+        text += f" ({ms / step_ms:.1%})"
+    if "hooks.prepare" in host and "esamp.distill" in host:
+        part = {name: host.get(name, 0.0) / steps * 1e3 for name in (*HOST_RANGES, "esamp.distill")}
+        text += (f": {part['hooks.prepare']:.3f} / {part['esamp.sample_hook']:.3f} ({part['esamp.distill']:.3f}) / "
+                 f"{part['esamp.fuse']:.3f}")
+    return text
 
 
 def _candidates(counters: dict) -> str:

@@ -129,9 +129,12 @@ def rank_stats(_worker=None, reset: bool = False) -> dict:
     from driftcheck.shims.hook_points import HOOKS, rank_info
 
     stats = CONTROLLER.stats() if CONTROLLER is not None else {}
-    stats.update(runner=HOOKS.runner_built, **rank_info())  # runner: v1 | v2
-    if reset and CONTROLLER is not None:
-        CONTROLLER.reset_counts()
+    # the shims' own host time (their prepare view) beside ESamp's: together, what the hooks cost the host
+    stats.update(runner=HOOKS.runner_built, hooks_host_s=dict(HOOKS.counters.host_s), **rank_info())  # runner: v1 | v2
+    if reset:
+        HOOKS.counters.host_s.clear()
+        if CONTROLLER is not None:
+            CONTROLLER.reset_counts()
     return stats
 
 
