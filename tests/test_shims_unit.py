@@ -133,3 +133,21 @@ def test_descriptor_kinds_survive_wrapping(installed_plan):
     # Sampler.sample is an instance method in 0.32.0; wrapped, it must still be one
     assert not isinstance(inspect.getattr_static(Sampler, "sample"), staticmethod)
     assert getattr(inspect.getattr_static(Sampler, "sample"), "__driftcheck_shim__", "").endswith("sampler_post_filter")
+
+
+def test_timed_adds_the_host_seconds_inside_it_and_lets_an_error_through():
+    import time
+
+    from driftcheck.shims.hook_points import timed
+
+    into = {}
+    with timed("hooks.x", into):
+        time.sleep(0.01)
+    with pytest.raises(ValueError):  # a hook's error is the hook's, not swallowed by the timing
+        with timed("hooks.x", into):
+            raise ValueError("boom")
+    first = into["hooks.x"]
+    assert 0.01 <= first < 5
+    with timed("hooks.x", into), timed("hooks.y", into):  # nested ranges each count their own time
+        time.sleep(0.01)
+    assert into["hooks.x"] - first >= into["hooks.y"] >= 0.01
