@@ -200,7 +200,7 @@ def replay_row(label: str, sampling: str, entry: dict) -> str:
 
 
 #: The hooks' host ranges that do not nest (bench host time = their sum; esamp.distill is inside
-#: esamp.sample_hook), and the names rows of 2026-12-01's sixth session before 7ac552e gave ESamp's two.
+#: esamp.sample_hook), and the names that rows measured before 334b868 (2026-12-01) gave ESamp's two.
 HOST_RANGES = ("hooks.prepare", "esamp.sample_hook", "esamp.fuse")
 LEGACY_HOST = {"sample_hook": "esamp.sample_hook", "fuse": "esamp.fuse"}
 
