@@ -175,19 +175,20 @@ def filter_replay(run, every: int, samples: int = 8, reps: int = 10) -> dict:
     from vllm.v1.sample.ops import topk_topp_sampler as tt
 
     original = tt.apply_top_k_top_p
-    kept, calls, in_round = [], [0], []
+    kept, calls, in_round = [], 0, []
 
     def capture(logits, k, p):
+        nonlocal calls
         if k is None and p is None:  # nothing to filter (ESamp's shim draws through vLLM with k = p = None)
             return original(logits, k, p)
-        calls[0] += 1
-        if calls[0] % every == 0 and len(kept) < samples:
+        calls += 1
+        if calls % every == 0 and len(kept) < samples:
             room = True
             if logits.is_cuda:  # room for the copy and the timed copies beside the engine's memory
                 need = (PLACEMENTS + 2) * logits.numel() * logits.element_size()
                 room = torch.cuda.mem_get_info(logits.device)[0] > need
             if room:
-                kept.append((calls[0] - 1, *(None if t is None else t.clone() for t in (logits, k, p))))
+                kept.append((calls - 1, *(None if t is None else t.clone() for t in (logits, k, p))))
         if not logits.is_cuda:
             return original(logits, k, p)
         # the same call timed where it ran, in the round (events on its stream: read after the round)
@@ -207,7 +208,7 @@ def filter_replay(run, every: int, samples: int = 8, reps: int = 10) -> dict:
         in_round[-1][1].synchronize()
         in_round = [start.elapsed_time(end) for start, end in in_round]
     if not kept:
-        return {"calls": calls[0], "error": f"no input captured in {calls[0]} calls of vLLM's apply_top_k_top_p "
+        return {"calls": calls, "error": f"no input captured in {calls} calls of vLLM's apply_top_k_top_p "
                                             "(not the V1 sampler, or another process ran it?)"}
 
     def timed(x, source, k, p) -> float:
@@ -241,7 +242,7 @@ def filter_replay(run, every: int, samples: int = 8, reps: int = 10) -> dict:
     kept.clear()
     if on_cuda:
         torch.cuda.empty_cache()
-    return {"calls": calls[0], "samples": len(ms), "ms": ms, "ms_median": statistics.median(ms),
+    return {"calls": calls, "samples": len(ms), "ms": ms, "ms_median": statistics.median(ms),
             "ms_by_placement": by_placement, "finite_per_row": finite, "rows": rows,
             "in_round_ms_median": statistics.median(in_round) if in_round else None,
             "in_round_ms_range": [min(in_round), max(in_round)] if in_round else None,

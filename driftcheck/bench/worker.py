@@ -85,15 +85,16 @@ def _worker(opts: dict) -> None:
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["op"] == "round":
-            cpu0, steal0, switches0 = _cpu_seconds(), _steal_seconds(), _involuntary_switches()
+            (cpu0, switches0), steal0 = _usage(), _steal_seconds()
             with clocks:
                 tokens, seconds = generate(cmd["sampling"])
+            cpu1, switches1 = _usage()
             # what else the round's time went to: this process's CPU time, and the time the hypervisor
             # gave this machine's cores to someone else (a round that is slow with high steal is noise)
             proto.write(json.dumps({"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds,
-                                    "cpu_s": _cpu_seconds() - cpu0,
+                                    "cpu_s": cpu1 - cpu0,
                                     # the engine's threads taken off a core for another (contention)
-                                    "involuntary_switches": _involuntary_switches() - switches0,
+                                    "involuntary_switches": switches1 - switches0,
                                     **clocks.summary(),
                                     "steal_s": (_steal_seconds() - steal0) if steal0 is not None else None}) + "\n")
         elif cmd["op"] == "profile":
@@ -248,17 +249,12 @@ def _nvml_index(cuda_index: int) -> int | None:
     return int(visible[cuda_index])
 
 
-def _involuntary_switches() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
-
-
-def _cpu_seconds() -> float:
+def _usage() -> tuple[float, int]:
+    """This process's CPU seconds so far and its involuntary context switches, from one getrusage."""
     import resource
 
     use = resource.getrusage(resource.RUSAGE_SELF)
-    return use.ru_utime + use.ru_stime
+    return use.ru_utime + use.ru_stime, use.ru_nivcsw
 
 
 def _steal_seconds() -> float | None:
