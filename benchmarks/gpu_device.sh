@@ -18,12 +18,13 @@
 # --esamp-setting KEY=VALUE (repeatable; an ESamp setting for the benchmarks, recorded in their label),
 # --tp N (the benchmarks' tensor_parallel_size: needs N GPUs, e.g. nvidia-h200-x2; not with --profile),
 # --beta B (the ESamp requests' β; 0: the distiller trains, nothing is fused),
-# --filter-replay (the benchmarks also time vLLM's filter alone on each variant's inputs: bench --filter-replay).
+# --filter-replay (the benchmarks also time vLLM's filter alone on each variant's inputs: bench --filter-replay),
+# --require-kernels (a failed kernel check ends the call at once, instead of benchmarking the PyTorch path).
 # Results under $OUT: gpu.json (benchmarks), check-ENV-MODE.json (checks), precision-HIDDEN.json, logs.tgz (the
 # workers' logs).
 set -u
 OUT=${OUT:-/tmp/out}
-ROUNDS=5; PROFILE=; SAMPLING=(); SETTINGS=(); TP=1; BETA=(); REPLAY=
+ROUNDS=5; PROFILE=; SAMPLING=(); SETTINGS=(); TP=1; BETA=(); REPLAY=; REQUIRE=
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -33,6 +34,7 @@ while [ $# -gt 0 ]; do
     --tp) TP=$2; shift 2 ;;
     --beta) BETA=(--beta "$2"); shift 2 ;;
     --filter-replay) REPLAY=--filter-replay; shift ;;
+    --require-kernels) REQUIRE=1; shift ;;
     *) break ;;
   esac
 done
@@ -52,6 +54,7 @@ status=0
 python3 -m driftcheck.probes.kernel_check --device cuda > "$OUT/kernel-check.txt" 2>&1 \
   || { status=1; export ESAMP_TRITON=0 ESAMP_GRAPHS=0; }
 tail -1 "$OUT/kernel-check.txt"
+if [ "$status" != 0 ] && [ -n "$REQUIRE" ]; then tail -20 "$OUT/kernel-check.txt"; exit 1; fi
 for job in "$@"; do
   t=$(date +%s)
   case "$job" in

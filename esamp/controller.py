@@ -18,6 +18,8 @@ with the surface named.
 
 from __future__ import annotations
 
+import os
+
 from driftcheck.shims.hook_points import HOOKS, rank_info, timed
 from esamp.config import ESampConfig, validate_request
 from esamp.counters import ESampCounters
@@ -31,7 +33,7 @@ __all__ = ["ESampController", "ESampGateFailed", "MISS_LIMIT", "CONTROLLER", "at
 MISS_LIMIT = 4  # steps a required hook may stay silent before ESamp stops the run
 DIGEST_EVERY = 8  # interventions between two cross-rank digests (tensor parallelism only)
 DIGEST_LIMIT = 64
-TAP_CHECK_EVERY = 2  # steps between two checks that the taps still write (each check queues a copy per tap)
+TAP_CHECK_EVERY = 8  # steps between two checks that the taps still write (each check queues a copy per tap)
 
 
 class ESampController:
@@ -56,6 +58,7 @@ class ESampController:
         self.config = ESampConfig.from_vllm_config(view.runner.vllm_config)
         self.world_size = rank_info()["world_size"]
         self.fused.lockstep = self.world_size > 1
+        self.fused.graphs = bool(self.config.cuda_graphs) and os.environ.get("ESAMP_GRAPHS", "1") != "0"
         self.counters.enabled = bool(self.config.enable)
         self.gate = Gate(int(self.config.gate_steps))
         self.groups.config = self.config
@@ -104,15 +107,32 @@ class ESampController:
         keep = view.sampled_rows
         if not keep:
             return
-        self._step(view, keep, HOOKS.tapped_rows(shallow_layer, view), HOOKS.tapped_rows(deep_layer, view))
+        n = len(view.req_ids)
+        rows = self.groups.rows(view.req_ids)
+        if len(keep) == n and rows.one_key is not None:
+            # plain decode, one distiller: the captured step gathers the rows from the taps itself
+            (src_s, index), (src_d, _) = HOOKS.tap_source(shallow_layer, view), HOOKS.tap_source(deep_layer, view)
+            distiller = self.groups.distiller(rows.one_key, src_s.shape[1], src_s.device)
+            ready = self.losses.train_gathered(distiller, src_s, src_d, index, n, self._post(view.runner.get_model()))
+            self._pend(ready.pred, ready.post, rows.betas, rows.acting, view, ready, rows)
+            return
+        self._step(view, keep, rows, HOOKS.tapped_rows(shallow_layer, view), HOOKS.tapped_rows(deep_layer, view))
 
-    def _step(self, view, keep: list[int], shallow, deep) -> None:
+    def _pend(self, pred, normed, betas, acting: int, view, ready, rows) -> None:
+        """Leave this step's prediction for the post-filter hook, if a row acts on it."""
+        if acting:
+            self.pending = Pending(pred, betas, view, normed, ready, rows)
+            self.expect_post_filter = not (HOOKS.sampling is not None and HOOKS.sampling.all_greedy)
+        elif ready is not None:
+            ready.wait()  # nothing reads the prediction; the stream order stays the same either way
+
+    def _step(self, view, keep: list[int], cached, shallow, deep) -> None:
+        """The general step: a partial prefill among the rows, or several distillers (prompt groups)."""
         import torch
 
         n = len(view.req_ids)
         device = shallow.device
-        cached = self.groups.rows(view.req_ids)  # [betas, keys, betas on the device]
-        betas, keys = cached[0], cached[1]
+        betas, keys = cached.betas, cached.keys
         every_row = len(keep) == n  # plain decode: no partial prefill among the rows
         if not every_row:
             idx = to_device(keep, torch.long, device)
@@ -145,11 +165,8 @@ class ESampController:
             mask = torch.zeros(n, dtype=torch.bool)
             mask[keep] = True
             betas = torch.where(mask, betas, torch.zeros_like(betas))
-        if bool((betas != 0).any()):  # betas live on the host: no device read
-            self.pending = Pending(pred, betas, view, normed, ready, cached)
-            self.expect_post_filter = not (HOOKS.sampling is not None and HOOKS.sampling.all_greedy)
-        elif ready is not None:
-            ready.wait()  # nothing reads the prediction; the stream order stays the same either way
+        self._pend(pred, normed, betas, cached.acting if cached is not None else int((betas != 0).sum()), view,
+                   ready, cached)
 
     def _post(self, model):
         """The distiller step's `post`: the model's final norm of the prediction, in the LM head's dtype

@@ -11,8 +11,9 @@ thread pool!".
 One step = one forward on this step's rows (whose output is also the step's prediction, made
 before the step's update) and one update from it. On CUDA both run in the caller's stream order
 (or, with side_stream, on a side stream the caller waits on only for the forward: `Step.predicted`),
-captured in two CUDA graphs per row bucket once warmed up (`StepGraphs`), so a step costs a few
-launches instead of ~20 kernels one by one.
+captured per row bucket once warmed up (`StepGraphs`: one CUDA graph in order, two beside it), with the rows
+gathered from the taps inside the graph (`step_gathered`), so a step costs a parameter copy and a replay
+instead of ~20 kernels one by one.
 `precision="bf16"` runs the GEMMs in bf16 with fp32 master weights, fp32 Adam state and fp32
 element-wise math (the loss curve against fp32: driftcheck/bench/precision.py), the element-wise
 math in four Triton kernels (esamp/kernels.py); "auto" = bf16 on CUDA, fp32 elsewhere."""
@@ -151,31 +152,64 @@ class Step:
 
 
 class StepGraphs:
-    """A distiller step for up to `rows` rows captured as two CUDA graphs, forward (with the caller's
-    `post`) and update (gradients + Adam), sharing one memory pool: the update reads what the forward
-    kept. Inputs are copied into static buffers whose rows past this step's are zeros: a zero row
-    predicts zero, so its error and its gradients are exactly zero, and the loss is scaled by the real
-    element count (a device scalar), which makes a padded step equal the unpadded one."""
+    """A distiller step for up to `rows` rows captured in CUDA graphs: forward (with the caller's `post`) and
+    update (gradients + Adam), in one graph in the caller's stream order, in two beside it (`overlap`: the
+    caller's stream waits only for the forward), sharing one memory pool: the update reads what the forward
+    kept. Inputs sit in static buffers whose rows past this step's are zeros: a zero row predicts zero, so its
+    error and its gradients are exactly zero, and the loss is scaled by the real element count (a device
+    scalar), which makes a padded step equal the unpadded one.
 
-    def __init__(self, owner: OnlineDistiller, rows: int, hidden: int, post, dtypes) -> None:
+    With `sources` (the two taps' buffers) the graph also gathers the step's rows from them (esamp/kernels.py
+    gather_rows), their indices and count read on the device (`run_gathered`): a step is then one parameter
+    copy and one replay on the host. Without, `run` copies given rows into the buffers."""
+
+    def __init__(self, owner: OnlineDistiller, rows: int, hidden: int, post, dtypes, sources=None,
+                 index64: bool = True) -> None:
         device = owner.device
         self.rows, self.filled = rows, 0
         # the inputs' own dtypes (the model's): copying into them is exact, as the eager step reads them
         self.x = torch.zeros(rows, hidden, dtype=dtypes[0], device=device)
         self.y = torch.zeros(rows, hidden, dtype=dtypes[1], device=device)
         self.inv = torch.ones((), dtype=torch.float32, device=device)
-        self.forward, self.update = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.forward, stream=owner.stream, capture_error_mode="thread_local"):
+        self.sources = sources
+        self.params = None
+        if sources is not None:
+            from esamp import kernels
+
+            self.params = kernels.Params(kernels.G_SIZE, device, index64=index64)
+            with torch.cuda.stream(owner.stream):  # compiled and loaded before the capture (n = 0: zeros)
+                kernels.gather_rows(self.params, sources[0], sources[1], self.x, self.y, self.inv)
+        self.forward = torch.cuda.CUDAGraph()
+        self.update = torch.cuda.CUDAGraph() if owner.overlap else None
+
+        def forward():
+            if sources is not None:
+                from esamp import kernels
+
+                kernels.gather_rows(self.params, sources[0], sources[1], self.x, self.y, self.inv)
             parts = owner.model.forward_parts(owner.inputs(self.x), owner.low, owner.fused)
-            self.post = post(parts["pred"]) if post is not None else None
+            return parts, (post(parts["pred"]) if post is not None else None)
+
+        with torch.cuda.graph(self.forward, stream=owner.stream, capture_error_mode="thread_local"):
+            parts, self.post = forward()
+            if self.update is None:  # in order: the whole step is one graph
+                self.loss = owner.update(parts, owner.inputs(self.y), self.inv)
         self.pred, self.parts = parts["pred"], parts
-        with torch.cuda.graph(self.update, pool=self.forward.pool(), stream=owner.stream,
-                              capture_error_mode="thread_local"):
-            self.loss = owner.update(parts, owner.inputs(self.y), self.inv)
+        if self.update is not None:
+            with torch.cuda.graph(self.update, pool=self.forward.pool(), stream=owner.stream,
+                                  capture_error_mode="thread_local"):
+                self.loss = owner.update(parts, owner.inputs(self.y), self.inv)
         self.grads = tuple(p.grad for p in owner.model.weights())  # the captured Adam step reads these
 
+    def _replay(self, n: int, mark):
+        self.forward.replay()
+        predicted = mark()
+        if self.update is not None:
+            self.update.replay()
+        return self.pred[:n], (self.post[:n] if self.post is not None else None), self.loss, predicted
+
     def run(self, shallow, deep, mark):
-        """Replay the step on these rows; `mark()` between the two graphs (the caller's event, or None)."""
+        """Replay the step on these rows; `mark()` after the forward (the caller's event, or None)."""
         n = shallow.shape[0]
         self.x[:n].copy_(shallow)
         self.y[:n].copy_(deep)
@@ -184,10 +218,12 @@ class StepGraphs:
             self.y[n:self.filled].zero_()
         self.filled = n
         self.inv.fill_(1.0 / (n * shallow.shape[1]))
-        self.forward.replay()
-        predicted = mark()
-        self.update.replay()
-        return self.pred[:n], (self.post[:n] if self.post is not None else None), self.loss, predicted
+        return self._replay(n, mark)
+
+    def run_gathered(self, index, n: int, mark):
+        """Replay the step on the sources' rows index[:n] (a device tensor; the graph gathers them)."""
+        self.params.write((n, index.data_ptr()))
+        return self._replay(n, mark)
 
 
 class OnlineDistiller:
@@ -262,7 +298,7 @@ class OnlineDistiller:
             if self.overlap:
                 self.stream.wait_stream(main)  # the rows (and the last fuse) are ready
             with torch.cuda.stream(run_on):
-                graphs = self._graphs(shallow, deep, post)
+                graphs = self._graphs(shallow.shape[0], shallow.shape[1], shallow.dtype, deep.dtype, post)
                 if graphs is not None:
                     pred, out, loss_dev, predicted = graphs.run(shallow, deep, self._predicted)
                     self.graph_steps += 1
@@ -287,6 +323,36 @@ class OnlineDistiller:
             self.steps += 1
             return Step(pred, out, loss, predicted, self.trained, graphs is not None)
 
+    def step_gathered(self, src_x: torch.Tensor, src_y: torch.Tensor, index: torch.Tensor, n: int,
+                      post=None) -> Step:
+        """`step` on the rows src_x[index[:n]], src_y[index[:n]] (index: int64 or int32, on the device):
+        past the warm-up, on CUDA, the captured step gathers them itself (one parameter copy and one replay
+        on the host); else they are selected here first."""
+        with torch.inference_mode(False), torch.no_grad():
+            graphs = None
+            if self.stream is not None and index.dtype in (torch.int64, torch.int32) and src_x.stride(1) == 1 \
+                    and src_y.stride(1) == 1:
+                graphs = self._graphs(n, src_x.shape[1], src_x.dtype, src_y.dtype, post, (src_x, src_y),
+                                      index.dtype == torch.int64)
+            if graphs is None:
+                rows = index[:n]
+                return self.step(src_x.index_select(0, rows), src_y.index_select(0, rows), post)
+            main = torch.cuda.current_stream()
+            run_on = self.stream if self.overlap else main
+            if self.overlap:
+                self.stream.wait_stream(main)
+            with torch.cuda.stream(run_on):
+                pred, out, loss_dev, predicted = graphs.run_gathered(index, n, self._predicted)
+                loss = torch.empty((), dtype=torch.float32, pin_memory=True)
+                loss.copy_(loss_dev, non_blocking=True)
+            if self.overlap:
+                index.record_stream(self.stream)
+            self.graph_steps += 1
+            self.trained = torch.cuda.Event()
+            self.trained.record(run_on)
+            self.steps += 1
+            return Step(pred, out, loss, predicted, self.trained, True)
+
     def _predicted(self):
         """On the side stream: an event the caller's stream waits for before reading the prediction
         (`Step.wait`); in order: None, the caller's stream order has it already."""
@@ -296,14 +362,18 @@ class OnlineDistiller:
         event.record()
         return event
 
-    def _graphs(self, shallow, deep, post) -> StepGraphs | None:
-        """The captured step for these rows, capturing it the first time; None: run eagerly."""
+    def _graphs(self, rows: int, hidden: int, x_dtype, y_dtype, post, sources=None,
+                index64: bool = True) -> StepGraphs | None:
+        """The captured step for `rows` rows, capturing it the first time; None: run eagerly. `sources`: the
+        buffers the rows are gathered from (StepGraphs keeps their addresses: a new buffer, a new graph)."""
         if not self.graphs_on or self.steps < WARMUP_STEPS or self.graph_error is not None:
             return None
-        key = (bucket_of(shallow.shape[0]), post, shallow.dtype, deep.dtype)
+        where = None if sources is None else (sources[0].data_ptr(), sources[0].stride(0), sources[1].data_ptr(),
+                                              sources[1].stride(0), index64)
+        key = (bucket_of(rows), post, x_dtype, y_dtype, where)
         if key not in self.graphs:
             try:
-                self.graphs[key] = StepGraphs(self, key[0], shallow.shape[1], post, key[2:])
+                self.graphs[key] = StepGraphs(self, key[0], hidden, post, key[2:4], sources, index64)
             except Exception as exc:  # counted and reported (stats: graph_error); the step runs eagerly
                 self.graph_error = f"{type(exc).__name__}: {exc}"[:300]
                 return None

@@ -5,10 +5,25 @@ about the request), never from the shape of its id."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from esamp.config import ESampConfig, beta_of
 from esamp.counters import ESampCounters
 
 SHARED = "shared"
+
+
+@dataclass
+class BatchRows:
+    """A batch's rows as ESamp sees them, computed once per batch (esamp/groups.py Groups.rows)."""
+
+    betas: Any  # [rows] fp32 host tensor, 0 where ESamp does not act
+    keys: list  # group key per row
+    one_key: Any  # the key when every row shares one distiller, else None
+    active: Any  # [rows] bool host tensor: betas != 0
+    acting: int  # rows with β ≠ 0
+    beta_dev: Any = None  # betas on the device, once a step put them there
 
 
 class Groups:
@@ -58,16 +73,18 @@ class Groups:
             raise ESampGateFailed(f"ESamp: request {engine_id!r} is sampled but was never announced by the "
                                   "request events (surface engine.request_ids)") from None
 
-    def rows(self, engine_ids) -> tuple:
-        """(β per row as a host tensor, group key per row, a slot for β on the device) for a batch of
-        engine ids; decode steps repeat the last batch until a request joins or leaves, so the answer
-        is cached until the next request event."""
+    def rows(self, engine_ids) -> BatchRows:
+        """What ESamp needs per row of a batch of engine ids; decode steps repeat the last batch until a
+        request joins or leaves, so the answer is cached until the next request event."""
         import torch
 
         ids = tuple(engine_ids)
         if self._rows is None or self._rows[0] != self.version or self._rows[1] != ids:
             betas = torch.tensor(self.betas(ids), dtype=torch.float32)
-            self._rows = (self.version, ids, [betas, [self.key(r) for r in ids], None])
+            keys = [self.key(r) for r in ids]
+            active = betas != 0
+            self._rows = (self.version, ids, BatchRows(betas, keys, keys[0] if len(set(keys)) == 1 else None,
+                                                       active, int(active.sum())))
         return self._rows[2]
 
     def betas(self, engine_ids: list[str]) -> list[float]:

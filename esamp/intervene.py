@@ -21,7 +21,7 @@ class Pending:
     view: Any  # the step it belongs to
     normed: Any = None  # the model's final norm of the prediction, in the LM head's dtype
     ready: Any = None  # esamp.distiller.Step whose stream writes both (None: written already)
-    rows: Any = None  # the batch's cached [betas, keys, betas on the device] (esamp/groups.py rows)
+    rows: Any = None  # the batch's cached esamp.groups.BatchRows (None: this step's rows are a subset)
 
     def wait(self) -> None:
         """Make the current stream wait for the prediction (a device wait, never the host's)."""
@@ -53,10 +53,13 @@ class FusedSampler:
     """Fuses the post-filter logits. Two exact paths:
 
     dense       logits_dist over the whole vocabulary through the model's own `compute_logits`;
-    candidates  logits_dist only at the surviving candidates: the top-k of the filtered logits
-                (k = the next power of two above twice the largest recent candidate count), the
-                LM-head rows gathered there (adapters.model.candidate_logits). A row with more
-                candidates than k this step (counted, never silently wrong) is left as vLLM filtered it.
+    candidates  logits_dist only at the surviving candidates (k = the next power of two above twice the
+                largest recent candidate count), the LM-head rows gathered there. On CUDA a
+                `kernels.CandidatePass` per (row bucket, k): two Triton kernels, captured as one CUDA
+                graph once warm, that also count the candidates, the agreement and the largest count on
+                the device; elsewhere PyTorch (the top-k of the filtered logits,
+                adapters.model.candidate_logits). A row with more candidates than k this step (counted,
+                never silently wrong) is left as vLLM filtered it.
 
     The path is chosen on the host from the candidate counts of steps the device has finished,
     so no step waits for the device; the first steps, and models whose logits are not a plain
@@ -68,14 +71,19 @@ class FusedSampler:
         self.candidates_total = None  # device: surviving candidates over the counted rows
         self.agreement_total = None  # device: counted rows where argmax logits_dist == argmax logits_ref
         self.overflow_total = None  # device: rows the candidate path left alone (more candidates than k)
-        self.kernel_overflow = None  # device int32 [1]: the same, counted by the fuse kernel
+        self.totals = None  # device int64 [3]: the candidate kernels' counts (esamp/kernels.py T_*)
+        self.passes: dict = {}  # (row bucket, k, vocab, LM head) -> kernels.CandidatePass
+        self.last_pass = None  # (the pass whose `top` the last step wrote, its event)
+        self.graphs = True  # capture the candidate passes (ESampConfig.cuda_graphs)
         self.count_copies = deque()  # (pinned host copy of a step's largest candidate count, ready event)
         self.recent_max: int | None = None
         self.count_samples: list = []  # device tensors: per-row candidate counts of sampled steps
         self.lockstep = False  # tensor-parallel ranks: the path choice must not depend on timing
 
     def reset_counts(self) -> None:
-        self.candidates_total = self.agreement_total = self.overflow_total = self.kernel_overflow = None
+        self.candidates_total = self.agreement_total = self.overflow_total = None
+        if self.totals is not None:
+            self.totals.zero_()
         self.count_samples = []
 
     def _path_k(self) -> int | None:
@@ -90,6 +98,12 @@ class FusedSampler:
             if ready is not None and self.lockstep:
                 ready.synchronize()
             self.recent_max = int(host)
+        if self.last_pass is not None and (self.lockstep or self.last_pass[1].query()):
+            done, ready = self.last_pass
+            if self.lockstep:
+                ready.synchronize()
+            self.recent_max = int(done.top_host)
+            self.last_pass = None
         if self.recent_max is None:
             return None
         k = max(MIN_CANDIDATE_K, 1 << (2 * max(self.recent_max, 1) - 1).bit_length())
@@ -121,13 +135,14 @@ class FusedSampler:
             return None
         model = pending.view.runner.get_model()
         ref = batch.logits
-        betas = pending.betas
-        if pending.rows is not None and pending.rows[2] is not None and pending.rows[2].device == ref.device:
-            beta_dev = pending.rows[2]  # the same batch as the last step: β is on the device already
+        rows = pending.rows
+        if rows is not None and rows.beta_dev is not None and rows.beta_dev.device == ref.device:
+            beta_dev = rows.beta_dev  # the same batch as the last step: β is on the device already
         else:
-            beta_dev = to_device(betas, torch.float32, ref.device)
-            if pending.rows is not None:
-                pending.rows[2] = beta_dev
+            beta_dev = to_device(pending.betas, torch.float32, ref.device)
+            if rows is not None:
+                rows.beta_dev = beta_dev
+        acting_rows = rows.acting if rows is not None else int((pending.betas != 0).sum())
         temperature = temperature.to(ref.device)
         c = self.counters
         k = self._path_k()  # from earlier steps' counts: this step's are not waited for
@@ -142,52 +157,49 @@ class FusedSampler:
         if normed is None:
             normed = model.model.norm(pending.prediction.to(weight_dtype(model)))
         with torch.no_grad():
+            if weight is not None and shard is None and kernels.fits(ref, weight):
+                # CUDA: one pass collects, one kernel fuses and counts, on the device (CandidatePass)
+                c.candidate_steps += 1
+                c.kernel_steps += 1
+                out = self._candidate_pass(ref, min(k, ref.shape[1]), weight, normed, beta_dev, temperature,
+                                           counted, pending.betas != 0 if rows is None else rows.active)
+                c.intervention_calls += 1
+                c.rows_intervened += acting_rows
+                c.rows_counted += acting_rows  # the kernels count every step's rows
+                return out
             if weight is None:  # dense
                 c.dense_steps += 1
                 counts = torch.isfinite(ref).sum(dim=-1)  # per row, on the device
                 dist = logits_from_normed(model, normed)[:, : ref.shape[1]]
                 out = fused_logits(ref, dist, beta_dev, temperature,
-                                   any_beta_at_most_minus_one=bool((betas <= -1).any()))
+                                   any_beta_at_most_minus_one=bool((pending.betas <= -1).any()))
                 if counted:
                     agree = dist.masked_fill(~torch.isfinite(ref), float("-inf")).argmax(-1) == ref.argmax(-1)
-            else:  # candidates; in place: the filtered logits are vLLM's scratch (apply_top_k_top_p fills
-                # them in place too), handed to nothing but this hook and the draw that follows it
+            else:  # candidates in PyTorch; in place: the filtered logits are vLLM's scratch (apply_top_k_top_p
+                # fills them in place too), handed to nothing but this hook and the draw that follows it
                 c.candidate_steps += 1
                 k = min(k, ref.shape[1])
                 normed = normed.to(weight.dtype)
-                if shard is None and kernels.fits(ref, weight):  # CUDA: one pass collects, one kernel fuses
-                    c.kernel_steps += 1
-                    idx, values, counts = kernels.collect_candidates(ref, k)
-                    if self.kernel_overflow is None:
-                        self.kernel_overflow = torch.zeros(1, dtype=torch.int32, device=ref.device)
-                    dist = kernels.fuse_candidates(ref, idx, counts, weight, normed, beta_dev, temperature,
-                                                   self.kernel_overflow)
-                    out = ref
-                    if counted:
-                        live = kernels.live(counts, k)
-                        covered = counts <= k
-                else:
-                    # one column more than gathered: a finite value there means the row has more than k
-                    # candidates. Counts from the top-k+1 alone: exact up to k, k+1 = more.
-                    values, idx = torch.topk(ref, min(k + 1, ref.shape[1]), dim=-1)
-                    counts = torch.isfinite(values).sum(dim=-1)
-                    covered = counts <= k
-                    values, idx = values[:, :k], idx[:, :k]
-                    dist = (candidate_logits(model, normed, weight, idx) if shard is None
-                            else sharded_candidate_logits(normed, shard, idx))
-                    acting = torch.where(covered, beta_dev, torch.zeros_like(beta_dev))
-                    out = ref.scatter_(1, idx, fused_at(values, dist, acting, temperature))
-                    over = (~covered & (beta_dev != 0)).sum()
-                    self.overflow_total = over if self.overflow_total is None else self.overflow_total + over
-                    live = torch.isfinite(values)
+                # one column more than gathered: a finite value there means the row has more than k
+                # candidates. Counts from the top-k+1 alone: exact up to k, k+1 = more.
+                values, idx = torch.topk(ref, min(k + 1, ref.shape[1]), dim=-1)
+                counts = torch.isfinite(values).sum(dim=-1)
+                covered = counts <= k
+                values, idx = values[:, :k], idx[:, :k]
+                dist = (candidate_logits(model, normed, weight, idx) if shard is None
+                        else sharded_candidate_logits(normed, shard, idx))
+                acting = torch.where(covered, beta_dev, torch.zeros_like(beta_dev))
+                out = ref.scatter_(1, idx, fused_at(values, dist, acting, temperature))
+                over = (~covered & (beta_dev != 0)).sum()
+                self.overflow_total = over if self.overflow_total is None else self.overflow_total + over
+                live = torch.isfinite(values)
                 if counted:  # logits_dist's best candidate is logits_ref's best one
                     best = dist.masked_fill(~live, float("-inf")).argmax(-1)
                     agree = (best == values.masked_fill(~live, float("-inf")).argmax(-1)) & covered
             if c.intervention_calls % COUNTS_EVERY == 0:  # the path choice reads these (a copy to the host each)
                 self._record_counts(counts)
         c.intervention_calls += 1
-        active_host = betas != 0
-        acting_rows = int(active_host.sum())
+        active_host = pending.betas != 0
         if counted:
             active = beta_dev != 0
             candidates = torch.where(active, counts, torch.zeros_like(counts)).sum()
@@ -200,23 +212,60 @@ class FusedSampler:
         c.rows_intervened += acting_rows
         return out
 
+    def _candidate_pass(self, ref, k, weight, normed, beta_dev, temperature, sampled, active_host):
+        """This step through the CandidatePass of its row bucket and k (built, and captured, on first use):
+        on the host, one parameter copy and one replay; its largest count copied to the host every
+        COUNTS_EVERY interventions for the path choice, its counts kept for the distribution when `sampled`."""
+        import torch
+
+        from esamp import kernels
+        from esamp.distiller import bucket_of
+
+        n = ref.shape[0]
+        key = (bucket_of(n), k, ref.shape[1], weight.data_ptr())
+        cp = self.passes.get(key)
+        if cp is None:
+            if self.totals is None:
+                self.totals = kernels.new_totals(ref.device)
+            cp = self.passes[key] = kernels.CandidatePass(key[0], k, ref.shape[1], weight, self.totals,
+                                                          graphs=self.graphs)
+            cp.top_host = torch.zeros(1, dtype=torch.int32, pin_memory=True)
+            cp.top_ready = torch.cuda.Event()
+        if temperature.dtype != torch.float32:
+            temperature = temperature.float()
+        cp.run(ref, beta_dev, temperature.contiguous(), normed.to(weight.dtype).contiguous())
+        if self.counters.intervention_calls % COUNTS_EVERY == 0:
+            cp.top_host.copy_(cp.top, non_blocking=True)
+            cp.top_ready.record()
+            self.last_pass = (cp, cp.top_ready)
+        if sampled and len(self.count_samples) < COUNT_SAMPLES:
+            self.count_samples.append((cp.counts[:n].clone(), active_host))
+        if cp.graph_error is not None and self.counters.graph_error is None:
+            self.counters.graph_error = f"candidate pass: {cp.graph_error}"
+        return ref
+
     def read_candidates(self) -> None:
         """Fold the device-side counts into the counters (waits for the device: stats() only)."""
         import torch
 
         c = self.counters
-        if self.candidates_total is not None:
-            c.candidates_sum = int(self.candidates_total)
-        if self.overflow_total is not None or self.kernel_overflow is not None:
-            c.rows_overflowed = sum(int(t.sum()) for t in (self.overflow_total, self.kernel_overflow) if t is not None)
-        if self.agreement_total is not None:
-            c.agreement_hits = int(self.agreement_total)
+        from esamp import kernels
+
+        kt = [int(v) for v in self.totals.cpu()] if self.totals is not None else [0, 0, 0]
+        # the kernels' totals (every step) and the PyTorch paths' (every CANDIDATES_EVERY-th step)
+        c.candidates_sum = kt[kernels.T_CANDIDATES] + _int(self.candidates_total)
+        c.rows_overflowed = kt[kernels.T_OVERFLOW] + _int(self.overflow_total)
+        c.agreement_hits = kt[kernels.T_AGREE] + _int(self.agreement_total)
         if self.count_samples:
             all_counts = torch.cat([counts.cpu()[mask] for counts, mask in self.count_samples]).float()
             if all_counts.numel():
                 q = torch.quantile(all_counts, torch.tensor([0.5, 0.9, 0.99]))
                 c.candidates_quantiles = {"median": float(q[0]), "p90": float(q[1]), "p99": float(q[2]),
                                           "rows": int(all_counts.numel())}
+
+
+def _int(total) -> int:
+    return int(total) if total is not None else 0
 
 
 def weight_dtype(model):

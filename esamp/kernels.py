@@ -2,17 +2,9 @@
 over the whole vocabulary (the largest cost measured on the H200: aten::topk ~0.6 ms per step
 on [256, 152k] logits).
 
-collect   one pass over the filtered logits: each row's surviving candidates (finite entries),
-          their indices and values into [rows, k] buffers, and the row's exact candidate count
-          (also when it is larger than k). Order within a row is not fixed (blocks append with an
-          atomic), and nothing depends on it: every result below is written back by index.
-          Blocks without a candidate (most of them, after top-p) stop after their one read.
-fuse      per row with at most k candidates: logits_dist at its candidates only (LM-head rows
-          gathered inside the kernel, products in the head's dtype, fp32 accumulation, rounded to
-          the head's dtype as the dense head rounds its output), then ref ← c1·ref + c2·dist at
-          those indices, in place, with c1 = 1+β, c2 = −β/T per row computed in the kernel from β
-          and T (esamp/fused.py's formula). Rows with more candidates than k are left as vLLM
-          filtered them and, if β ≠ 0, counted on the device.
+collect, fuse   `CandidatePass` (below): per step, the surviving candidates of each row, then the fused
+                logits at them, with the counts ESamp reports summed on the device; both read the step's
+                tensors' addresses from a `Params` block, so one CUDA graph of the two serves every step.
 
 The distiller step's element-wise work (esamp/distiller.py, bf16 GEMMs), the same fp32 arithmetic
 as its PyTorch path in one launch each instead of 3-7:
@@ -20,7 +12,9 @@ swiglu        h = silu(a)·b from the gate/up GEMM's output [a | b], rounded to 
 residual      pred = x + o in fp32 (o = h Wdᵀ);
 scaled_error  r = 2·inv·(pred − y) in the GEMMs' dtype, and each row's Σ(pred − y)² in fp32
               (one program per row: the loss is summed in a fixed order, the same on every rank);
-swiglu_grad   [dh·b·silu'(a) | dh·s] for the gate/up weight's gradient GEMM.
+swiglu_grad   [dh·b·silu'(a) | dh·s] for the gate/up weight's gradient GEMM;
+gather_rows   the step's rows from the two taps' buffers, by indices read on the device (the captured step
+              then needs no copies launched from the host).
 
 `available()` says whether they can run (CUDA tensors and Triton importable); the PyTorch path in
 esamp/intervene.py is the reference they are tested against (tests/test_esamp_kernels.py, which
@@ -69,58 +63,100 @@ def fits(ref, weight) -> bool:
         and weight.stride(1) == 1
 
 
+#: The candidate kernels read their per-step inputs from an int64 block on the device (`Params`), so the
+#: same launches (and a CUDA graph of them: esamp/intervene.py CandidatePass) serve every step, whatever
+#: address vLLM's logits, β and temperatures have that step. Offsets:
+C_ROWS, C_REF, C_REF_STRIDE, C_BETA, C_TEMP, C_NORMED = range(6)
+C_SIZE = 8
+#: The gather kernel's block (the distiller step's rows from the taps: esamp/distiller.py StepGraphs).
+G_ROWS, G_INDEX = range(2)
+G_SIZE = 2
+#: `totals` (int64 [3], on the device, summed over steps): candidates of acting rows, acting rows where
+#: logits_dist's best candidate is logits_ref's best one, acting rows left alone (more candidates than k)
+T_CANDIDATES, T_AGREE, T_OVERFLOW = range(3)
+
+
 @functools.cache  # compiled lazily, once per process: Triton is imported only where the kernels run
 def _kernels():
     triton, tl = _triton()
 
     @triton.jit
-    def collect(ref_ptr, ref_stride, vocab, idx_ptr, val_ptr, count_ptr, K: tl.constexpr, BLOCK: tl.constexpr):
+    def collect(params_ptr, vocab, idx_ptr, val_ptr, count_ptr, K: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0)
-        block = tl.program_id(1)
-        cols = block * BLOCK + tl.arange(0, BLOCK)
-        inside = cols < vocab
-        vals = tl.load(ref_ptr + row.to(tl.int64) * ref_stride + cols, mask=inside, other=float("-inf"))
-        finite = inside & (vals > float("-inf")) & (vals < float("inf"))
-        flag = finite.to(tl.int32)
-        total = tl.sum(flag, axis=0)
-        if total > 0:  # after top-p most blocks hold no candidate: they stop after one read
-            base = tl.atomic_add(count_ptr + row, total)  # where this block's candidates start in the row
-            pos = base + tl.cumsum(flag, axis=0) - flag
-            keep = finite & (pos < K)
-            tl.store(idx_ptr + row * K + pos, cols.to(tl.int64), mask=keep)
-            tl.store(val_ptr + row * K + pos, vals, mask=keep)
+        if row < tl.load(params_ptr + 0):  # C_ROWS: programs past this step's rows (a padded bucket) stop
+            ref_ptr = tl.load(params_ptr + 1).to(val_ptr.dtype)  # C_REF (fp32, as the values)
+            ref_stride = tl.load(params_ptr + 2)
+            block = tl.program_id(1)
+            cols = block * BLOCK + tl.arange(0, BLOCK)
+            inside = cols < vocab
+            vals = tl.load(ref_ptr + row.to(tl.int64) * ref_stride + cols, mask=inside, other=float("-inf"))
+            finite = inside & (vals > float("-inf")) & (vals < float("inf"))
+            flag = finite.to(tl.int32)
+            total = tl.sum(flag, axis=0)
+            if total > 0:  # after top-p most blocks hold no candidate: they stop after one read
+                base = tl.atomic_add(count_ptr + row, total)  # where this block's candidates start in the row
+                pos = base + tl.cumsum(flag, axis=0) - flag
+                keep = finite & (pos < K)
+                tl.store(idx_ptr + row * K + pos, cols.to(tl.int64), mask=keep)
+                tl.store(val_ptr + row * K + pos, vals, mask=keep)
 
     @triton.jit
-    def fuse(ref_ptr, ref_stride, idx_ptr, count_ptr, w_ptr, w_stride, x_ptr, hidden, beta_ptr, temp_ptr,
-             over_ptr, dist_ptr, EPS: tl.constexpr, K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr):
+    def fuse(params_ptr, idx_ptr, count_ptr, w_ptr, w_stride, hidden, totals_ptr, max_ptr, dist_ptr,
+             EPS: tl.constexpr, K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr):
         row = tl.program_id(0)
-        n = tl.load(count_ptr + row)
-        t = tl.load(temp_ptr + row).to(tl.float32)
-        greedy = t < EPS  # β is zeroed on greedy rows, and vLLM did not divide them (esamp/fused.py)
-        b = tl.where(greedy, 0.0, tl.load(beta_ptr + row).to(tl.float32))
-        c1 = 1 + b
-        c2 = -b / tl.where(greedy, 1.0, t)
-        if n > K:
-            if b != 0:
-                tl.atomic_add(over_ptr, 1)  # an acting row left as vLLM filtered it: counted
-        else:
-            for start in range(0, n, BLOCK_K):
-                j = start + tl.arange(0, BLOCK_K)
-                live = j < n
-                idx = tl.load(idx_ptr + row * K + j, mask=live, other=0)
-                acc = tl.zeros([BLOCK_K], dtype=tl.float32)
-                for h0 in range(0, hidden, BLOCK_H):
-                    h = h0 + tl.arange(0, BLOCK_H)
-                    hm = h < hidden
-                    x = tl.load(x_ptr + row * hidden + h, mask=hm, other=0.0)
-                    w = tl.load(w_ptr + idx[:, None] * w_stride + h[None, :], mask=live[:, None] & hm[None, :],
-                                other=0.0)
-                    acc += tl.sum(w.to(tl.float32) * x.to(tl.float32)[None, :], axis=1)
-                dist = acc.to(w_ptr.dtype.element_ty).to(tl.float32)  # rounded as the dense head rounds
-                tl.store(dist_ptr + row * K + j, dist, mask=live)
-                at = ref_ptr + row.to(tl.int64) * ref_stride + idx
-                ref = tl.load(at, mask=live, other=0.0)
-                tl.store(at, ref * c1 + dist * c2, mask=live)
+        if row < tl.load(params_ptr + 0):
+            ref_ptr = tl.load(params_ptr + 1).to(dist_ptr.dtype)  # fp32
+            ref_stride = tl.load(params_ptr + 2)
+            beta_ptr = tl.load(params_ptr + 3).to(dist_ptr.dtype)  # fp32 [rows]
+            temp_ptr = tl.load(params_ptr + 4).to(dist_ptr.dtype)  # fp32 [rows]
+            x_ptr = tl.load(params_ptr + 5).to(w_ptr.dtype)  # [rows, hidden] in the head's dtype
+            n = tl.load(count_ptr + row)
+            tl.atomic_max(max_ptr, n)  # the step's largest count: the next steps' k (FusedSampler._path_k)
+            t = tl.load(temp_ptr + row)
+            raw_b = tl.load(beta_ptr + row)
+            greedy = t < EPS  # β is zeroed on greedy rows, and vLLM did not divide them (esamp/fused.py)
+            b = tl.where(greedy, 0.0, raw_b)
+            c1 = 1 + b
+            c2 = -b / tl.where(greedy, 1.0, t)
+            acting = raw_b != 0
+            if acting:
+                tl.atomic_add(totals_ptr + 0, n.to(tl.int64))  # T_CANDIDATES
+            if n > K:
+                if b != 0:
+                    tl.atomic_add(totals_ptr + 2, 1)  # T_OVERFLOW: an acting row left as vLLM filtered it
+            else:
+                best_d = tl.full([], float("-inf"), tl.float32)
+                best_r = tl.full([], float("-inf"), tl.float32)
+                at_d = tl.full([], -1, tl.int32)
+                at_r = tl.full([], -1, tl.int32)
+                for start in range(0, n, BLOCK_K):
+                    j = start + tl.arange(0, BLOCK_K)
+                    live = j < n
+                    idx = tl.load(idx_ptr + row * K + j, mask=live, other=0)
+                    acc = tl.zeros([BLOCK_K], dtype=tl.float32)
+                    for h0 in range(0, hidden, BLOCK_H):
+                        h = h0 + tl.arange(0, BLOCK_H)
+                        hm = h < hidden
+                        x = tl.load(x_ptr + row * hidden + h, mask=hm, other=0.0)
+                        w = tl.load(w_ptr + idx[:, None] * w_stride + h[None, :], mask=live[:, None] & hm[None, :],
+                                    other=0.0)
+                        acc += tl.sum(w.to(tl.float32) * x.to(tl.float32)[None, :], axis=1)
+                    dist = acc.to(w_ptr.dtype.element_ty).to(tl.float32)  # rounded as the dense head rounds
+                    tl.store(dist_ptr + row * K + j, dist, mask=live)
+                    at = ref_ptr + row.to(tl.int64) * ref_stride + idx
+                    ref = tl.load(at, mask=live, other=0.0)
+                    tl.store(at, ref * c1 + dist * c2, mask=live)
+                    # the best candidate of each, first position on ties (as torch's argmax)
+                    d = tl.where(live, dist, float("-inf"))
+                    r = tl.where(live, ref, float("-inf"))
+                    bd, br = tl.max(d, axis=0), tl.max(r, axis=0)
+                    pd = start + tl.argmax(d, axis=0, tie_break_left=True)
+                    pr = start + tl.argmax(r, axis=0, tie_break_left=True)
+                    at_d = tl.where(bd > best_d, pd, at_d)
+                    at_r = tl.where(br > best_r, pr, at_r)
+                    best_d, best_r = tl.maximum(best_d, bd), tl.maximum(best_r, br)
+                if acting:
+                    tl.atomic_add(totals_ptr + 1, ((at_d == at_r) & (n > 0)).to(tl.int64))  # T_AGREE
 
     return triton, collect, fuse
 
@@ -175,7 +211,30 @@ def _step_kernels():
             tl.store(r_ptr + row * hidden + h, (err * scale).to(r_ptr.dtype.element_ty), mask=m)
         tl.store(sq_ptr + row, tl.sum(acc, axis=0))
 
-    return triton, swiglu_k, swiglu_grad_k, residual_k, scaled_error_k
+    @triton.jit
+    def gather_k(params_ptr, sx_ptr, sx_stride, sy_ptr, sy_stride, x_ptr, y_ptr, inv_ptr, hidden,
+                 IDX64: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        n = tl.load(params_ptr + 0)  # G_ROWS
+        if row == 0:
+            tl.store(inv_ptr, 1.0 / (n * hidden).to(tl.float32))
+        live = row < n
+        at = tl.where(live, row, 0)
+        if IDX64:
+            src = tl.load(tl.load(params_ptr + 1).to(tl.pointer_type(tl.int64)) + at, mask=live, other=0)  # G_INDEX
+        else:
+            src = tl.load(tl.load(params_ptr + 1).to(tl.pointer_type(tl.int32)) + at, mask=live, other=0).to(tl.int64)
+        rows_live = (tl.zeros([BLOCK], dtype=tl.int64) + row) < n
+        for h0 in range(0, hidden, BLOCK):
+            h = h0 + tl.arange(0, BLOCK)
+            m = h < hidden
+            real = m & rows_live  # rows past n: zeros (a zero row's error and gradients are exactly zero)
+            vx = tl.load(sx_ptr + src * sx_stride + h, mask=real, other=0.0)
+            vy = tl.load(sy_ptr + src * sy_stride + h, mask=real, other=0.0)
+            tl.store(x_ptr + row.to(tl.int64) * hidden + h, vx.to(x_ptr.dtype.element_ty), mask=m)
+            tl.store(y_ptr + row.to(tl.int64) * hidden + h, vy.to(y_ptr.dtype.element_ty), mask=m)
+
+    return triton, swiglu_k, swiglu_grad_k, residual_k, scaled_error_k, gather_k
 
 
 STEP_BLOCK = 1024
@@ -185,7 +244,7 @@ def swiglu(ab):
     """h [rows, w] = silu(a)·b for ab = [a | b] ([rows, 2w], contiguous), in ab's dtype."""
     import torch
 
-    triton, kernel, _, _, _ = _step_kernels()
+    triton, kernel, _, _, _, _ = _step_kernels()
     rows, width = ab.shape[0], ab.shape[1] // 2
     h = torch.empty(rows, width, dtype=ab.dtype, device=ab.device)
     if rows:
@@ -197,7 +256,7 @@ def swiglu_grad(ab, dh):
     """[dh·b·silu'(a) | dh·s] ([rows, 2w], ab's dtype) for ab = [a | b] and dh [rows, w]."""
     import torch
 
-    triton, _, kernel, _, _ = _step_kernels()
+    triton, _, kernel, _, _, _ = _step_kernels()
     rows, width = dh.shape
     out = torch.empty(rows, 2 * width, dtype=ab.dtype, device=ab.device)
     if rows:
@@ -209,7 +268,7 @@ def residual(x, o):
     """x + o in fp32 (x, o: [rows, hidden], contiguous, any float dtype)."""
     import torch
 
-    triton, _, _, kernel, _ = _step_kernels()
+    triton, _, _, kernel, _, _ = _step_kernels()
     pred = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     n = x.numel()
     if n:
@@ -222,7 +281,7 @@ def scaled_error(pred, y, inv, dtype):
     scalar."""
     import torch
 
-    triton, _, _, _, kernel = _step_kernels()
+    triton, _, _, _, kernel, _ = _step_kernels()
     rows, hidden = pred.shape
     r = torch.empty(rows, hidden, dtype=dtype, device=pred.device)
     sq = torch.empty(rows, dtype=torch.float32, device=pred.device)
@@ -231,12 +290,154 @@ def scaled_error(pred, y, inv, dtype):
     return r, sq
 
 
+def gather_rows(params, src_x, src_y, x, y, inv) -> None:
+    """x[r], y[r] = src_x[index[r]], src_y[index[r]] for r < n, zeros for the rows past n, inv = 1/(n·hidden):
+    n and index's address read from `params` (G_ROWS, G_INDEX: a `Params` block; index int64 or int32 by
+    `params.index64`). src_*: [tokens, hidden] with unit column stride; x, y: [rows, hidden] contiguous."""
+    triton, _, _, _, _, kernel = _step_kernels()
+    rows, hidden = x.shape
+    if rows:
+        kernel[(rows,)](params.dev, src_x, src_x.stride(0), src_y, src_y.stride(0), x, y, inv, hidden,
+                        IDX64=params.index64, BLOCK=STEP_BLOCK)
+
+
+class Params:
+    """An int64 block a kernel reads its per-step sizes and addresses from, on the device: each `write` fills
+    one of SLOTS pinned host slots and copies it to the block in stream order (no host wait), so a launch (or
+    a CUDA graph of launches) made once serves every step. A slot is written again only once its copy has run
+    (an event per slot; `waits` counts the times the host had to wait for one: in a decode loop, never, since
+    vLLM waits for each step's tokens)."""
+
+    SLOTS = 8
+
+    def __init__(self, size: int, device, index64: bool = True) -> None:
+        import torch
+
+        self.device = torch.device(device)
+        self.index64 = index64
+        self.dev = torch.zeros(size, dtype=torch.int64, device=self.device)
+        self.waits = 0
+        if self.device.type == "cuda":
+            host = torch.zeros(self.SLOTS, size, dtype=torch.int64, pin_memory=True)
+            self.slots = [host[i] for i in range(self.SLOTS)]
+            self.views = [t.numpy() for t in self.slots]
+            self.events = [torch.cuda.Event() for _ in range(self.SLOTS)]
+            self.used = [False] * self.SLOTS
+            self.next = 0
+        else:  # the CPU (Triton's interpreter): the kernels read the block in program order
+            self.slots = None
+            self.view = self.dev.numpy()
+
+    def write(self, values) -> None:
+        if self.slots is None:
+            self.view[: len(values)] = values
+            return
+        i = self.next
+        self.next = (i + 1) % self.SLOTS
+        if self.used[i] and not self.events[i].query():
+            self.events[i].synchronize()
+            self.waits += 1
+        self.views[i][: len(values)] = values
+        self.dev.copy_(self.slots[i], non_blocking=True)
+        self.events[i].record()
+        self.used[i] = True
+
+
 COLLECT_BLOCK = 4096
+WARM_RUNS = 2  # eager runs of a CandidatePass before it is captured (Triton compiles at the first)
+
+
+class CandidatePass:
+    """The candidate path of one step for up to `rows` rows at `k` candidates a row: collect, then fuse, on
+    buffers this object owns, with the step's logits, β, temperatures and normed prediction read through a
+    `Params` block. On CUDA (`graphs`), after WARM_RUNS eager runs, the launches are captured once as a CUDA
+    graph and a step costs one parameter copy and one replay on the host.
+
+    collect   one pass over the filtered logits: each row's surviving candidates (finite entries), their
+              indices and values into [rows, k] buffers, and the row's exact candidate count (also when it is
+              larger than k). Order within a row is not fixed (blocks append with an atomic), and nothing
+              depends on it: every result is written back by index. Blocks without a candidate (most of
+              them, after top-p) stop after their one read.
+    fuse      per row with at most k candidates: logits_dist at its candidates only (LM-head rows gathered
+              inside the kernel, products in the head's dtype, fp32 accumulation, rounded to the head's dtype
+              as the dense head rounds its output), then ref ← c1·ref + c2·dist at those indices, in place,
+              with c1 = 1+β, c2 = −β/T per row computed in the kernel from β and T (esamp/fused.py's formula).
+              Rows with more candidates than k are left as vLLM filtered them. Into `totals` (T_*): acting
+              rows' candidates, their agreement (logits_dist's best candidate is logits_ref's), and acting rows
+              left alone; into `top` the step's largest count.
+    """
+
+    def __init__(self, rows: int, k: int, vocab: int, weight, totals, *, graphs: bool) -> None:
+        import torch
+
+        device = weight.device
+        self.rows, self.k, self.vocab, self.weight, self.totals = rows, k, vocab, weight, totals
+        self.params = Params(C_SIZE, device)
+        self.idx = torch.zeros(rows, k, dtype=torch.int64, device=device)
+        self.values = torch.zeros(rows, k, dtype=torch.float32, device=device)
+        self.dist = torch.zeros(rows, k, dtype=torch.float32, device=device)
+        self._counts = torch.zeros(rows + 1, dtype=torch.int32, device=device)  # per row, then the largest
+        self.counts, self.top = self._counts[:rows], self._counts[rows:]
+        self.graphs = graphs and device.type == "cuda"
+        self.graph = None
+        self.graph_error: str | None = None
+        self.runs = 0
+
+    def run(self, ref, beta, temperature, normed) -> None:
+        """ref: fp32 [n ≤ rows, vocab] with unit column stride, changed in place; beta, temperature: fp32 [n],
+        contiguous; normed: [n, hidden] contiguous, in the head's dtype."""
+        self.params.write((ref.shape[0], ref.data_ptr(), ref.stride(0), beta.data_ptr(), temperature.data_ptr(),
+                           normed.data_ptr()))
+        self.runs += 1
+        if self.graph is not None:
+            self.graph.replay()
+            return
+        self._launch()
+        if self.graphs and self.runs >= WARM_RUNS and self.graph_error is None:
+            self._capture()
+
+    def _launch(self) -> None:
+        from driftcheck.adapters.sampler import SAMPLING_EPS
+
+        triton, collect, fuse = _kernels()
+        self._counts.zero_()
+        collect[(self.rows, triton.cdiv(self.vocab, COLLECT_BLOCK))](
+            self.params.dev, self.vocab, self.idx, self.values, self.counts, K=self.k, BLOCK=COLLECT_BLOCK)
+        fuse[(self.rows,)](self.params.dev, self.idx, self.counts, self.weight, self.weight.stride(0),
+                           self.weight.shape[1], self.totals, self.top, self.dist, EPS=SAMPLING_EPS, K=self.k,
+                           BLOCK_K=16, BLOCK_H=256)
+
+    def _capture(self) -> None:
+        """The launches as one CUDA graph (captured on a side stream with capture_begin/end: no device sync,
+        nothing allocated); a failure is kept (`graph_error`) and the pass stays eager."""
+        import torch
+
+        graph = torch.cuda.CUDAGraph()
+        stream = torch.cuda.Stream(device=self.weight.device)
+        try:
+            with torch.cuda.stream(stream):
+                graph.capture_begin(capture_error_mode="thread_local")
+                try:
+                    self._launch()
+                finally:
+                    graph.capture_end()
+        except Exception as exc:  # counted and reported (stats: graph_error)
+            self.graph_error = f"{type(exc).__name__}: {exc}"[:300]
+            return
+        self.graph = graph
+
+
+def new_totals(device):
+    """The candidate kernels' running totals (T_*), int64 on the device."""
+    import torch
+
+    return torch.zeros(3, dtype=torch.int64, device=device)
 
 
 def collect_candidates(ref, k: int):
-    """(indices [rows, k] int64, values [rows, k] fp32, counts [rows] int32) of each row's finite
-    entries; columns at and past a row's count are not written (read them through `live(counts, k)`)."""
+    """(indices [rows, k] int64, values [rows, k] fp32, counts [rows] int32) of each row's finite entries,
+    through the same kernel CandidatePass launches; columns at and past a row's count are not written
+    (read them through `live(counts, k)`)."""
     import torch
 
     triton, collect, _ = _kernels()
@@ -245,8 +446,10 @@ def collect_candidates(ref, k: int):
     val = torch.empty(rows, k, dtype=ref.dtype, device=ref.device)
     counts = torch.zeros(rows, dtype=torch.int32, device=ref.device)
     if rows:
-        collect[(rows, triton.cdiv(vocab, COLLECT_BLOCK))](ref, ref.stride(0), vocab, idx, val, counts,
-                                                           K=k, BLOCK=COLLECT_BLOCK)
+        params = Params(C_SIZE, ref.device)
+        params.write((rows, ref.data_ptr(), ref.stride(0)))
+        collect[(rows, triton.cdiv(vocab, COLLECT_BLOCK))](params.dev, vocab, idx, val, counts, K=k,
+                                                           BLOCK=COLLECT_BLOCK)
     return idx, val, counts
 
 
@@ -257,11 +460,12 @@ def live(counts, k: int):
     return torch.arange(k, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)
 
 
-def fuse_candidates(ref, idx, counts, weight, normed, beta, temperature, overflow):
-    """In place on ref (fp32 [rows, vocab], row-contiguous): at each row's candidates (rows with at
-    most k), ref ← (1+β)·ref + (−β/T)·(normed · weight[idx]), β zeroed on greedy rows (T < vLLM's
-    SAMPLING_EPS). Rows with more than k candidates are left alone and, where β ≠ 0, added to
-    `overflow` (int32 [1], on the device). Returns logits_dist at the candidates [rows, k] (fp32;
+def fuse_candidates(ref, idx, counts, weight, normed, beta, temperature, totals, top=None):
+    """CandidatePass's fuse kernel on given buffers: in place on ref (fp32 [rows, vocab], row-contiguous), at
+    each row's candidates (rows with at most k), ref ← (1+β)·ref + (−β/T)·(normed · weight[idx]), β zeroed
+    on greedy rows (T < vLLM's SAMPLING_EPS). Rows with more than k candidates are left alone. Into `totals`
+    (int64 [3], T_*): acting (β ≠ 0) rows' candidates and their agreement, and acting rows left alone; into
+    `top` (int32 [1], if given) the largest count. Returns logits_dist at the candidates [rows, k] (fp32;
     unwritten past a row's count and on rows with more than k candidates)."""
     import torch
 
@@ -269,10 +473,13 @@ def fuse_candidates(ref, idx, counts, weight, normed, beta, temperature, overflo
 
     triton, _, fuse = _kernels()
     rows, k = idx.shape
-    hidden = weight.shape[1]
     dist = torch.empty(rows, k, dtype=torch.float32, device=ref.device)
+    top = torch.zeros(1, dtype=torch.int32, device=ref.device) if top is None else top
     if rows:
-        fuse[(rows,)](ref, ref.stride(0), idx, counts, weight, weight.stride(0), normed.contiguous(), hidden,
-                      beta.contiguous(), temperature.contiguous(), overflow, dist, EPS=SAMPLING_EPS, K=k,
-                      BLOCK_K=16, BLOCK_H=256)
+        beta, temperature, normed = beta.float().contiguous(), temperature.float().contiguous(), normed.contiguous()
+        params = Params(C_SIZE, ref.device)
+        params.write((rows, ref.data_ptr(), ref.stride(0), beta.data_ptr(), temperature.data_ptr(),
+                      normed.data_ptr()))
+        fuse[(rows,)](params.dev, idx, counts, weight, weight.stride(0), weight.shape[1], totals, top, dist,
+                      EPS=SAMPLING_EPS, K=k, BLOCK_K=16, BLOCK_H=256)
     return dist

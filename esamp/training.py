@@ -19,7 +19,16 @@ class LossBook:
         with post(prediction)) and the update. Returns the esamp.distiller.Step."""
         with timed("esamp.distill", self.counters.host_s):
             step = distiller.step(shallow, deep, post)
-        self.unread.append((step.loss, shallow.shape[0], step.trained))
+        return self._queued(distiller, step, shallow.shape[0])
+
+    def train_gathered(self, distiller, src_shallow, src_deep, index, n: int, post=None):
+        """`train` on the rows src[index[:n]] of the two taps' buffers (OnlineDistiller.step_gathered)."""
+        with timed("esamp.distill", self.counters.host_s):
+            step = distiller.step_gathered(src_shallow, src_deep, index, n, post)
+        return self._queued(distiller, step, n)
+
+    def _queued(self, distiller, step, rows: int):
+        self.unread.append((step.loss, rows, step.trained))
         self.counters.graph_steps += step.graphed
         if distiller.graph_error is not None and self.counters.graph_error is None:
             self.counters.graph_error = distiller.graph_error

@@ -45,12 +45,18 @@ def check(device: str = "cuda", *, cases: int = 12, seed: int = 0) -> list[str]:
             problems.append(f"case {case}: counts {counts.tolist()} != {want_counts.tolist()}")
             continue
         out = ref.clone()
-        overflow = torch.zeros(1, dtype=torch.int32, device=device)
-        dist = kernels.fuse_candidates(out, idx, counts, weight, normed, beta, temperature, overflow)
+        totals, top = kernels.new_totals(device), torch.zeros(1, dtype=torch.int32, device=device)
+        dist = kernels.fuse_candidates(out, idx, counts, weight, normed, beta, temperature, totals, top)
         greedy = temperature < SAMPLING_EPS
-        want_over = int(((want_counts > k) & (beta != 0) & ~greedy).sum())
-        if int(overflow) != want_over:
-            problems.append(f"case {case}: overflow counted {int(overflow)}, want {want_over}")
+        acting = beta != 0
+        want_over = int(((want_counts > k) & acting & ~greedy).sum())
+        got = [int(v) for v in totals.cpu()]
+        if got[kernels.T_OVERFLOW] != want_over:
+            problems.append(f"case {case}: overflow counted {got[kernels.T_OVERFLOW]}, want {want_over}")
+        if got[kernels.T_CANDIDATES] != int(want_counts[acting.cpu()].sum()) or int(top) != int(want_counts.max()):
+            problems.append(f"case {case}: candidate totals {got[kernels.T_CANDIDATES]} / largest {int(top)}, want "
+                            f"{int(want_counts[acting.cpu()].sum())} / {int(want_counts.max())}")
+        want_agree = 0
         for r in range(rows):
             n = int(want_counts[r])
             if n > k:
@@ -67,6 +73,8 @@ def check(device: str = "cuda", *, cases: int = 12, seed: int = 0) -> list[str]:
                 problems.append(f"case {case} row {r}: logits_dist differs by "
                                 f"{float((dist[r, :n] - want_dist).abs().max()):.3g}")
                 continue
+            if bool(acting[r]):  # the first best position of each, as torch's argmax
+                want_agree += int(int(dist[r, :n].argmax()) == int(values[r, :n].argmax()))
             want = ref[r].clone()
             want[got_idx] = fused_at(ref[r, got_idx].unsqueeze(0), dist[r, :n].unsqueeze(0), beta[r:r + 1],
                                      temperature[r:r + 1])[0]
@@ -76,6 +84,49 @@ def check(device: str = "cuda", *, cases: int = 12, seed: int = 0) -> list[str]:
                 problems.append(f"case {case} row {r}: fused logits differ from the reference formula")
             elif (beta[r] == 0 or temperature[r] == 0) and not torch.equal(out[r], ref[r]):
                 problems.append(f"case {case} row {r}: a β=0 or greedy row changed")
+        if got[kernels.T_AGREE] != want_agree:
+            problems.append(f"case {case}: agreement counted {got[kernels.T_AGREE]}, want {want_agree}")
+    return problems
+
+
+def check_candidate_pass(device: str = "cuda", *, seed: int = 0) -> list[str]:
+    """Problems found running a CandidatePass (padded row bucket, parameters read on the device; on CUDA past
+    its capture, replayed as a CUDA graph) against the kernels called on each step's own tensors."""
+    import torch
+
+    from esamp import kernels
+
+    problems = []
+    gen = torch.Generator().manual_seed(seed)
+    vocab, hidden, k, bucket = 3000, 64, 32, 16
+    weight = (torch.randn(vocab, hidden, generator=gen) * 0.05).to(device)
+    totals, want_totals = kernels.new_totals(device), kernels.new_totals(device)
+    cp = kernels.CandidatePass(bucket, k, vocab, weight, totals, graphs=True)
+    for step, rows in enumerate([16, 11, 16, 5, 9, 16]):
+        ref = torch.randn(rows, vocab, generator=gen) * 6
+        keep = torch.randint(1, 2 * k, (rows,), generator=gen)
+        ranks = ref.argsort(-1, descending=True).argsort(-1)
+        ref = torch.where(ranks < keep.unsqueeze(1), ref, torch.full_like(ref, float("-inf"))).to(device)
+        beta = torch.tensor([[0.0, 0.5, 1.0][i % 3] for i in range(rows)], device=device)
+        temperature = torch.tensor([[0.7, 1.0, 0.0, 0.9][i % 4] for i in range(rows)], device=device)
+        normed = torch.randn(rows, hidden, generator=gen).to(device)
+        want = ref.clone()
+        idx, _, counts = kernels.collect_candidates(want, k)
+        kernels.fuse_candidates(want, idx, counts, weight, normed, beta, temperature, want_totals)
+        cp.run(ref, beta, temperature, normed)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if not torch.equal(cp.counts[:rows].long().cpu(), counts.long().cpu()):
+            problems.append(f"candidate pass step {step} ({rows} of {bucket} rows): counts differ")
+        elif not torch.allclose(ref, want, rtol=1e-6, atol=1e-6, equal_nan=True) \
+                or not torch.equal(torch.isinf(ref), torch.isinf(want)):
+            problems.append(f"candidate pass step {step} ({rows} of {bucket} rows): fused logits differ")
+        if int(cp.top) != int(counts.max()):
+            problems.append(f"candidate pass step {step}: largest count {int(cp.top)}, want {int(counts.max())}")
+    if not torch.equal(totals.cpu(), want_totals.cpu()):
+        problems.append(f"candidate pass totals {totals.tolist()} != {want_totals.tolist()}")
+    if device == "cuda" and cp.graph is None:
+        problems.append(f"candidate pass not captured: {cp.graph_error}")
     return problems
 
 
@@ -159,11 +210,65 @@ def check_distiller_graphs(device: str = "cuda", *, seed: int = 0) -> list[str]:
     return problems
 
 
+def check_gathered_steps(device: str = "cuda", *, seed: int = 0) -> list[str]:
+    """Problems found comparing distiller steps that gather their rows inside the captured graph (from tap-like
+    buffers, by a device index, int64 and int32, with fewer rows than the bucket) against eager steps on the
+    same rows selected beforehand. The gather kernel itself runs everywhere; the captured steps on CUDA."""
+    import torch
+
+    from esamp import kernels
+    from esamp.distiller import WARMUP_STEPS, OnlineDistiller
+
+    problems = []
+    gen = torch.Generator().manual_seed(seed)
+    hidden, width, tokens = 96, 32, 64
+    src_x = torch.randn(tokens, hidden, generator=gen).to(device, torch.bfloat16)
+    src_y = (src_x.float() + torch.randn(tokens, hidden, generator=gen)).to(device, torch.bfloat16)
+    for index64 in (True, False):
+        index = torch.randperm(tokens, generator=gen)[:13].to(device, torch.int64 if index64 else torch.int32)
+        params = kernels.Params(kernels.G_SIZE, device, index64=index64)
+        params.write((9, index.data_ptr()))
+        x = torch.full((16, hidden), 7.0, dtype=torch.bfloat16, device=device)
+        y, inv = x.clone(), torch.zeros((), device=device)
+        kernels.gather_rows(params, src_x, src_y, x, y, inv)
+        rows = index[:9].long()
+        if not (torch.equal(x[:9], src_x[rows]) and torch.equal(y[:9], src_y[rows]) and not x[9:].any()
+                and not y[9:].any() and abs(float(inv) - 1 / (9 * hidden)) < 1e-9):
+            problems.append(f"gather_rows (index {'int64' if index64 else 'int32'}) copied the wrong rows")
+    if torch.device(device).type != "cuda":
+        return problems
+    post = (lambda p: (p * 2).to(torch.bfloat16))
+    for side in (False, True):
+        graphed = OnlineDistiller(hidden, width, 1e-2, seed=seed, device=device, precision="bf16", side_stream=side)
+        eager = OnlineDistiller(hidden, width, 1e-2, seed=seed, device=device, precision="bf16", graphs=False)
+        for i, n in enumerate([5, 8, 8, 13, 7, 16, 3, 16, 9, 30]):
+            index = torch.randperm(tokens, generator=gen)[:32].to(device, torch.int64 if i % 2 else torch.int32)
+            got = graphed.step_gathered(src_x, src_y, index, n, post)
+            rows = index[:n].long()
+            want = eager.step(src_x[rows], src_y[rows], post)
+            got.wait()
+            torch.cuda.synchronize()
+            if not torch.allclose(got.pred, want.pred, rtol=2e-2, atol=2e-3) or got.pred.shape != want.pred.shape \
+                    or not torch.allclose(got.post.float(), want.post.float(), rtol=2e-2, atol=2e-2):
+                problems.append(f"gathered step {i} ({n} rows, side stream {side}): prediction differs")
+            if abs(float(got.loss) - float(want.loss)) > 1e-3 * abs(float(want.loss)) + 1e-6:
+                problems.append(f"gathered step {i}: loss {float(got.loss):.6g} vs eager {float(want.loss):.6g}")
+        if graphed.graph_error is not None or graphed.graph_steps != 10 - WARMUP_STEPS:
+            problems.append(f"gathered steps: {graphed.graph_steps} captured (want {10 - WARMUP_STEPS}); "
+                            f"capture error: {graphed.graph_error}")
+        for a, b in zip(graphed.model.parameters(), eager.model.parameters()):
+            if not torch.allclose(a, b, rtol=1e-3, atol=1e-5):
+                problems.append(f"gathered steps: weights after 10 steps differ by {float((a - b).abs().max()):.3g}")
+                break
+    return problems
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args(argv)
-    problems = check(args.device) + check_step_kernels(args.device) + check_distiller_graphs(args.device)
+    problems = (check(args.device) + check_candidate_pass(args.device) + check_step_kernels(args.device)
+                + check_distiller_graphs(args.device) + check_gathered_steps(args.device))
     if problems:
         print(f"kernel check FAILED: {len(problems)} problem(s): {'; '.join(problems[:3])}")
         return 1

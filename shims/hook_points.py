@@ -284,6 +284,13 @@ class HookPoints:
         self.counters.port_hits[layer] = self.counters.port_hits.get(layer, 0) + 1
         return tap.buffer.index_select(0, self.live_rows(view))
 
+    def tap_source(self, layer: int, view):
+        """(the tap's whole buffer, the packed-token indices of the view's live requests on the device): the
+        rows `tapped_rows` would select, left for the caller's kernel to gather (a port hit all the same)."""
+        tap = self.taps[layer]
+        self.counters.port_hits[layer] = self.counters.port_hits.get(layer, 0) + 1
+        return tap.buffer, self.live_rows(view)
+
     def observe_return(self, surface: str, result) -> None:
         """Record the shape a wrapped surface actually returned ('value' or 'tuple/N')."""
         shape = f"tuple/{len(result)}" if isinstance(result, tuple) else "value"
