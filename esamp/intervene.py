@@ -225,10 +225,11 @@ class FusedSampler:
         key = (bucket_of(n), k, ref.shape[1], weight.data_ptr())
         cp = self.passes.get(key)
         if cp is None:
-            if self.totals is None:
-                self.totals = kernels.new_totals(ref.device)
-            cp = self.passes[key] = kernels.CandidatePass(key[0], k, ref.shape[1], weight, self.totals,
-                                                          graphs=self.graphs)
+            with torch.inference_mode(False):  # normal tensors: reset_counts zeroes them outside vLLM's mode
+                if self.totals is None:
+                    self.totals = kernels.new_totals(ref.device)
+                cp = self.passes[key] = kernels.CandidatePass(key[0], k, ref.shape[1], weight, self.totals,
+                                                              graphs=self.graphs)
             cp.top_host = torch.zeros(1, dtype=torch.int32, pin_memory=True)
             cp.top_ready = torch.cuda.Event()
         if temperature.dtype != torch.float32:

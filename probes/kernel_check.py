@@ -222,8 +222,9 @@ def check_gathered_steps(device: str = "cuda", *, seed: int = 0) -> list[str]:
     problems = []
     gen = torch.Generator().manual_seed(seed)
     hidden, width, tokens = 96, 32, 64
-    src_x = torch.randn(tokens, hidden, generator=gen).to(device, torch.bfloat16)
-    src_y = (src_x.float() + torch.randn(tokens, hidden, generator=gen)).to(device, torch.bfloat16)
+    src_x = torch.randn(tokens, hidden, generator=gen)
+    src_y = (src_x + torch.randn(tokens, hidden, generator=gen)).to(device, torch.bfloat16)
+    src_x = src_x.to(device, torch.bfloat16)
     for index64 in (True, False):
         index = torch.randperm(tokens, generator=gen)[:13].to(device, torch.int64 if index64 else torch.int32)
         params = kernels.Params(kernels.G_SIZE, device, index64=index64)
