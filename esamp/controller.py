@@ -109,14 +109,21 @@ class ESampController:
             return
         n = len(view.req_ids)
         rows = self.groups.rows(view.req_ids)
+        sources = self._sources(view, shallow_layer, deep_layer)
         if len(keep) == n and rows.one_key is not None:
             # plain decode, one distiller: the captured step gathers the rows from the taps itself
-            (src_s, index), (src_d, _) = HOOKS.tap_source(shallow_layer, view), HOOKS.tap_source(deep_layer, view)
-            distiller = self.groups.distiller(rows.one_key, src_s.shape[1], src_s.device)
-            ready = self.losses.train_gathered(distiller, src_s, src_d, index, n, self._post(view.runner.get_model()))
+            hidden, device = sources[0][0].shape[1], sources[0][0].device
+            distiller = self.groups.distiller(rows.one_key, hidden, device)
+            ready = self.losses.train_gathered(distiller, sources, n, self._post(view.runner.get_model()))
             self._pend(ready.pred, ready.post, rows.betas, rows.acting, view, ready, rows)
             return
-        self._step(view, keep, rows, HOOKS.tapped_rows(shallow_layer, view), HOOKS.tapped_rows(deep_layer, view))
+        (src_s, index_s), (src_d, index_d) = sources
+        self._step(view, keep, rows, src_s.index_select(0, index_s), src_d.index_select(0, index_d))
+
+    def _sources(self, view, shallow_layer: int, deep_layer: int):
+        """Where this step's training rows come from: ((shallow tap's buffer, row indices), (deep tap's
+        buffer, row indices)), the indices on the device, one per live request."""
+        return HOOKS.tap_source(shallow_layer, view), HOOKS.tap_source(deep_layer, view)
 
     def _pend(self, pred, normed, betas, acting: int, view, ready, rows) -> None:
         """Leave this step's prediction for the post-filter hook, if a row acts on it."""

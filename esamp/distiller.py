@@ -220,9 +220,10 @@ class StepGraphs:
         self.inv.fill_(1.0 / (n * shallow.shape[1]))
         return self._replay(n, mark)
 
-    def run_gathered(self, index, n: int, mark):
-        """Replay the step on the sources' rows index[:n] (a device tensor; the graph gathers them)."""
-        self.params.write((n, index.data_ptr()))
+    def run_gathered(self, index_x, index_y, n: int, mark):
+        """Replay the step on the sources' rows index_x[:n], index_y[:n] (device tensors; the graph gathers
+        them)."""
+        self.params.write((n, index_x.data_ptr(), index_y.data_ptr()))
         return self._replay(n, mark)
 
 
@@ -323,30 +324,30 @@ class OnlineDistiller:
             self.steps += 1
             return Step(pred, out, loss, predicted, self.trained, graphs is not None)
 
-    def step_gathered(self, src_x: torch.Tensor, src_y: torch.Tensor, index: torch.Tensor, n: int,
-                      post=None) -> Step:
-        """`step` on the rows src_x[index[:n]], src_y[index[:n]] (index: int64 or int32, on the device):
+    def step_gathered(self, src_x: torch.Tensor, src_y: torch.Tensor, index_x: torch.Tensor,
+                      index_y: torch.Tensor, n: int, post=None) -> Step:
+        """`step` on the rows src_x[index_x[:n]], src_y[index_y[:n]] (indices: int64 or int32, on the device):
         past the warm-up, on CUDA, the captured step gathers them itself (one parameter copy and one replay
         on the host); else they are selected here first."""
         with torch.inference_mode(False), torch.no_grad():
             graphs = None
-            if self.stream is not None and index.dtype in (torch.int64, torch.int32) and src_x.stride(1) == 1 \
-                    and src_y.stride(1) == 1:
+            if self.stream is not None and index_x.dtype in (torch.int64, torch.int32) \
+                    and index_y.dtype == index_x.dtype and src_x.stride(1) == 1 and src_y.stride(1) == 1:
                 graphs = self._graphs(n, src_x.shape[1], src_x.dtype, src_y.dtype, post, (src_x, src_y),
-                                      index.dtype == torch.int64)
+                                      index_x.dtype == torch.int64)
             if graphs is None:
-                rows = index[:n]
-                return self.step(src_x.index_select(0, rows), src_y.index_select(0, rows), post)
+                return self.step(src_x.index_select(0, index_x[:n]), src_y.index_select(0, index_y[:n]), post)
             main = torch.cuda.current_stream()
             run_on = self.stream if self.overlap else main
             if self.overlap:
                 self.stream.wait_stream(main)
             with torch.cuda.stream(run_on):
-                pred, out, loss_dev, predicted = graphs.run_gathered(index, n, self._predicted)
+                pred, out, loss_dev, predicted = graphs.run_gathered(index_x, index_y, n, self._predicted)
                 loss = torch.empty((), dtype=torch.float32, pin_memory=True)
                 loss.copy_(loss_dev, non_blocking=True)
             if self.overlap:
-                index.record_stream(self.stream)
+                for t in (index_x, index_y):
+                    t.record_stream(self.stream)
             self.graph_steps += 1
             self.trained = torch.cuda.Event()
             self.trained.record(run_on)

@@ -69,8 +69,8 @@ def fits(ref, weight) -> bool:
 C_ROWS, C_REF, C_REF_STRIDE, C_BETA, C_TEMP, C_NORMED = range(6)
 C_SIZE = 8
 #: The gather kernel's block (the distiller step's rows from the taps: esamp/distiller.py StepGraphs).
-G_ROWS, G_INDEX = range(2)
-G_SIZE = 2
+G_ROWS, G_INDEX_X, G_INDEX_Y = range(3)
+G_SIZE = 3
 #: `totals` (int64 [3], on the device, summed over steps): candidates of acting rows, acting rows where
 #: logits_dist's best candidate is logits_ref's best one, acting rows left alone (more candidates than k)
 T_CANDIDATES, T_AGREE, T_OVERFLOW = range(3)
@@ -220,17 +220,19 @@ def _step_kernels():
             tl.store(inv_ptr, 1.0 / (n * hidden).to(tl.float32))
         live = row < n
         at = tl.where(live, row, 0)
-        if IDX64:
-            src = tl.load(tl.load(params_ptr + 1).to(tl.pointer_type(tl.int64)) + at, mask=live, other=0)  # G_INDEX
+        if IDX64:  # G_INDEX_X, G_INDEX_Y
+            sx = tl.load(tl.load(params_ptr + 1).to(tl.pointer_type(tl.int64)) + at, mask=live, other=0)
+            sy = tl.load(tl.load(params_ptr + 2).to(tl.pointer_type(tl.int64)) + at, mask=live, other=0)
         else:
-            src = tl.load(tl.load(params_ptr + 1).to(tl.pointer_type(tl.int32)) + at, mask=live, other=0).to(tl.int64)
+            sx = tl.load(tl.load(params_ptr + 1).to(tl.pointer_type(tl.int32)) + at, mask=live, other=0).to(tl.int64)
+            sy = tl.load(tl.load(params_ptr + 2).to(tl.pointer_type(tl.int32)) + at, mask=live, other=0).to(tl.int64)
         rows_live = (tl.zeros([BLOCK], dtype=tl.int64) + row) < n
         for h0 in range(0, hidden, BLOCK):
             h = h0 + tl.arange(0, BLOCK)
             m = h < hidden
             real = m & rows_live  # rows past n: zeros (a zero row's error and gradients are exactly zero)
-            vx = tl.load(sx_ptr + src * sx_stride + h, mask=real, other=0.0)
-            vy = tl.load(sy_ptr + src * sy_stride + h, mask=real, other=0.0)
+            vx = tl.load(sx_ptr + sx * sx_stride + h, mask=real, other=0.0)
+            vy = tl.load(sy_ptr + sy * sy_stride + h, mask=real, other=0.0)
             tl.store(x_ptr + row.to(tl.int64) * hidden + h, vx.to(x_ptr.dtype.element_ty), mask=m)
             tl.store(y_ptr + row.to(tl.int64) * hidden + h, vy.to(y_ptr.dtype.element_ty), mask=m)
 
@@ -291,8 +293,8 @@ def scaled_error(pred, y, inv, dtype):
 
 
 def gather_rows(params, src_x, src_y, x, y, inv) -> None:
-    """x[r], y[r] = src_x[index[r]], src_y[index[r]] for r < n, zeros for the rows past n, inv = 1/(n·hidden):
-    n and index's address read from `params` (G_ROWS, G_INDEX: a `Params` block; index int64 or int32 by
+    """x[r], y[r] = src_x[index_x[r]], src_y[index_y[r]] for r < n, zeros for the rows past n, inv = 1/(n·hidden):
+    n and the indices' addresses read from `params` (G_*: a `Params` block; indices int64 or int32 by
     `params.index64`). src_*: [tokens, hidden] with unit column stride; x, y: [rows, hidden] contiguous."""
     triton, _, _, _, _, kernel = _step_kernels()
     rows, hidden = x.shape

@@ -21,10 +21,12 @@ class LossBook:
             step = distiller.step(shallow, deep, post)
         return self._queued(distiller, step, shallow.shape[0])
 
-    def train_gathered(self, distiller, src_shallow, src_deep, index, n: int, post=None):
-        """`train` on the rows src[index[:n]] of the two taps' buffers (OnlineDistiller.step_gathered)."""
+    def train_gathered(self, distiller, sources, n: int, post=None):
+        """`train` on the rows src[index[:n]] of the two taps' buffers, sources = ((shallow buffer, index),
+        (deep buffer, index)) (OnlineDistiller.step_gathered)."""
+        (src_shallow, index_shallow), (src_deep, index_deep) = sources
         with timed("esamp.distill", self.counters.host_s):
-            step = distiller.step_gathered(src_shallow, src_deep, index, n, post)
+            step = distiller.step_gathered(src_shallow, src_deep, index_shallow, index_deep, n, post)
         return self._queued(distiller, step, n)
 
     def _queued(self, distiller, step, rows: int):

@@ -96,26 +96,31 @@ def _ignore_fused() -> list[Patch]:
     return [Patch(ESampController, "post_filter", make, __name__)]
 
 
-def _step_rows(transform) -> list[Patch]:
+def _training_rows(transform) -> list[Patch]:
+    """Where ESamp reads its training rows from (ESampController._sources, every path: the captured step's
+    gather and the general step's selection), changed by transform(shallow, deep) -> (shallow, deep), each a
+    (tap buffer, row indices) pair."""
     from esamp.controller import ESampController
 
     def make(original):
-        def _step(self, view, keep, shallow, deep):
-            return original(self, view, keep, shallow, transform(shallow, deep))
+        def _sources(self, view, shallow_layer, deep_layer):
+            return transform(*original(self, view, shallow_layer, deep_layer))
 
-        return _step
+        return _sources
 
-    return [Patch(ESampController, "_step", make, __name__)]
+    return [Patch(ESampController, "_sources", make, __name__)]
 
 
 def _deep_from_shallow() -> list[Patch]:
-    return _step_rows(lambda shallow, deep: shallow.clone())
+    return _training_rows(lambda shallow, deep: (shallow, shallow))
 
 
 def _shuffle_rows() -> list[Patch]:
     import torch
 
-    return _step_rows(lambda shallow, deep: torch.roll(deep, 1, dims=0) if deep.shape[0] > 1 else deep)
+    # each row's deep target is the next row's: the indices rolled by one
+    return _training_rows(lambda shallow, deep: (shallow, (deep[0], torch.roll(deep[1], 1)) if deep[1].shape[0] > 1
+                                                 else deep))
 
 
 def _rank_skew() -> list[Patch]:

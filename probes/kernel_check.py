@@ -227,13 +227,14 @@ def check_gathered_steps(device: str = "cuda", *, seed: int = 0) -> list[str]:
     src_x = src_x.to(device, torch.bfloat16)
     for index64 in (True, False):
         index = torch.randperm(tokens, generator=gen)[:13].to(device, torch.int64 if index64 else torch.int32)
+        other = torch.roll(index, 3)
         params = kernels.Params(kernels.G_SIZE, device, index64=index64)
-        params.write((9, index.data_ptr()))
+        params.write((9, index.data_ptr(), other.data_ptr()))
         x = torch.full((16, hidden), 7.0, dtype=torch.bfloat16, device=device)
         y, inv = x.clone(), torch.zeros((), device=device)
         kernels.gather_rows(params, src_x, src_y, x, y, inv)
-        rows = index[:9].long()
-        if not (torch.equal(x[:9], src_x[rows]) and torch.equal(y[:9], src_y[rows]) and not x[9:].any()
+        rows, rows_y = index[:9].long(), other[:9].long()
+        if not (torch.equal(x[:9], src_x[rows]) and torch.equal(y[:9], src_y[rows_y]) and not x[9:].any()
                 and not y[9:].any() and abs(float(inv) - 1 / (9 * hidden)) < 1e-9):
             problems.append(f"gather_rows (index {'int64' if index64 else 'int32'}) copied the wrong rows")
     if torch.device(device).type != "cuda":
@@ -244,9 +245,9 @@ def check_gathered_steps(device: str = "cuda", *, seed: int = 0) -> list[str]:
         eager = OnlineDistiller(hidden, width, 1e-2, seed=seed, device=device, precision="bf16", graphs=False)
         for i, n in enumerate([5, 8, 8, 13, 7, 16, 3, 16, 9, 30]):
             index = torch.randperm(tokens, generator=gen)[:32].to(device, torch.int64 if i % 2 else torch.int32)
-            got = graphed.step_gathered(src_x, src_y, index, n, post)
-            rows = index[:n].long()
-            want = eager.step(src_x[rows], src_y[rows], post)
+            other = torch.roll(index, i)
+            got = graphed.step_gathered(src_x, src_y, index, other, n, post)
+            want = eager.step(src_x[index[:n].long()], src_y[other[:n].long()], post)
             got.wait()
             torch.cuda.synchronize()
             if not torch.allclose(got.pred, want.pred, rtol=2e-2, atol=2e-3) or got.pred.shape != want.pred.shape \
