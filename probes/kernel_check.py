@@ -193,20 +193,38 @@ def check_distiller_graphs(device: str = "cuda", *, seed: int = 0) -> list[str]:
             want.wait()
             torch.cuda.synchronize()
             tol = dict(rtol=1e-4, atol=1e-5) if precision == "fp32" else dict(rtol=2e-2, atol=2e-3)
-            if not (torch.allclose(got.pred, want.pred, **tol) and got.pred.shape == want.pred.shape):
-                problems.append(f"{name} step {i} ({rows} rows): captured prediction differs by "
-                                f"{float((got.pred - want.pred).abs().max()):.3g}")
-            if not torch.allclose(got.post.float(), want.post.float(), rtol=2e-2, atol=2e-2):
-                problems.append(f"{name} step {i}: captured post(prediction) differs")
-            if abs(float(got.loss) - float(want.loss)) > 1e-3 * abs(float(want.loss)) + 1e-6:
-                problems.append(f"{name} step {i}: loss {float(got.loss):.6g} vs eager {float(want.loss):.6g}")
-        if graphed.graph_error is not None or graphed.graph_steps != 10 - WARMUP_STEPS:
-            problems.append(f"{name}: {graphed.graph_steps} captured steps (want {10 - WARMUP_STEPS}); "
-                            f"capture error: {graphed.graph_error}")
-        for a, b in zip(graphed.model.parameters(), eager.model.parameters()):
-            if not torch.allclose(a, b, rtol=1e-3, atol=1e-5):
-                problems.append(f"{name}: weights after 10 steps differ by {float((a - b).abs().max()):.3g}")
-                break
+            problems += _step_differs(f"{name} step {i} ({rows} rows)", got, want, tol)
+        problems += _runs_differ(name, graphed, eager, 10 - WARMUP_STEPS)
+    return problems
+
+
+def _step_differs(name: str, got, want, tol: dict) -> list[str]:
+    """A captured step (esamp.distiller.Step) against the eager one on the same rows, both finished."""
+    import torch
+
+    problems = []
+    if not (got.pred.shape == want.pred.shape and torch.allclose(got.pred, want.pred, **tol)):
+        diff = float((got.pred - want.pred).abs().max()) if got.pred.shape == want.pred.shape else float("nan")
+        problems.append(f"{name}: captured prediction differs by {diff:.3g}")
+    if not torch.allclose(got.post.float(), want.post.float(), rtol=2e-2, atol=2e-2):
+        problems.append(f"{name}: captured post(prediction) differs")
+    if abs(float(got.loss) - float(want.loss)) > 1e-3 * abs(float(want.loss)) + 1e-6:
+        problems.append(f"{name}: loss {float(got.loss):.6g} vs eager {float(want.loss):.6g}")
+    return problems
+
+
+def _runs_differ(name: str, graphed, eager, captured: int) -> list[str]:
+    """A run of captured steps against the eager run: how many were captured, and the weights after it."""
+    import torch
+
+    problems = []
+    if graphed.graph_error is not None or graphed.graph_steps != captured:
+        problems.append(f"{name}: {graphed.graph_steps} captured steps (want {captured}); "
+                        f"capture error: {graphed.graph_error}")
+    for a, b in zip(graphed.model.parameters(), eager.model.parameters()):
+        if not torch.allclose(a, b, rtol=1e-3, atol=1e-5):
+            problems.append(f"{name}: weights after the run differ by {float((a - b).abs().max()):.3g}")
+            break
     return problems
 
 
@@ -249,19 +267,11 @@ def check_gathered_steps(device: str = "cuda", *, seed: int = 0) -> list[str]:
             got = graphed.step_gathered(src_x, src_y, index, other, n, post)
             want = eager.step(src_x[index[:n].long()], src_y[other[:n].long()], post)
             got.wait()
+            want.wait()
             torch.cuda.synchronize()
-            if not torch.allclose(got.pred, want.pred, rtol=2e-2, atol=2e-3) or got.pred.shape != want.pred.shape \
-                    or not torch.allclose(got.post.float(), want.post.float(), rtol=2e-2, atol=2e-2):
-                problems.append(f"gathered step {i} ({n} rows, side stream {side}): prediction differs")
-            if abs(float(got.loss) - float(want.loss)) > 1e-3 * abs(float(want.loss)) + 1e-6:
-                problems.append(f"gathered step {i}: loss {float(got.loss):.6g} vs eager {float(want.loss):.6g}")
-        if graphed.graph_error is not None or graphed.graph_steps != 10 - WARMUP_STEPS:
-            problems.append(f"gathered steps: {graphed.graph_steps} captured (want {10 - WARMUP_STEPS}); "
-                            f"capture error: {graphed.graph_error}")
-        for a, b in zip(graphed.model.parameters(), eager.model.parameters()):
-            if not torch.allclose(a, b, rtol=1e-3, atol=1e-5):
-                problems.append(f"gathered steps: weights after 10 steps differ by {float((a - b).abs().max()):.3g}")
-                break
+            problems += _step_differs(f"gathered step {i} ({n} rows, side stream {side})", got, want,
+                                      dict(rtol=2e-2, atol=2e-3))
+        problems += _runs_differ(f"gathered steps (side stream {side})", graphed, eager, 10 - WARMUP_STEPS)
     return problems
 
 
