@@ -247,6 +247,11 @@ class ESampController:
         self.fused.read_candidates()
         out = self.counters.to_json()
         out["digests"] = [[call, steps, float(state), float(logits)] for call, steps, state, logits in self.digests]
+        # times a captured step's parameter block had to wait for its slot's last copy (kernels.Params): a
+        # host wait in the hot path, expected 0
+        blocks = [cp.params for cp in self.fused.passes.values()] + [
+            g.params for d in self.groups.distillers.values() for g in d.graphs.values() if g.params is not None]
+        out["params_waits"] = sum(b.waits for b in blocks)
         import torch
 
         if torch.cuda.is_initialized():

@@ -266,7 +266,7 @@ class OnlineDistiller:
         self.stream = torch.cuda.Stream(device=device) if on_cuda else None  # captures on it; runs on it if `overlap`
         self.overlap = on_cuda and side_stream
         self.graphs_on = on_cuda and graphs and os.environ.get("ESAMP_GRAPHS", "1") != "0"
-        self.graphs: dict = {}  # (bucket, post) -> StepGraphs
+        self.graphs: dict = {}  # (bucket, post, dtypes, gathered-from sources) -> StepGraphs
         self.graph_error: str | None = None  # why capturing failed (the steps then run eagerly)
         self.trained = None  # event: the last update queued on `stream` is done
         self.steps = self.graph_steps = 0
