@@ -171,7 +171,7 @@ class StepGraphs:
         self.x = torch.zeros(rows, hidden, dtype=dtypes[0], device=device)
         self.y = torch.zeros(rows, hidden, dtype=dtypes[1], device=device)
         self.inv = torch.ones((), dtype=torch.float32, device=device)
-        self.sources = sources
+        self.sources = sources  # the graph reads their memory: kept alive as long as it
         self.params = None
         if sources is not None:
             from esamp import kernels

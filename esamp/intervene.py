@@ -73,7 +73,6 @@ class FusedSampler:
         self.overflow_total = None  # device: rows the candidate path left alone (more candidates than k)
         self.totals = None  # device int64 [3]: the candidate kernels' counts (esamp/kernels.py T_*)
         self.passes: dict = {}  # (row bucket, k, vocab, LM head) -> kernels.CandidatePass
-        self.last_pass = None  # (the pass whose `top` the last step wrote, its event)
         self.graphs = True  # capture the candidate passes (ESampConfig.cuda_graphs)
         self.count_copies = deque()  # (pinned host copy of a step's largest candidate count, ready event)
         self.recent_max: int | None = None
@@ -98,12 +97,6 @@ class FusedSampler:
             if ready is not None and self.lockstep:
                 ready.synchronize()
             self.recent_max = int(host)
-        if self.last_pass is not None and (self.lockstep or self.last_pass[1].query()):
-            done, ready = self.last_pass
-            if self.lockstep:
-                ready.synchronize()
-            self.recent_max = int(done.top_host)
-            self.last_pass = None
         if self.recent_max is None:
             return None
         k = max(MIN_CANDIDATE_K, 1 << (2 * max(self.recent_max, 1) - 1).bit_length())
@@ -236,9 +229,11 @@ class FusedSampler:
             temperature = temperature.float()
         cp.run(ref, beta_dev, temperature.contiguous(), normed.to(weight.dtype).contiguous())
         if self.counters.intervention_calls % COUNTS_EVERY == 0:
+            # one host slot and event per pass, written again by its next copy: an entry read late reads
+            # that newer count, and its event answers for the newer copy
             cp.top_host.copy_(cp.top, non_blocking=True)
             cp.top_ready.record()
-            self.last_pass = (cp, cp.top_ready)
+            self.count_copies.append((cp.top_host, cp.top_ready))
         if sampled and len(self.count_samples) < COUNT_SAMPLES:
             self.count_samples.append((cp.counts[:n].clone(), active_host))
         if cp.graph_error is not None and self.counters.graph_error is None:

@@ -399,15 +399,9 @@ class CandidatePass:
             self._capture()
 
     def _launch(self) -> None:
-        from driftcheck.adapters.sampler import SAMPLING_EPS
-
-        triton, collect, fuse = _kernels()
         self._counts.zero_()
-        collect[(self.rows, triton.cdiv(self.vocab, COLLECT_BLOCK))](
-            self.params.dev, self.vocab, self.idx, self.values, self.counts, K=self.k, BLOCK=COLLECT_BLOCK)
-        fuse[(self.rows,)](self.params.dev, self.idx, self.counts, self.weight, self.weight.stride(0),
-                           self.weight.shape[1], self.totals, self.top, self.dist, EPS=SAMPLING_EPS, K=self.k,
-                           BLOCK_K=16, BLOCK_H=256)
+        _collect(self.params, self.vocab, self.idx, self.values, self.counts)
+        _fuse(self.params, self.idx, self.counts, self.weight, self.totals, self.top, self.dist)
 
     def _capture(self) -> None:
         """The launches as one CUDA graph (captured on a side stream with capture_begin/end: no device sync,
@@ -429,6 +423,24 @@ class CandidatePass:
         self.graph = graph
 
 
+def _collect(params, vocab: int, idx, values, counts) -> None:
+    """The collect kernel over idx's rows (programs past the block's row count stop at once)."""
+    triton, collect, _ = _kernels()
+    rows, k = idx.shape
+    collect[(rows, triton.cdiv(vocab, COLLECT_BLOCK))](params.dev, vocab, idx, values, counts, K=k,
+                                                       BLOCK=COLLECT_BLOCK)
+
+
+def _fuse(params, idx, counts, weight, totals, top, dist) -> None:
+    """The fuse kernel over idx's rows."""
+    from driftcheck.adapters.sampler import SAMPLING_EPS
+
+    _, _, fuse = _kernels()
+    rows, k = idx.shape
+    fuse[(rows,)](params.dev, idx, counts, weight, weight.stride(0), weight.shape[1], totals, top, dist,
+                  EPS=SAMPLING_EPS, K=k, BLOCK_K=16, BLOCK_H=256)
+
+
 def new_totals(device):
     """The candidate kernels' running totals (T_*), int64 on the device."""
     import torch
@@ -438,11 +450,9 @@ def new_totals(device):
 
 def collect_candidates(ref, k: int):
     """(indices [rows, k] int64, values [rows, k] fp32, counts [rows] int32) of each row's finite entries,
-    through the same kernel CandidatePass launches; columns at and past a row's count are not written
-    (read them through `live(counts, k)`)."""
+    through the same kernel CandidatePass launches; columns at and past a row's count are not written."""
     import torch
 
-    triton, collect, _ = _kernels()
     rows, vocab = ref.shape
     idx = torch.empty(rows, k, dtype=torch.int64, device=ref.device)
     val = torch.empty(rows, k, dtype=ref.dtype, device=ref.device)
@@ -450,16 +460,8 @@ def collect_candidates(ref, k: int):
     if rows:
         params = Params(C_SIZE, ref.device)
         params.write((rows, ref.data_ptr(), ref.stride(0)))
-        collect[(rows, triton.cdiv(vocab, COLLECT_BLOCK))](params.dev, vocab, idx, val, counts, K=k,
-                                                           BLOCK=COLLECT_BLOCK)
+        _collect(params, vocab, idx, val, counts)
     return idx, val, counts
-
-
-def live(counts, k: int):
-    """[rows, k] mask of the columns `collect_candidates` wrote."""
-    import torch
-
-    return torch.arange(k, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)
 
 
 def fuse_candidates(ref, idx, counts, weight, normed, beta, temperature, totals, top=None):
@@ -471,9 +473,6 @@ def fuse_candidates(ref, idx, counts, weight, normed, beta, temperature, totals,
     unwritten past a row's count and on rows with more than k candidates)."""
     import torch
 
-    from driftcheck.adapters.sampler import SAMPLING_EPS
-
-    triton, _, fuse = _kernels()
     rows, k = idx.shape
     dist = torch.empty(rows, k, dtype=torch.float32, device=ref.device)
     top = torch.zeros(1, dtype=torch.int32, device=ref.device) if top is None else top
@@ -482,6 +481,5 @@ def fuse_candidates(ref, idx, counts, weight, normed, beta, temperature, totals,
         params = Params(C_SIZE, ref.device)
         params.write((rows, ref.data_ptr(), ref.stride(0), beta.data_ptr(), temperature.data_ptr(),
                       normed.data_ptr()))
-        fuse[(rows,)](params.dev, idx, counts, weight, weight.stride(0), weight.shape[1], totals, top, dist,
-                      EPS=SAMPLING_EPS, K=k, BLOCK_K=16, BLOCK_H=256)
+        _fuse(params, idx, counts, weight, totals, top, dist)
     return dist

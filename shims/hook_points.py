@@ -280,9 +280,8 @@ class HookPoints:
 
     def tapped_rows(self, layer: int, view):
         """This step's rows of one tap for the view's live requests (a port hit)."""
-        tap = self.taps[layer]
-        self.counters.port_hits[layer] = self.counters.port_hits.get(layer, 0) + 1
-        return tap.buffer.index_select(0, self.live_rows(view))
+        buffer, rows = self.tap_source(layer, view)
+        return buffer.index_select(0, rows)
 
     def tap_source(self, layer: int, view):
         """(the tap's whole buffer, the packed-token indices of the view's live requests on the device): the
