@@ -309,10 +309,7 @@ class OnlineDistiller:
                     pred = parts["pred"]
                     predicted = self._predicted()
                     loss_dev = self.update(parts, self.inputs(deep))
-                # The loss goes to pinned host memory on the step's stream: reading a device scalar
-                # (.item()) would wait for everything queued on the main stream, i.e. the next forward.
-                loss = torch.empty((), dtype=torch.float32, pin_memory=True)
-                loss.copy_(loss_dev, non_blocking=True)
+                loss = self._loss_to_host(loss_dev)
             if self.overlap:
                 for t in (shallow, deep):
                     t.record_stream(self.stream)  # the caller's rows stay allocated until the step used them
@@ -337,22 +334,30 @@ class OnlineDistiller:
                                       index_x.dtype == torch.int64)
             if graphs is None:
                 return self.step(src_x.index_select(0, index_x[:n]), src_y.index_select(0, index_y[:n]), post)
-            main = torch.cuda.current_stream()
-            run_on = self.stream if self.overlap else main
             if self.overlap:
+                main = torch.cuda.current_stream()
                 self.stream.wait_stream(main)
-            with torch.cuda.stream(run_on):
-                pred, out, loss_dev, predicted = graphs.run_gathered(index_x, index_y, n, self._predicted)
-                loss = torch.empty((), dtype=torch.float32, pin_memory=True)
-                loss.copy_(loss_dev, non_blocking=True)
-            if self.overlap:
+                with torch.cuda.stream(self.stream):
+                    pred, out, loss_dev, predicted = graphs.run_gathered(index_x, index_y, n, self._predicted)
+                    loss = self._loss_to_host(loss_dev)
                 for t in (index_x, index_y):
                     t.record_stream(self.stream)
+            else:  # in the caller's stream order: no stream switch on the host
+                pred, out, loss_dev, predicted = graphs.run_gathered(index_x, index_y, n, self._predicted)
+                loss = self._loss_to_host(loss_dev)
             self.graph_steps += 1
             self.trained = torch.cuda.Event()
-            self.trained.record(run_on)
+            self.trained.record(self.stream if self.overlap else None)  # None: the current stream
             self.steps += 1
             return Step(pred, out, loss, predicted, self.trained, True)
+
+    @staticmethod
+    def _loss_to_host(loss_dev):
+        """The step's loss into pinned host memory, in the current stream's order: reading a device scalar
+        (.item()) would wait for everything queued on the main stream, i.e. the next forward."""
+        loss = torch.empty((), dtype=torch.float32, pin_memory=True)
+        loss.copy_(loss_dev, non_blocking=True)
+        return loss
 
     def _predicted(self):
         """On the side stream: an event the caller's stream waits for before reading the prediction

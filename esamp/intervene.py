@@ -78,6 +78,7 @@ class FusedSampler:
         self.recent_max: int | None = None
         self.count_samples: list = []  # device tensors: per-row candidate counts of sampled steps
         self.lockstep = False  # tensor-parallel ranks: the path choice must not depend on timing
+        self._heads = None  # (model, its plain LM-head weight, its tensor-parallel shard): `_head`
 
     def reset_counts(self) -> None:
         self.candidates_total = self.agreement_total = self.overflow_total = None
@@ -102,6 +103,16 @@ class FusedSampler:
         k = max(MIN_CANDIDATE_K, 1 << (2 * max(self.recent_max, 1) - 1).bit_length())
         return k if k <= CANDIDATE_CAP else None
 
+    def _head(self, model):
+        """(plain LM-head weight, None), (None, tensor-parallel shard) or (None, None) for the dense path
+        (adapters.model plain_lm_head, lm_head_shard), looked up once per model: every step asks."""
+        from driftcheck.adapters.model import lm_head_shard, plain_lm_head
+
+        if self._heads is None or self._heads[0] is not model:
+            weight = plain_lm_head(model)
+            self._heads = (model, weight, lm_head_shard(model) if weight is None else None)
+        return self._heads[1:]
+
     def _record_counts(self, counts) -> None:
         import torch
 
@@ -119,7 +130,7 @@ class FusedSampler:
         """The fused logits for the filtered batch, or None when there is nothing to fuse."""
         import torch
 
-        from driftcheck.adapters.model import candidate_logits, lm_head_shard, plain_lm_head, sharded_candidate_logits
+        from driftcheck.adapters.model import candidate_logits, sharded_candidate_logits
         from esamp import kernels
         from esamp.fused import fused_at, fused_logits
 
@@ -139,9 +150,8 @@ class FusedSampler:
         temperature = temperature.to(ref.device)
         c = self.counters
         k = self._path_k()  # from earlier steps' counts: this step's are not waited for
-        weight = plain_lm_head(model) if k is not None else None
-        shard = lm_head_shard(model) if k is not None and weight is None else None  # tensor parallel
-        if shard is not None:
+        weight, shard = self._head(model) if k is not None else (None, None)
+        if shard is not None:  # tensor parallel
             weight = shard[0]
         counted = (c.intervention_calls + 1) % CANDIDATES_EVERY == 1  # this step's rows are counted
         agree = None

@@ -308,7 +308,8 @@ class Params:
     one of SLOTS pinned host slots and copies it to the block in stream order (no host wait), so a launch (or
     a CUDA graph of launches) made once serves every step. A slot is written again only once its copy has run
     (an event per slot; `waits` counts the times the host had to wait for one: in a decode loop, never, since
-    vLLM waits for each step's tokens)."""
+    vLLM waits for each step's tokens). Values equal to the last ones written are not copied again: the block
+    holds them (most steps of a decode loop keep β's, the temperatures' and the prediction's addresses)."""
 
     SLOTS = 8
 
@@ -319,6 +320,8 @@ class Params:
         self.index64 = index64
         self.dev = torch.zeros(size, dtype=torch.int64, device=self.device)
         self.waits = 0
+        self.last = None  # the values the block was last given
+        self.skipped = 0  # writes of the values it held already
         if self.device.type == "cuda":
             host = torch.zeros(self.SLOTS, size, dtype=torch.int64, pin_memory=True)
             self.slots = [host[i] for i in range(self.SLOTS)]
@@ -330,7 +333,11 @@ class Params:
             self.slots = None
             self.view = self.dev.numpy()
 
-    def write(self, values) -> None:
+    def write(self, values: tuple) -> None:
+        if values == self.last:  # the block holds them already (only `write` changes it): no copy
+            self.skipped += 1
+            return
+        self.last = values
         if self.slots is None:
             self.view[: len(values)] = values
             return

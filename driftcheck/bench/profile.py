@@ -45,6 +45,70 @@ def profile_round(fn, set_ranges=None) -> dict:
     return {"top": rows[:40], **summarize_rows(rows), "wall_ms": wall_ms, "timeline": timeline(events)}
 
 
+HOST_KEEP_MS = 0.2  # functions with less self time in a host-profiled round are left out (unless ours)
+OWN_PACKAGES = ("esamp", "shims", "adapters")  # all their functions are kept: their cumulative times say
+# where ESamp's host time goes
+
+
+def host_profile_round(fn) -> dict:
+    """fn() once under cProfile (deterministic: every Python call and every call into C, such as torch's
+    CUDA launches, copies and event records, is timed; its own overhead inflates Python-heavy code, so compare
+    the two variants' rounds with each other, never with a timed round). Returns the round's wall ms and the
+    functions with at least HOST_KEEP_MS of self time, and all of OWN_PACKAGES' (`fns`: "file:line(name)" ->
+    [calls, self ms, cumulative ms]), file paths cut to the package (esamp/..., vllm/..., torch/...)."""
+    import cProfile
+    import pstats
+
+    import torch
+
+    prof = cProfile.Profile()
+    t = time.perf_counter()
+    prof.enable()
+    try:
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    finally:
+        prof.disable()
+    wall_ms = (time.perf_counter() - t) * 1e3
+    fns = {}
+    for (file, line, name), (_, calls, self_s, cum_s, _) in pstats.Stats(prof).stats.items():
+        key = f"{_package_path(file)}:{line}({name})"
+        if self_s * 1e3 >= HOST_KEEP_MS or any(f"{pkg}/" in key for pkg in OWN_PACKAGES):
+            fns[key] = [calls, self_s * 1e3, cum_s * 1e3]
+    return {"wall_ms": wall_ms, "fns": fns}
+
+
+def _package_path(file: str) -> str:
+    """A profiled function's file from its package on: where the last of site-packages/, the bundle's
+    tree, or the repository's top-level packages begins ('~' for built-ins)."""
+    if file == "~":
+        return file
+    parts = file.replace(os.sep, "/").split("/")
+    roots = ("esamp", "shims", "probes", "adapters", "driftcheck", "vllm", "torch", "triton")
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] in ("site-packages", "dist-packages"):
+            return "/".join(parts[i + 1:])
+    for i, part in enumerate(parts):
+        if part in roots:
+            return "/".join(parts[i:])
+    return "/".join(parts[-2:])
+
+
+def host_summary(profiles: dict, limit: int = 25) -> dict:
+    """From the two workers' host-profiled rounds: their wall ms; `grown`, the functions whose self time grew
+    most from vanilla's round to ESamp's ([function, ESamp calls, ESamp self ms, vanilla self ms], largest
+    growth first); `own`, ESamp's and the shims' functions by cumulative time ([function, calls, self ms,
+    cumulative ms])."""
+    fns = {w: p["fns"] for w, p in profiles.items()}
+    grown = [[name, calls, self_ms, fns["vanilla"].get(name, [0, 0.0, 0.0])[1]]
+             for name, (calls, self_ms, _) in fns["esamp"].items()]
+    grown = sorted([g for g in grown if g[2] > g[3]], key=lambda g: g[3] - g[2])[:limit]
+    own = sorted([[name, *v] for name, v in fns["esamp"].items() if any(f"{pkg}/" in name for pkg in OWN_PACKAGES)],
+                 key=lambda r: -r[3])[:limit]
+    return {"wall_ms": {w: p["wall_ms"] for w, p in profiles.items()}, "grown": grown, "own": own}
+
+
 def summarize_rows(rows: list[dict]) -> dict:
     """ESamp's ranges and the round's device total from the operator rows. A named range shows twice:
     as a host range (its host time, children included) and as a device annotation (the span of the

@@ -153,7 +153,11 @@ COMPONENTS_TEXT = ("One profiled round per worker, the first sampling setting of
                    "time (busy: the union of all streams' kernels); wall ≈ busy + idle; and the device's idle time charged to "
                    "the innermost host event running meanwhile (the largest six); and the operators and kernels whose self device time "
                    "grew most from vanilla's round to ESamp's (the largest five, from each round's top operators: ESamp's own "
-                   "work, and any of vLLM's that ran longer).")
+                   "work, and any of vLLM's that ran longer). Where recorded (from 2026-12-02), one more round of the same "
+                   "steps per worker under cProfile (every Python function and call into C timed; its overhead inflates "
+                   "Python-heavy code, so the two variants compare with each other only): the functions whose self host time "
+                   "grew most (ESamp's calls, its ms, vanilla's ms), and ESamp's and the shims' functions by cumulative "
+                   "host ms (the largest ten each; all in reports/benchmarks.json).")
 
 
 REPLAY_TEXT = ("After a run's timed rounds, one more round per variant and sampling setting in which every "
@@ -276,4 +280,16 @@ def component_table(components: dict, profile: dict | None = None) -> list[str]:
     grown = ", ".join(f"{name[:60]} +{ms:.1f}" for name, ms in grown_ops(profile))
     if grown:
         rows.append(f"| device ms grown most, ESamp − vanilla (by operator) | | | {grown} | |")
+    host = components.get("host")
+    if host:  # the cProfile rounds (bench/profile.py host_profile_round), not the torch.profiler ones
+        rows.append(f"| host-profiled round (cProfile), vanilla / ESamp | | {host['wall_ms']['vanilla']:.0f} / "
+                    f"{host['wall_ms']['esamp']:.0f} (wall) | | |")
+        grown_host = ", ".join(f"{name} ×{calls} {mine:.1f} (vanilla {base:.1f})"
+                               for name, calls, mine, base in host["grown"][:HOST_ROWS])
+        rows.append(f"| host self ms grown most, ESamp − vanilla (by function) | | {grown_host} | | |")
+        own = ", ".join(f"{name} ×{calls} {cum:.1f}" for name, calls, _, cum in host["own"][:HOST_ROWS])
+        rows.append(f"| ESamp's and the shims' functions, cumulative host ms | | {own} | | |")
     return rows
+
+
+HOST_ROWS = 10  # functions named per host-profile row (all kept: reports/benchmarks.json)

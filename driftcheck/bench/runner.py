@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from driftcheck.bench.profile import components
+from driftcheck.bench.profile import components, host_summary
 from driftcheck.bench.shapes import BETA, DEFAULT_SAMPLINGS, SAMPLINGS, workload, write_model_dir
 
 #: The vanilla rounds of a setting must agree within this (max - min) / median, or its ratio is noise.
@@ -111,6 +111,8 @@ def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: b
             result["profile"] = {w.name: w.ask({"op": "profile", "sampling": samplings[0]})["profile"]
                                  for w in workers}
             result["components"] = {**components(result["profile"]), "sampling": samplings[0]}
+            hosts = {w.name: w.ask({"op": "host_profile", "sampling": samplings[0]})["host_profile"] for w in workers}
+            result["components"]["host"] = host_summary(hosts)
         if replay:
             result["filter_replay"] = {s: {w.name: w.ask({"op": "filter_replay", "sampling": s})["filter_replay"]
                                            for w in workers} for s in samplings}

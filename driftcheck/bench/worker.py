@@ -2,7 +2,7 @@
 
 `vanilla` binds nothing; `esamp` does `import esamp.runtime` and enables ESamp at β on every
 request. The worker warms up every batch shape the timed rounds will see, says it is ready,
-then answers commands on stdin (round | profile | filter_replay | stats | quit), one JSON line each, on the
+then answers commands on stdin (round | profile | host_profile | filter_replay | stats | quit), one JSON line each, on the
 original stdout; everything vLLM prints goes to stderr.
 """
 
@@ -17,7 +17,7 @@ import threading
 import time
 
 from driftcheck import env
-from driftcheck.bench.profile import filter_replay, profile_round
+from driftcheck.bench.profile import filter_replay, host_profile_round, profile_round
 from driftcheck.bench.shapes import BETA, SAMPLINGS, engine_kwargs, prompts_and_limits, shape_logits
 from driftcheck.models.engine_env import tensor_parallel_kwargs
 
@@ -106,6 +106,9 @@ def _worker(opts: dict) -> None:
             short = min(work["max_tokens"], PROFILE_TOKENS)
             profiled = profile_round(lambda: generate(cmd["sampling"], short), set_ranges)
             proto.write(json.dumps({"profile": profiled}) + "\n")
+        elif cmd["op"] == "host_profile":  # the same short round under cProfile
+            short = min(work["max_tokens"], PROFILE_TOKENS)
+            proto.write(json.dumps({"host_profile": host_profile_round(lambda: generate(cmd["sampling"], short))}) + "\n")
         elif cmd["op"] == "filter_replay":
             every = max(1, work["max_tokens"] // REPLAY_SAMPLES)
             replay = filter_replay(lambda: generate(cmd["sampling"]), every, REPLAY_SAMPLES)
