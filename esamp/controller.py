@@ -123,7 +123,8 @@ class ESampController:
     def _sources(self, view, shallow_layer: int, deep_layer: int):
         """Where this step's training rows come from: ((shallow tap's buffer, row indices), (deep tap's
         buffer, row indices)), the indices on the device, one per live request."""
-        return HOOKS.tap_source(shallow_layer, view), HOOKS.tap_source(deep_layer, view)
+        rows = HOOKS.live_rows(view)  # one selection for both taps
+        return HOOKS.tap_source(shallow_layer, view, rows), HOOKS.tap_source(deep_layer, view, rows)
 
     def _pend(self, pred, normed, betas, acting: int, view, ready, rows) -> None:
         """Leave this step's prediction for the post-filter hook, if a row acts on it."""
@@ -229,7 +230,7 @@ class ESampController:
             params = [p.detach().double().sum() for d in self.groups.distillers.values() for p in d.model.parameters()]
             state = torch.stack(params).sum() if params else torch.zeros((), dtype=torch.float64)
             logits = torch.where(torch.isfinite(fused), fused, torch.zeros_like(fused)).double().sum()
-        self.digests.append((self.counters.intervention_calls, self.counters.train_steps + len(self.losses.unread),
+        self.digests.append((self.counters.intervention_calls, self.losses.queued,
                              state, logits))
 
     def reset_counts(self) -> None:

@@ -42,13 +42,15 @@ class ESampCounters:
     def loss_mean(self) -> float | None:
         return self.loss_sum / self.train_steps if self.train_steps else None
 
-    def record_loss(self, value: float, rows: int) -> None:
-        self.train_steps += 1
+    def record_losses(self, steps: int, rows: int, loss_sum: float, last: float, history: bool) -> None:
+        """`steps` training steps read, over `rows` rows, whose losses sum to `loss_sum`, the last of them
+        `last`; `history`: the last one is a history point (esamp/training.py picks them every LOSS_EVERY)."""
+        self.train_steps += steps
         self.rows_trained += rows
-        self.loss_last = value
-        self.loss_sum += value
-        if self.train_steps % LOSS_EVERY == 1:
-            self.loss_history.append((self.train_steps, value))
+        self.loss_last = last
+        self.loss_sum += loss_sum
+        if history:
+            self.loss_history.append((self.train_steps, last))
 
     def to_json(self) -> dict:
         out = asdict(self)

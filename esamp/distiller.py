@@ -134,8 +134,10 @@ class Distiller(nn.Module):
 class Step:
     """One queued distiller step. `pred` (and `post`, the caller's function of it) hold this step's
     prediction, made before its update; on CUDA they are written on the distiller's stream, and a
-    stream reading them waits for `predicted` first (`wait`). `loss` is a host tensor, written once
-    `trained` (None on the CPU: written already)."""
+    stream reading them waits for `predicted` first (`wait`). `loss`: on the CPU a host tensor; on CUDA a
+    device scalar written on the step's stream (`trained`: its event on a side stream, else None), and,
+    like `pred`, a captured step's is its graph's output, valid until the distiller's next step (the
+    running sums the training bookkeeping reads: OnlineDistiller.losses_to_host)."""
 
     pred: Any
     post: Any
@@ -268,8 +270,13 @@ class OnlineDistiller:
         self.graphs_on = on_cuda and graphs and os.environ.get("ESAMP_GRAPHS", "1") != "0"
         self.graphs: dict = {}  # (bucket, post, dtypes, gathered-from sources) -> StepGraphs
         self.graph_error: str | None = None  # why capturing failed (the steps then run eagerly)
-        self.trained = None  # event: the last update queued on `stream` is done
+        self.trained = None  # side stream: an event after the last update queued on it (in order: None)
         self.steps = self.graph_steps = 0
+        # every update adds its loss to losses[0] and writes it to losses[1], on the device (in the captured
+        # steps too); the host copies both every few steps (`losses_to_host`, esamp/training.py)
+        with torch.inference_mode(False):
+            self.losses = torch.zeros(2, dtype=torch.float64, device=self.device)
+        self._loss_sum, self._loss_last = self.losses[0], self.losses[1]
 
     def inputs(self, x):
         """The rows as the forward takes them: as they come for bf16 GEMMs (the casts happen inside),
@@ -282,6 +289,8 @@ class OnlineDistiller:
         for param, grad in zip(self.model.weights(), grads):
             param.grad = grad
         self.optimizer.step()
+        self._loss_sum.add_(loss)
+        self._loss_last.copy_(loss)
         return loss
 
     def step(self, shallow: torch.Tensor, deep: torch.Tensor, post=None) -> Step:
@@ -309,17 +318,15 @@ class OnlineDistiller:
                     pred = parts["pred"]
                     predicted = self._predicted()
                     loss_dev = self.update(parts, self.inputs(deep))
-                loss = self._loss_to_host(loss_dev)
             if self.overlap:
                 for t in (shallow, deep):
                     t.record_stream(self.stream)  # the caller's rows stay allocated until the step used them
                 for t in (pred, out):
                     if t is not None and graphs is None:
                         t.record_stream(main)  # the caller reads them on its stream
-            self.trained = torch.cuda.Event()
-            self.trained.record(run_on)
+            self._mark_trained()
             self.steps += 1
-            return Step(pred, out, loss, predicted, self.trained, graphs is not None)
+            return Step(pred, out, loss_dev, predicted, self.trained, graphs is not None)
 
     def step_gathered(self, src_x: torch.Tensor, src_y: torch.Tensor, index_x: torch.Tensor,
                       index_y: torch.Tensor, n: int, post=None) -> Step:
@@ -339,25 +346,39 @@ class OnlineDistiller:
                 self.stream.wait_stream(main)
                 with torch.cuda.stream(self.stream):
                     pred, out, loss_dev, predicted = graphs.run_gathered(index_x, index_y, n, self._predicted)
-                    loss = self._loss_to_host(loss_dev)
                 for t in (index_x, index_y):
                     t.record_stream(self.stream)
             else:  # in the caller's stream order: no stream switch on the host
                 pred, out, loss_dev, predicted = graphs.run_gathered(index_x, index_y, n, self._predicted)
-                loss = self._loss_to_host(loss_dev)
             self.graph_steps += 1
-            self.trained = torch.cuda.Event()
-            self.trained.record(self.stream if self.overlap else None)  # None: the current stream
+            self._mark_trained()
             self.steps += 1
-            return Step(pred, out, loss, predicted, self.trained, True)
+            return Step(pred, out, loss_dev, predicted, self.trained, True)
 
-    @staticmethod
-    def _loss_to_host(loss_dev):
-        """The step's loss into pinned host memory, in the current stream's order: reading a device scalar
-        (.item()) would wait for everything queued on the main stream, i.e. the next forward."""
-        loss = torch.empty((), dtype=torch.float32, pin_memory=True)
-        loss.copy_(loss_dev, non_blocking=True)
-        return loss
+    def _mark_trained(self) -> None:
+        """On the side stream, an event after the update just queued there (`wait_trained`); in the caller's
+        stream order there is nothing to mark: that order has it."""
+        if self.overlap:
+            self.trained = torch.cuda.Event()
+            self.trained.record(self.stream)
+
+    def losses_to_host(self):
+        """(pinned host float64 [2]: the sum of the losses of every step queued so far, and the last one's;
+        an event after the copy): queued on the stream the updates run on, so no host wait (reading a device
+        scalar with .item() would wait for everything queued on the main stream, i.e. the next forward). On the
+        CPU: a copy, and None (written already)."""
+        if self.stream is None:
+            return self.losses.clone(), None
+        host = torch.empty(2, dtype=torch.float64, pin_memory=True)
+        ready = torch.cuda.Event()
+        if self.overlap:
+            with torch.cuda.stream(self.stream):
+                host.copy_(self.losses, non_blocking=True)
+                ready.record()
+        else:
+            host.copy_(self.losses, non_blocking=True)
+            ready.record()
+        return host, ready
 
     def _predicted(self):
         """On the side stream: an event the caller's stream waits for before reading the prediction
@@ -386,7 +407,8 @@ class OnlineDistiller:
         return self.graphs[key]
 
     def wait_trained(self) -> None:
-        """Make the current stream wait for every queued update (reading the weights on it)."""
+        """Make the current stream wait for every queued update (reading the weights on it; in order, they are
+        in its order already)."""
         if self.trained is not None:
             torch.cuda.current_stream().wait_event(self.trained)
 

@@ -147,7 +147,8 @@ class FusedSampler:
             if rows is not None:
                 rows.beta_dev = beta_dev
         acting_rows = rows.acting if rows is not None else int((pending.betas != 0).sum())
-        temperature = temperature.to(ref.device)
+        if temperature.device != ref.device:
+            temperature = temperature.to(ref.device)
         c = self.counters
         k = self._path_k()  # from earlier steps' counts: this step's are not waited for
         weight, shard = self._head(model) if k is not None else (None, None)
@@ -235,9 +236,12 @@ class FusedSampler:
                                                               graphs=self.graphs)
             cp.top_host = torch.zeros(1, dtype=torch.int32, pin_memory=True)
             cp.top_ready = torch.cuda.Event()
-        if temperature.dtype != torch.float32:
-            temperature = temperature.float()
-        cp.run(ref, beta_dev, temperature.contiguous(), normed.to(weight.dtype).contiguous())
+        # the kernels' layouts, converted only where they differ (each conversion is a call into torch)
+        if temperature.dtype != torch.float32 or not temperature.is_contiguous():
+            temperature = temperature.float().contiguous()
+        if normed.dtype != weight.dtype or not normed.is_contiguous():
+            normed = normed.to(weight.dtype).contiguous()
+        cp.run(ref, beta_dev, temperature, normed)
         if self.counters.intervention_calls % COUNTS_EVERY == 0:
             # one host slot and event per pass, written again by its next copy: an entry read late reads
             # that newer count, and its event answers for the newer copy

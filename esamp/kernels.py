@@ -306,12 +306,15 @@ def gather_rows(params, src_x, src_y, x, y, inv) -> None:
 class Params:
     """An int64 block a kernel reads its per-step sizes and addresses from, on the device: each `write` fills
     one of SLOTS pinned host slots and copies it to the block in stream order (no host wait), so a launch (or
-    a CUDA graph of launches) made once serves every step. A slot is written again only once its copy has run
-    (an event per slot; `waits` counts the times the host had to wait for one: in a decode loop, never, since
-    vLLM waits for each step's tokens). Values equal to the last ones written are not copied again: the block
-    holds them (most steps of a decode loop keep β's, the temperatures' and the prediction's addresses)."""
+    a CUDA graph of launches) made once serves every step. A slot is written again only once its copy has run:
+    the writes go in groups of GROUP, an event recorded after each group's last copy (two events in turn), and
+    the first write of a group checks the event of the group two before it, whose slots it reuses (`waits`
+    counts the times the host had to wait for one: in a decode loop, never, since vLLM waits for each step's
+    tokens). Values equal to the last ones written are not copied again: the block holds them (most steps of a
+    decode loop keep β's, the temperatures' and the prediction's addresses)."""
 
-    SLOTS = 8
+    GROUP = 4
+    SLOTS = 2 * GROUP
 
     def __init__(self, size: int, device, index64: bool = True) -> None:
         import torch
@@ -322,13 +325,12 @@ class Params:
         self.waits = 0
         self.last = None  # the values the block was last given
         self.skipped = 0  # writes of the values it held already
+        self.count = 0  # copies queued
         if self.device.type == "cuda":
             host = torch.zeros(self.SLOTS, size, dtype=torch.int64, pin_memory=True)
             self.slots = [host[i] for i in range(self.SLOTS)]
             self.views = [t.numpy() for t in self.slots]
-            self.events = [torch.cuda.Event() for _ in range(self.SLOTS)]
-            self.used = [False] * self.SLOTS
-            self.next = 0
+            self.events = [torch.cuda.Event(), torch.cuda.Event()]  # after groups of even, odd number
         else:  # the CPU (Triton's interpreter): the kernels read the block in program order
             self.slots = None
             self.view = self.dev.numpy()
@@ -341,15 +343,19 @@ class Params:
         if self.slots is None:
             self.view[: len(values)] = values
             return
-        i = self.next
-        self.next = (i + 1) % self.SLOTS
-        if self.used[i] and not self.events[i].query():
-            self.events[i].synchronize()
-            self.waits += 1
+        w = self.count
+        self.count += 1
+        group, at = divmod(w, self.GROUP)
+        if at == 0 and w >= self.SLOTS:  # this group's slots held the writes of group - 2: their copies ran?
+            done = self.events[group % 2]
+            if not done.query():
+                done.synchronize()
+                self.waits += 1
+        i = w % self.SLOTS
         self.views[i][: len(values)] = values
         self.dev.copy_(self.slots[i], non_blocking=True)
-        self.events[i].record()
-        self.used[i] = True
+        if at == self.GROUP - 1:
+            self.events[group % 2].record()
 
 
 COLLECT_BLOCK = 4096

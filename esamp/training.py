@@ -1,18 +1,30 @@
 """Training bookkeeping: the distillers' steps run on the device (queued in stream order, or on a side stream) and
-their losses are read only once the device has finished them, so no sampling step waits."""
+their losses are read only once the device has finished them, so no sampling step waits.
+
+Each distiller sums its steps' losses where it runs (OnlineDistiller.losses); every LOSS_EVERY queued steps,
+one copy per distiller with steps since its last copy brings the sums to the host (on CUDA no per-step copy,
+event or pinned allocation: host time in a host-bound engine's every step), and `read` folds the copies the
+device has finished into the counters: the steps, their rows, the sum of their losses, the last loss, and a
+history point (esamp/counters.py LOSS_EVERY) for the step that triggered the copy."""
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 
 from driftcheck.shims.hook_points import timed
-from esamp.counters import ESampCounters
+from esamp.counters import LOSS_EVERY, ESampCounters
 
 
 class LossBook:
     def __init__(self, counters: ESampCounters) -> None:
         self.counters = counters
-        self.unread = deque()  # (loss tensor, rows, ready event | None), oldest first
+        # (distiller, host copy of (loss sum, last loss), its ready event (None: the CPU, written), steps,
+        # rows, history point), oldest first
+        self.unread = deque()
+        self.queued = 0  # distiller steps queued, read or not
+        self.pending: dict = {}  # distiller -> [steps, rows] queued since its last copy
+        self.read_sums = weakref.WeakKeyDictionary()  # distiller -> the loss sum counted so far
 
     def train(self, distiller, shallow, deep, post=None):
         """Queue one distiller step on these rows: its prediction (made before this step's update,
@@ -30,21 +42,38 @@ class LossBook:
         return self._queued(distiller, step, n)
 
     def _queued(self, distiller, step, rows: int):
-        self.unread.append((step.loss, rows, step.trained))
+        self.queued += 1
         self.counters.graph_steps += step.graphed
         if distiller.graph_error is not None and self.counters.graph_error is None:
             self.counters.graph_error = distiller.graph_error
+        history = self.queued % LOSS_EVERY == 1
+        counts = self.pending.pop(distiller, [0, 0])
+        self.pending[distiller] = [counts[0] + 1, counts[1] + rows]  # re-inserted: the last stepped is last
+        if history:
+            self._copy(history=True)
         return step
 
+    def _copy(self, history: bool = False) -> None:
+        """Queue the loss sums of every distiller with steps since its last copy, the one that stepped last
+        last (its copy holds the latest loss; with `history`, the loss of the step that makes the point)."""
+        last = next(reversed(self.pending), None)
+        for distiller, (steps, rows) in self.pending.items():
+            host, ready = distiller.losses_to_host()
+            self.unread.append((distiller, host, ready, steps, rows, history and distiller is last))
+        self.pending.clear()
+
     def read(self, block: bool) -> None:
-        """Fold finished training steps' losses into the counters, oldest first; with
-        block=False, stop at the first step the device has not finished."""
+        """Fold finished copies into the counters, oldest first; with block=False, stop at the first one the
+        device has not finished; with block=True, copy every step not yet copied first and wait for all."""
+        if block and self.pending:
+            self._copy()
         while self.unread:
-            loss, rows, ready = self.unread[0]
-            if ready is not None and not block and not ready.query():
-                break
-            if ready is not None:
+            distiller, host, ready, steps, rows, history = self.unread[0]
+            if ready is not None and not ready.query():
+                if not block:
+                    break
                 ready.synchronize()
             self.unread.popleft()
-            self.counters.record_loss(float(loss), rows)
-
+            total, last = float(host[0]), float(host[1])
+            self.counters.record_losses(steps, rows, total - self.read_sums.get(distiller, 0.0), last, history)
+            self.read_sums[distiller] = total

@@ -225,6 +225,9 @@ def _runs_differ(name: str, graphed, eager, captured: int) -> list[str]:
         if not torch.allclose(a, b, rtol=1e-3, atol=1e-5):
             problems.append(f"{name}: weights after the run differ by {float((a - b).abs().max()):.3g}")
             break
+    # the loss sums the training bookkeeping reads (every step adds to them, inside the captured graphs too)
+    if not torch.allclose(graphed.losses, eager.losses, rtol=2e-2, atol=1e-6):
+        problems.append(f"{name}: loss sum and last loss {graphed.losses.tolist()} vs eager {eager.losses.tolist()}")
     return problems
 
 

@@ -283,12 +283,13 @@ class HookPoints:
         buffer, rows = self.tap_source(layer, view)
         return buffer.index_select(0, rows)
 
-    def tap_source(self, layer: int, view):
+    def tap_source(self, layer: int, view, rows=None):
         """(the tap's whole buffer, the packed-token indices of the view's live requests on the device): the
-        rows `tapped_rows` would select, left for the caller's kernel to gather (a port hit all the same)."""
+        rows `tapped_rows` would select, left for the caller's kernel to gather (a port hit all the same).
+        `rows`: `live_rows(view)`, where the caller has it already."""
         tap = self.taps[layer]
         self.counters.port_hits[layer] = self.counters.port_hits.get(layer, 0) + 1
-        return tap.buffer, self.live_rows(view)
+        return tap.buffer, self.live_rows(view) if rows is None else rows
 
     def observe_return(self, surface: str, result) -> None:
         """Record the shape a wrapped surface actually returned ('value' or 'tuple/N')."""

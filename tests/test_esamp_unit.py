@@ -128,6 +128,35 @@ def test_a_zero_padded_step_equals_the_unpadded_one(rows, pad, hidden, width, se
         assert torch.allclose(got, want, rtol=1e-10, atol=1e-14)
 
 
+def test_loss_book_reads_every_steps_loss_from_the_running_sums():
+    """The bookkeeping copies the distillers' loss sums every LOSS_EVERY steps, not each step: what it
+    counts must still be every step's loss (sum, last, history points), over two distillers taking turns."""
+    from esamp.counters import LOSS_EVERY, ESampCounters
+    from esamp.training import LossBook
+
+    counters = ESampCounters()
+    book = LossBook(counters)
+    distillers = [OnlineDistiller(8, 4, 1e-2, seed=s) for s in (0, 1)]
+    gen = torch.Generator().manual_seed(3)
+    losses, rows_total, history = [], 0, []
+    for i in range(2 * LOSS_EVERY + 4):  # after the last copy: d1, d0, d1 (the last loss is d1's)
+        rows = 2 + i % 3
+        x = torch.randn(rows, 8, generator=gen)
+        step = book.train(distillers[i % 2], x, x * 0.5)
+        losses.append(float(step.loss))
+        rows_total += rows
+        if (i + 1) % LOSS_EVERY == 1:
+            history.append((i + 1, losses[-1]))
+        book.read(block=False)
+    book.read(block=True)
+    assert counters.train_steps == len(losses) and counters.rows_trained == rows_total
+    assert counters.loss_sum == pytest.approx(sum(losses), rel=1e-6)
+    assert counters.loss_last == pytest.approx(losses[-1], rel=1e-6)
+    assert [s for s, _ in counters.loss_history] == [s for s, _ in history]
+    assert [v for _, v in counters.loss_history] == pytest.approx([v for _, v in history], rel=1e-6)
+    assert not book.unread and not book.pending
+
+
 def test_bf16_gemms_stay_close_to_fp32_and_keep_fp32_weights():
     """precision='bf16': GEMM operands in bf16, everything else (and the weights, Adam's state) in fp32."""
     from esamp.distiller import Distiller
