@@ -156,8 +156,8 @@ COMPONENTS_TEXT = ("One profiled round per worker, the first sampling setting of
                    "work, and any of vLLM's that ran longer). Where recorded (from 2026-12-02), one more round of the same "
                    "steps per worker under cProfile (every Python function and call into C timed; its overhead inflates "
                    "Python-heavy code, so the two variants compare with each other only): the functions whose self host time "
-                   "grew most (ESamp's calls, its ms, vanilla's ms), and ESamp's and the shims' functions by cumulative "
-                   "host ms (the largest ten each; all in reports/benchmarks.json).")
+                   "grew most (ESamp's calls, its ms, vanilla's ms; the collection before the round left out), and ESamp's "
+                   "functions by cumulative host ms (the largest ten each; all, the shims' too, in reports/benchmarks.json).")
 
 
 REPLAY_TEXT = ("After a run's timed rounds, one more round per variant and sampling setting in which every "
@@ -284,11 +284,15 @@ def component_table(components: dict, profile: dict | None = None) -> list[str]:
     if host:  # the cProfile rounds (bench/profile.py host_profile_round), not the torch.profiler ones
         rows.append(f"| host-profiled round (cProfile), vanilla / ESamp | | {host['wall_ms']['vanilla']:.0f} / "
                     f"{host['wall_ms']['esamp']:.0f} (wall) | | |")
+        # the collection before each round (bench/worker.py generate) is not a step's work
+        grown = [g for g in host["grown"] if "gc.collect" not in g[0]]
         grown_host = ", ".join(f"{name} ×{calls} {mine:.1f} (vanilla {base:.1f})"
-                               for name, calls, mine, base in host["grown"][:HOST_ROWS])
+                               for name, calls, mine, base in grown[:HOST_ROWS])
         rows.append(f"| host self ms grown most, ESamp − vanilla (by function) | | {grown_host} | | |")
-        own = ", ".join(f"{name} ×{calls} {cum:.1f}" for name, calls, _, cum in host["own"][:HOST_ROWS])
-        rows.append(f"| ESamp's and the shims' functions, cumulative host ms | | {own} | | |")
+        # the shims' wrappers' cumulative time holds the vLLM function each wraps: their own cost is self time
+        own = [r for r in host["own"] if not r[0].startswith(("shims/", "driftcheck/shims/"))]
+        own_host = ", ".join(f"{name} ×{calls} {cum:.1f}" for name, calls, _, cum in own[:HOST_ROWS])
+        rows.append(f"| ESamp's functions, cumulative host ms | | {own_host} | | |")
     return rows
 
 
