@@ -14,13 +14,14 @@
 #                     profile: this job also profiles a round, as --profile does for every job)
 #   precision:HIDDEN  the distiller alone (driftcheck/bench/precision.py): fp32 vs bf16 loss curves, and
 #                     the device time of a step, eager and captured, at that hidden size
+#   hostcost:HIDDEN   the host µs of each of ESamp's per-step calls alone, no engine (driftcheck/bench/hostcost.py)
 # Options first: --rounds N (benchmark rounds), --profile, --sampling LIST (bench settings),
 # --esamp-setting KEY=VALUE (repeatable; an ESamp setting for the benchmarks, recorded in their label),
 # --tp N (the benchmarks' tensor_parallel_size: needs N GPUs, e.g. nvidia-h200-x2; not with --profile),
 # --beta B (the ESamp requests' β; 0: the distiller trains, nothing is fused),
 # --filter-replay (the benchmarks also time vLLM's filter alone on each variant's inputs: bench --filter-replay),
 # --require-kernels (a failed kernel check ends the call at once, instead of benchmarking the PyTorch path).
-# Results under $OUT: gpu.json (benchmarks), check-ENV-MODE.json (checks), precision-HIDDEN.json, logs.tgz (the
+# Results under $OUT: gpu.json (benchmarks), check-ENV-MODE.json (checks), precision-HIDDEN.json, hostcost-HIDDEN.md, logs.tgz (the
 # workers' logs).
 set -u
 OUT=${OUT:-/tmp/out}
@@ -84,6 +85,12 @@ for job in "$@"; do
       python3 -m driftcheck.bench.precision --device cuda --hidden "$hidden" --json "$OUT/precision-$hidden.json" \
         > "$OUT/precision-$hidden.md" 2>&1 || status=1
       echo "== $job ($(( $(date +%s) - t )) s)"; cat "$OUT/precision-$hidden.md" | tail -16
+      ;;
+    hostcost:*)
+      hidden=${job#hostcost:}
+      python3 -m driftcheck.bench.hostcost --hidden "$hidden" --json "$OUT/hostcost-$hidden.json" \
+        > "$OUT/hostcost-$hidden.md" 2>&1 || status=1
+      echo "== $job ($(( $(date +%s) - t )) s)"; cat "$OUT/hostcost-$hidden.md" | tail -16
       ;;
     *:*)
       IFS=: read -r shape mode logits runner samp prof <<< "$job"
