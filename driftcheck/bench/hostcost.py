@@ -21,60 +21,64 @@ REPS = 5
 CALLS = 200
 
 
-def _time(fn, sync) -> dict:
+def _time(fn, sync, calls: int = CALLS) -> dict:
     reps = []
     for _ in range(REPS):
         sync()
         t = time.perf_counter()
-        for _ in range(CALLS):
+        for _ in range(calls):
             fn()
-        reps.append((time.perf_counter() - t) / CALLS * 1e6)
+        reps.append((time.perf_counter() - t) / calls * 1e6)
         sync()
     return {"us_median": statistics.median(reps), "us_min": min(reps), "us_max": max(reps)}
 
 
-def measure(hidden: int, rows: int, vocab: int, device: str = "cuda") -> dict:
+def measure(hidden: int, rows: int, vocab: int, device: str = "cuda", calls: int = CALLS) -> dict:
+    """{call: µs} for each call. On the CPU (a smoke run: Triton's interpreter for the kernels) the calls
+    that exist only on CUDA (events, pinned copies, graph replays) are left out and the steps run eagerly."""
     import torch
 
     from esamp import kernels
     from esamp.config import ESampConfig
     from esamp.distiller import WARMUP_STEPS, OnlineDistiller
 
-    sync = torch.cuda.synchronize
+    cuda = torch.device(device).type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     gen = torch.Generator().manual_seed(0)
     tokens = rows + 16
     taps = [torch.randn(tokens, hidden, generator=gen).to(device, torch.bfloat16) for _ in range(2)]
     index = torch.arange(rows, device=device)
     c = ESampConfig()
     distiller = OnlineDistiller(hidden, int(c.width), float(c.lr), device=device, precision="bf16")
-    for _ in range(WARMUP_STEPS + 2):  # eager steps, then the capture
+    for _ in range(WARMUP_STEPS + 2):  # eager steps, then (CUDA) the capture
         distiller.step_gathered(taps[0], taps[1], index, index, rows)
-    if distiller.graph_error is not None or len(distiller.graphs) != 1:
+    if cuda and (distiller.graph_error is not None or len(distiller.graphs) != 1):
         raise RuntimeError(f"the distiller step was not captured: {distiller.graph_error}")
-    (graphs,) = distiller.graphs.values()
     out = {}
-    out["python call (baseline)"] = _time(lambda: None, sync)
-    out["torch op (a tensor slice)"] = _time(lambda: index[:rows], sync)
 
-    def event():
-        torch.cuda.Event().record()
+    def timed(name, fn):
+        out[name] = _time(fn, sync, calls)
 
-    out["new CUDA event, recorded"] = _time(event, sync)
-    loss = torch.zeros((), device=device)
+    timed("python call (baseline)", lambda: None)
+    timed("torch op (a tensor slice)", lambda: index[:rows])
+    if cuda:
+        loss = torch.zeros((), device=device)
 
-    def loss_copy():  # the per-step loss copy before f842c2f
-        host = torch.empty((), dtype=torch.float32, pin_memory=True)
-        host.copy_(loss, non_blocking=True)
-        torch.cuda.Event().record()
+        def loss_copy():  # the per-step loss copy before f842c2f
+            host = torch.empty((), dtype=torch.float32, pin_memory=True)
+            host.copy_(loss, non_blocking=True)
+            torch.cuda.Event().record()
 
-    out["pinned scalar + D2H copy + event (the loss copy before f842c2f)"] = _time(loss_copy, sync)
+        timed("new CUDA event, recorded", lambda: torch.cuda.Event().record())
+        timed("pinned scalar + D2H copy + event (the loss copy before f842c2f)", loss_copy)
     params = kernels.Params(kernels.G_SIZE, device)
-    values = iter(range(10 ** 9))
-    out["Params.write, new values"] = _time(lambda: params.write((rows, next(values), 0)), sync)
-    out["Params.write, the same values (skipped)"] = _time(lambda: params.write((rows, 1, 0)), sync)
-    out["distiller step graph replay alone"] = _time(graphs.forward.replay, sync)
-    out["distiller step (step_gathered, captured)"] = _time(
-        lambda: distiller.step_gathered(taps[0], taps[1], index, index, rows), sync)
+    values = iter(range(1, 10 ** 9))
+    timed("Params.write, new values", lambda: params.write((rows, next(values), 0)))
+    timed("Params.write, the same values (skipped)", lambda: params.write((rows, 0, 0)))
+    if cuda:
+        (graphs,) = distiller.graphs.values()
+        timed("distiller step graph replay alone", graphs.forward.replay)
+    timed("distiller step (step_gathered)", lambda: distiller.step_gathered(taps[0], taps[1], index, index, rows))
     weight = torch.randn(vocab, hidden, generator=gen).to(device, torch.bfloat16)
     logits = torch.full((rows, vocab), float("-inf"), device=device)
     logits[:, :4] = torch.randn(rows, 4, generator=gen).to(device)
@@ -84,11 +88,11 @@ def measure(hidden: int, rows: int, vocab: int, device: str = "cuda") -> dict:
     cp = kernels.CandidatePass(rows, 16, vocab, weight, kernels.new_totals(device), graphs=True)
     for _ in range(kernels.WARM_RUNS + 1):
         cp.run(logits, beta, temperature, normed)
-    if cp.graph is None:
-        raise RuntimeError(f"the candidate pass was not captured: {cp.graph_error}")
-    out["candidate pass graph replay alone"] = _time(cp.graph.replay, sync)
-    out["candidate pass (CandidatePass.run, captured)"] = _time(lambda: cp.run(logits, beta, temperature, normed),
-                                                                sync)
+    if cuda:
+        if cp.graph is None:
+            raise RuntimeError(f"the candidate pass was not captured: {cp.graph_error}")
+        timed("candidate pass graph replay alone", cp.graph.replay)
+    timed("candidate pass (CandidatePass.run)", lambda: cp.run(logits, beta, temperature, normed))
     return out
 
 
@@ -119,17 +123,21 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=896)
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--vocab", type=int, default=151936)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--calls", type=int, default=CALLS, help="calls per repetition")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     import torch
 
-    if not torch.cuda.is_available():
-        print("driftcheck hostcost: needs a CUDA device")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("driftcheck hostcost: no CUDA device here (--device cpu: a smoke run, Triton's interpreter)")
         return 2
-    result = {"hidden": args.hidden, "rows": args.rows, "alone": measure(args.hidden, args.rows, args.vocab)}
+    run = lambda: measure(args.hidden, args.rows, args.vocab, args.device, args.calls)  # noqa: E731
+    result = {"hidden": args.hidden, "rows": args.rows, "device": args.device, "alone": run()}
     with GilThread():
-        result["gil_thread"] = measure(args.hidden, args.rows, args.vocab)
-    print(f"## Host µs per call (hidden {args.hidden}, {args.rows} rows; median [min–max] of {REPS}×{CALLS})\n")
+        result["gil_thread"] = run()
+    print(f"## Host µs per call ({args.device}, hidden {args.hidden}, {args.rows} rows; median [min–max] of "
+          f"{REPS}×{args.calls})\n")
     print("| call | alone | with a GIL-holding thread |\n|---|---|---|")
     for name, a in result["alone"].items():
         b = result["gil_thread"][name]
