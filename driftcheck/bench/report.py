@@ -168,7 +168,9 @@ REPLAY_TEXT = ("After a run's timed rounds, one more round per variant and sampl
                "the filter on the logits of the sequences each variant draws, with nothing running beside it "
                "(where the copies' own spread is small: see slowest / fastest copy). In the round: every filter call of that round timed where it ran (CUDA events around it on its "
                "stream): median [min–max]; above the time alone, the call's context (what ran before or beside "
-               "it) made it slower, not its inputs. Slowest / fastest copy: each input alone in 3 copies at different "
+               "it) made it slower, not its inputs; then the median of the kept calls as they ran in the round (every "
+               "n-th call: a periodic slowdown off their phase shows here), and, where recorded (from 2026-12-02), the "
+               "median of the round's even and odd calls. Slowest / fastest copy: each input alone in 3 copies at different "
                "device addresses, the slowest copy's time over the fastest's (median over the inputs; rows before "
                "2026-12-01's sixth session: -): above 1, where the tensors lie changes the filter's time. Finite logits/row: the entries it got that no earlier step masked (min_p's survivors; the "
                "whole vocabulary where nothing masked).")
@@ -191,7 +193,14 @@ def replay_row(label: str, sampling: str, entry: dict) -> str:
         if not r or r.get("in_round_ms_median") is None:
             return "-"
         lo, hi = r["in_round_ms_range"]
-        return f"{r['in_round_ms_median']:.3f} [{lo:.3f}–{hi:.3f}]"
+        text = f"{r['in_round_ms_median']:.3f} [{lo:.3f}–{hi:.3f}]"
+        if r.get("in_round_ms_of_samples"):  # the calls whose inputs were kept, as they ran in the round
+            text += f", kept calls {statistics.median(r['in_round_ms_of_samples']):.3f}"
+        calls = r.get("in_round_ms")  # every call, in order (rows from 2026-12-02)
+        if calls and len(calls) > 1:
+            text += (f", even / odd calls {statistics.median(calls[0::2]):.3f} / "
+                     f"{statistics.median(calls[1::2]):.3f}")
+        return text
 
     def placed(r: dict | None) -> str:
         spreads = [max(x) / min(x) for x in (r or {}).get("ms_by_placement") or [] if min(x) > 0]
