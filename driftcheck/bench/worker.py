@@ -111,8 +111,9 @@ def _worker(opts: dict) -> None:
             proto.write(json.dumps({"host_profile": host_profile_round(lambda: generate(cmd["sampling"], short))}) + "\n")
         elif cmd["op"] == "filter_replay":
             # odd: the kept calls alternate between even and odd steps (at 7B with min_p, ESamp's even calls ran
-            # 3.10 ms against 1.97 for its odd ones, and every 32nd call kept only odd ones: 37a127f's row)
-            every = max(1, work["max_tokens"] // REPLAY_SAMPLES) | 1
+            # 3.10 ms against 1.97 for its odd ones, and every 32nd call kept only odd ones: 37a127f's row);
+            # REPLAY_SAMPLES + 1 parts: all of them fit in the round
+            every = max(1, work["max_tokens"] // (REPLAY_SAMPLES + 1)) | 1
             replay = filter_replay(lambda: generate(cmd["sampling"]), every, REPLAY_SAMPLES)
             proto.write(json.dumps({"filter_replay": replay}) + "\n")
         elif cmd["op"] == "stats":
