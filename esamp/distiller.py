@@ -20,6 +20,7 @@ math in four Triton kernels (esamp/kernels.py); "auto" = bf16 on CUDA, fp32 else
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -304,10 +305,9 @@ class OnlineDistiller:
                 self.steps += 1
                 return Step(pred, out, loss.detach())
             main = torch.cuda.current_stream()
-            run_on = self.stream if self.overlap else main
             if self.overlap:
                 self.stream.wait_stream(main)  # the rows (and the last fuse) are ready
-            with torch.cuda.stream(run_on):
+            with self._on_step_stream():
                 graphs = self._graphs(shallow.shape[0], shallow.shape[1], shallow.dtype, deep.dtype, post)
                 if graphs is not None:
                     pred, out, loss_dev, predicted = graphs.run(shallow, deep, self._predicted)
@@ -342,14 +342,12 @@ class OnlineDistiller:
             if graphs is None:
                 return self.step(src_x.index_select(0, index_x[:n]), src_y.index_select(0, index_y[:n]), post)
             if self.overlap:
-                main = torch.cuda.current_stream()
-                self.stream.wait_stream(main)
-                with torch.cuda.stream(self.stream):
-                    pred, out, loss_dev, predicted = graphs.run_gathered(index_x, index_y, n, self._predicted)
+                self.stream.wait_stream(torch.cuda.current_stream())
+            with self._on_step_stream():
+                pred, out, loss_dev, predicted = graphs.run_gathered(index_x, index_y, n, self._predicted)
+            if self.overlap:
                 for t in (index_x, index_y):
                     t.record_stream(self.stream)
-            else:  # in the caller's stream order: no stream switch on the host
-                pred, out, loss_dev, predicted = graphs.run_gathered(index_x, index_y, n, self._predicted)
             self.graph_steps += 1
             self._mark_trained()
             self.steps += 1
@@ -371,14 +369,15 @@ class OnlineDistiller:
             return self.losses.clone(), None
         host = torch.empty(2, dtype=torch.float64, pin_memory=True)
         ready = torch.cuda.Event()
-        if self.overlap:
-            with torch.cuda.stream(self.stream):
-                host.copy_(self.losses, non_blocking=True)
-                ready.record()
-        else:
+        with self._on_step_stream():
             host.copy_(self.losses, non_blocking=True)
             ready.record()
         return host, ready
+
+    def _on_step_stream(self):
+        """The stream the steps' work is queued on: the side stream with `overlap`; else the caller's, as it
+        is (no stream switch on the host)."""
+        return torch.cuda.stream(self.stream) if self.overlap else contextlib.nullcontext()
 
     def _predicted(self):
         """On the side stream: an event the caller's stream waits for before reading the prediction

@@ -324,7 +324,6 @@ class Params:
         self.dev = torch.zeros(size, dtype=torch.int64, device=self.device)
         self.waits = 0
         self.last = None  # the values the block was last given
-        self.skipped = 0  # writes of the values it held already
         self.count = 0  # copies queued
         if self.device.type == "cuda":
             host = torch.zeros(self.SLOTS, size, dtype=torch.int64, pin_memory=True)
@@ -337,7 +336,6 @@ class Params:
 
     def write(self, values: tuple) -> None:
         if values == self.last:  # the block holds them already (only `write` changes it): no copy
-            self.skipped += 1
             return
         self.last = values
         if self.slots is None:
