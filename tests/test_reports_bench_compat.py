@@ -283,7 +283,7 @@ def test_filter_replay_times_vllms_own_filter_on_the_inputs_a_round_gave_it_and_
     replays = json.loads(path.read_text())["cuda-a"]["filter_replay"]
     assert set(replays) == {"minp", "t0.8"} and replays["minp"]["measured_with"] == "abc1234"
     table = throughput.render_markdown(json.loads(path.read_text()))
-    assert ("| `cuda-a` | minp | 0.520 [0.500–0.540] | 0.650 [0.600–0.700] | 1.250 | - / - | - / - | 4 [3–5] / 10 [9–11] "
+    assert ("| `cuda-a` | minp | 0.520 [0.500–0.540] | 0.650 [0.600–0.700] | 1.250 | - / - | - | - / - | 4 [3–5] / 10 [9–11] "
             "| abc1234 |" in table)
     timed = {"vanilla": {**entry["vanilla"], "in_round_ms_median": 0.4, "in_round_ms_range": [0.3, 0.5]},
              "esamp": entry["esamp"]}
@@ -291,9 +291,17 @@ def test_filter_replay_times_vllms_own_filter_on_the_inputs_a_round_gave_it_and_
     # the same inputs in copies at other addresses: the slowest copy's time over the fastest's, median over inputs
     placed = {"vanilla": {**entry["vanilla"], "ms_by_placement": [[1.0, 2.0, 1.0], [3.0, 3.0, 3.3], [2.0, 2.0, 2.0]]},
               "esamp": entry["esamp"]}
-    assert "| 1.250 | - / - | 1.10 / - |" in throughput.replay_row("x", "s", placed)
+    assert "| 1.250 | - / - | - | 1.10 / - |" in throughput.replay_row("x", "s", placed)
     failed = {"vanilla": {"calls": 0, "error": "no input captured"}, "esamp": entry["esamp"]}
     assert "| no input captured | 0.650 [0.600–0.700] | - |" in throughput.replay_row("x", "s", failed)
+    # ESamp's filter calls in the round 1 ms slower on average than vanilla's; vanilla: 256 rows at 25,600 tokens/s,
+    # a 10 ms step, so 10 % of it; a median ratio of 0.9 without that time: 1 / (1/0.9 - 0.1) = 0.989
+    rounds = {"vanilla": {**entry["vanilla"], "rows": 256, "in_round_ms": [2.0, 2.0, 2.0, 2.0]},
+              "esamp": {**entry["esamp"], "in_round_ms": [3.5, 2.5, 3.5, 2.5], "measured_with": "abc1234"}}
+    timed_run = {"vanilla_tok_s": [25_000.0, 25_600.0, 26_000.0], "ratio_median": 0.9, "measured_with": "abc1234"}
+    assert "| +1.000 (+10.0 %): 0.989 |" in throughput.replay_row("x", "s", rounds, timed_run)
+    # a replay from another run than the timed rounds: no share drawn from them
+    assert "| +1.000" not in throughput.replay_row("x", "s", rounds, {**timed_run, "measured_with": "fff0000"})
 
 
 def test_esamps_host_time_per_step_is_its_hooks_seconds_over_the_steps_against_a_vanilla_step():

@@ -127,10 +127,12 @@ def render_markdown(data: dict) -> str:
     if replays:
         lines += ["", "## vLLM's filter alone, on each variant's own inputs", "", REPLAY_TEXT, "",
                   "| run | sampling | vanilla ms/call | ESamp ms/call | ESamp / vanilla | in the round, ms/call, vanilla / "
-                  "ESamp | alone, slowest / fastest copy, vanilla / ESamp | finite logits/row, vanilla / ESamp | code |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "ESamp | ESamp − vanilla in the round, ms/step (share of vanilla's step): ratio without it | "
+                  "alone, slowest / fastest copy, vanilla / ESamp | finite logits/row, vanilla / ESamp | code |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for label, r in replays:
-            lines += [replay_row(label, sampling, entry) for sampling, entry in r["filter_replay"].items()]
+            lines += [replay_row(label, sampling, entry, r.get("variants", {}).get(sampling))
+                      for sampling, entry in r["filter_replay"].items()]
     scan = data.get("scan")
     if scan:
         lines += ["", "## Scan", "", f"Installed vLLM {scan['vllm']} on {scan['machine']}.", "",
@@ -172,12 +174,18 @@ REPLAY_TEXT = ("After a run's timed rounds, one more round per variant and sampl
                "n-th call: a periodic slowdown off their phase shows here), and, where recorded (from 2026-12-02), the "
                "median of the round's even and odd calls. Slowest / fastest copy: each input alone in 3 copies at different "
                "device addresses, the slowest copy's time over the fastest's (median over the inputs; rows before "
-               "2026-12-01's sixth session: -): above 1, where the tensors lie changes the filter's time. Finite logits/row: the entries it got that no earlier step masked (min_p's survivors; the "
+               "2026-12-01's sixth session: -): above 1, where the tensors lie changes the filter's time. "
+               "ESamp − vanilla in the round: the mean in-round time of ESamp's filter calls less vanilla's (a step "
+               "makes one call), as a share of vanilla's step (rows / its median tokens/s in the timed rounds), and "
+               "the timed rounds' median ratio with that time taken out of ESamp's step: 1 / (1/ratio − share). Where "
+               "the filter alone on ESamp's inputs is as slow as in its round, that time is vLLM's filter working "
+               "harder on the sequences ESamp draws (its passes depend on the logits), not ESamp's own work. Finite logits/row: the entries it got that no earlier step masked (min_p's survivors; the "
                "whole vocabulary where nothing masked).")
 
 
-def replay_row(label: str, sampling: str, entry: dict) -> str:
-    """One run's and setting's filter_replay line: both variants' filter times and inputs."""
+def replay_row(label: str, sampling: str, entry: dict, variant: dict | None = None) -> str:
+    """One run's and setting's filter_replay line: both variants' filter times and inputs; `variant`: the
+    run's timed result for that setting (its ratio and vanilla's tokens/s), for the extra filter time's share."""
     def cell(r: dict | None, key: str, fmt: str) -> str:
         if not r or r.get("error") or not r.get(key):
             return (r or {}).get("error", "-")
@@ -208,8 +216,25 @@ def replay_row(label: str, sampling: str, entry: dict) -> str:
 
     finite = f"{cell(van, 'finite_per_row', ',.0f')} / {cell(esa, 'finite_per_row', ',.0f')}"
     return (f"| `{label}` | {LEGACY_SAMPLINGS.get(sampling, sampling)} | {cell(van, 'ms', '.3f')} | "
-            f"{cell(esa, 'ms', '.3f')} | {ratio} | {in_round(van)} / {in_round(esa)} | {placed(van)} / {placed(esa)} | "
+            f"{cell(esa, 'ms', '.3f')} | {ratio} | {in_round(van)} / {in_round(esa)} | "
+            f"{filter_share(van, esa, variant)} | {placed(van)} / {placed(esa)} | "
             f"{finite} | {entry.get('measured_with', OLDER)} |")
+
+
+def filter_share(van: dict | None, esa: dict | None, variant: dict | None) -> str:
+    """ESamp's extra filter time per step in the round (the mean of its calls less vanilla's), its share of
+    vanilla's step (rows per step / vanilla's median tokens/s), and the run's median ratio without it."""
+    calls = [(r or {}).get("in_round_ms") for r in (van, esa)]
+    if not all(calls) or not variant or not variant.get("vanilla_tok_s") or not (van or {}).get("rows"):
+        return "-"
+    if None not in (variant.get("measured_with"), (esa or {}).get("measured_with")) and \
+            variant["measured_with"] != esa["measured_with"]:
+        return "-"  # the replay and the timed rounds come from different runs
+    extra = statistics.mean(calls[1]) - statistics.mean(calls[0])
+    step_ms = 1e3 * van["rows"] / statistics.median(variant["vanilla_tok_s"])
+    share = extra / step_ms
+    ratio = variant["ratio_median"]
+    return f"{extra:+.3f} ({100 * share:+.1f} %): {1 / (1 / ratio - share):.3f}"
 
 
 #: The hooks' host ranges that do not nest (bench host time = their sum; esamp.distill is inside
