@@ -32,7 +32,7 @@ class ESampConfig:
     gate_steps: int = 2  # decoding steps the gate checks the hooks before ESamp acts
     precision: str = "auto"  # the distiller's GEMMs: fp32, or bf16 with fp32 master weights and Adam state
     cuda_graphs: bool = True  # on CUDA, capture the distiller step and the candidate pass in CUDA graphs
-    side_stream: bool = False  # on CUDA, true: the update beside the next forward on its own stream (measured slower)
+    side_stream: bool = False  # on CUDA, true: the update beside the next forward on its own stream (esamp/distiller.py: measured)
 
     @classmethod
     def from_vllm_config(cls, vllm_config) -> ESampConfig:
