@@ -411,7 +411,11 @@ def _interrupted_write(tmp_path, sig):
     """`scan --markdown` stopped by `sig` while the report is staged (inside the rename)."""
     report = tmp_path / "report.md"
     report.write_text("old report\n")
-    code = ("import os, sys, time\n"
+    code = ("import faulthandler, os, signal, sys, time\n"
+            "faulthandler.register(signal.SIGUSR1)\n"  # where it is, if it outlives the wait below
+            # Ctrl-C as a terminal delivers it, whatever this suite inherited (a shell's background job
+            # starts with SIGINT ignored, and Python then leaves it ignored)
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "def slow(*a, **k):\n"
             "    print('STAGED', flush=True)\n"
             "    time.sleep(60)\n"
@@ -427,7 +431,13 @@ def _interrupted_write(tmp_path, sig):
                 break
         assert len(list(tmp_path.iterdir())) == 2  # the report and its staged copy
         proc.send_signal(sig)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # say where the child was (its stacks on stderr), then fail
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            proc.kill()
+            pytest.fail(f"still running 30 s after signal {sig}: {proc.communicate(timeout=10)[1][-3000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
