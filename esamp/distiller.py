@@ -237,10 +237,10 @@ class OnlineDistiller:
     it runs on a side stream, so the update overlaps the next forward; the caller's stream then waits only
     for the prediction (`Step.wait`), and the next step's forward sees every earlier update (stream order:
     no host synchronisation). In order is the default because it measured faster at 07fa488: on the H200 at
-    the 7B shape, 0.979× vanilla in order against 0.956× beside the forward. At 6c233fd (the filter's,
-    the losses' and the launches' host work since trimmed) beside measured 0.994× [0.989–0.998] (t0.8 top_p
-    0.95) and 0.983× [0.975–0.992] (R1's setting) against 0.979× [0.977–0.984] in order for R1's in the same
-    device call (reports/benchmarks.md, rows "side_stream"): not yet one job timing both, so the default
+    the 7B shape, 0.979× vanilla in order against 0.956× beside the forward. At 6c233fd (the loss copies, the
+    parameter writes and the launches' host work since trimmed) beside measured 0.994× [0.989–0.998] (t0.8
+    top_p 0.95) and 0.983× [0.975–0.992] (R1's setting), in order 0.979× [0.977–0.984] for R1's setting in
+    the same device call (reports/benchmarks.md, rows "side_stream"): not yet one job timing both, so the default
     stays until that A/B.
     With bf16 GEMMs on CUDA the element-wise work runs in Triton kernels (`fused`; ESAMP_TRITON=0: the
     PyTorch path). On the CPU all of it is synchronous.

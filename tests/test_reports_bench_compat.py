@@ -297,7 +297,7 @@ def test_filter_replay_times_vllms_own_filter_on_the_inputs_a_round_gave_it_and_
     # ESamp's filter calls in the round 1 ms slower on average than vanilla's; vanilla: 256 rows at 25,600 tokens/s,
     # a 10 ms step, so 10 % of it; a median ratio of 0.9 without that time: 1 / (1/0.9 - 0.1) = 0.989
     rounds = {"vanilla": {**entry["vanilla"], "rows": 256, "in_round_ms": [2.0, 2.0, 2.0, 2.0]},
-              "esamp": {**entry["esamp"], "in_round_ms": [3.5, 2.5, 3.5, 2.5], "measured_with": "abc1234"}}
+              "esamp": {**entry["esamp"], "in_round_ms": [3.5, 2.5, 3.5, 2.5]}, "measured_with": "abc1234"}
     timed_run = {"vanilla_tok_s": [25_000.0, 25_600.0, 26_000.0], "ratio_median": 0.9, "measured_with": "abc1234"}
     assert "| +1.000 (+10.0 %): 0.989 |" in throughput.replay_row("x", "s", rounds, timed_run)
     # a replay from another run than the timed rounds: no share drawn from them

@@ -217,19 +217,21 @@ def replay_row(label: str, sampling: str, entry: dict, variant: dict | None = No
     finite = f"{cell(van, 'finite_per_row', ',.0f')} / {cell(esa, 'finite_per_row', ',.0f')}"
     return (f"| `{label}` | {LEGACY_SAMPLINGS.get(sampling, sampling)} | {cell(van, 'ms', '.3f')} | "
             f"{cell(esa, 'ms', '.3f')} | {ratio} | {in_round(van)} / {in_round(esa)} | "
-            f"{filter_share(van, esa, variant)} | {placed(van)} / {placed(esa)} | "
+            f"{filter_share(entry, variant)} | {placed(van)} / {placed(esa)} | "
             f"{finite} | {entry.get('measured_with', OLDER)} |")
 
 
-def filter_share(van: dict | None, esa: dict | None, variant: dict | None) -> str:
+def filter_share(entry: dict, variant: dict | None) -> str:
     """ESamp's extra filter time per step in the round (the mean of its calls less vanilla's), its share of
-    vanilla's step (rows per step / vanilla's median tokens/s), and the run's median ratio without it."""
+    vanilla's step (rows per step / vanilla's median tokens/s), and the run's median ratio without it.
+    `entry`: a setting's filter_replay; `variant`: the same setting's timed rounds."""
+    van, esa = entry.get("vanilla"), entry.get("esamp")
     calls = [(r or {}).get("in_round_ms") for r in (van, esa)]
-    if not all(calls) or not variant or not variant.get("vanilla_tok_s") or not (van or {}).get("rows"):
+    if not all(calls) or not variant or not variant.get("vanilla_tok_s") or not van.get("rows"):
         return "-"
-    if None not in (variant.get("measured_with"), (esa or {}).get("measured_with")) and \
-            variant["measured_with"] != esa["measured_with"]:
-        return "-"  # the replay and the timed rounds come from different runs
+    if None not in (variant.get("measured_with"), entry.get("measured_with")) and \
+            variant["measured_with"] != entry["measured_with"]:
+        return "-"  # the replay and the timed rounds were measured by different code (different runs)
     extra = statistics.mean(calls[1]) - statistics.mean(calls[0])
     step_ms = 1e3 * van["rows"] / statistics.median(variant["vanilla_tok_s"])
     share = extra / step_ms
