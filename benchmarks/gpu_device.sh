@@ -20,12 +20,14 @@
 # --tp N (the benchmarks' tensor_parallel_size: needs N GPUs, e.g. nvidia-h200-x2; not with --profile),
 # --beta B (the ESamp requests' β; 0: the distiller trains, nothing is fused),
 # --filter-replay (the benchmarks also time vLLM's filter alone on each variant's inputs: bench --filter-replay),
-# --require-kernels (a failed kernel check ends the call at once, instead of benchmarking the PyTorch path).
+# --require-kernels (a failed kernel check ends the call at once, instead of benchmarking the PyTorch path),
+# --ab KEY=VALUE (every benchmark job runs twice, back to back on the same machine: with the ESamp settings
+#   given, then with KEY=VALUE added; each its own row, e.g. --ab side_stream=true: in order vs beside).
 # Results under $OUT: gpu.json (benchmarks), check-ENV-MODE.json (checks), precision-HIDDEN.json, hostcost-HIDDEN.md, logs.tgz (the
 # workers' logs).
 set -u
 OUT=${OUT:-/tmp/out}
-ROUNDS=5; PROFILE=; SAMPLING=(); SETTINGS=(); TP=1; BETA=(); REPLAY=; REQUIRE=
+ROUNDS=5; PROFILE=; SAMPLING=(); SETTINGS=(); TP=1; BETA=(); REPLAY=; REQUIRE=; AB=
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -36,6 +38,7 @@ while [ $# -gt 0 ]; do
     --beta) BETA=(--beta "$2"); shift 2 ;;
     --filter-replay) REPLAY=--filter-replay; shift ;;
     --require-kernels) REQUIRE=1; shift ;;
+    --ab) AB=$2; shift 2 ;;
     *) break ;;
   esac
 done
@@ -98,12 +101,15 @@ for job in "$@"; do
       logits=${logits:-flat}
       jobsamp=("${SAMPLING[@]}"); [ -n "$samp" ] && jobsamp=(--sampling "$samp")
       if [ -n "$runner" ]; then export VLLM_USE_V2_MODEL_RUNNER=0; [ "$runner" = v2 ] && export VLLM_USE_V2_MODEL_RUNNER=1; fi
-      log="$OUT/$shape-$mode-$logits${runner:+-$runner}-tp$TP${BETA[1]:+-beta${BETA[1]}}.log"
-      python3 -m driftcheck bench throughput --device cuda --shape "$shape" --mode "$mode" --logits "$logits" \
-        ${runner:+--runner "$runner"} --rounds "$ROUNDS" --tp "$TP" $jobprof $REPLAY "${jobsamp[@]}" "${SETTINGS[@]}" "${BETA[@]}" \
-        --log-dir "$OUT/logs" --results "$OUT/gpu.json" --out "$OUT/gpu.md" > "$log" 2>&1 || status=1
+      for extra in "" ${AB:+"$AB"}; do  # --ab: the same job again with that ESamp setting added
+        log="$OUT/$shape-$mode-$logits${runner:+-$runner}-tp$TP${BETA[1]:+-beta${BETA[1]}}${extra:+-${extra//[^A-Za-z0-9_.]/_}}.log"
+        python3 -m driftcheck bench throughput --device cuda --shape "$shape" --mode "$mode" --logits "$logits" \
+          ${runner:+--runner "$runner"} --rounds "$ROUNDS" --tp "$TP" $jobprof $REPLAY "${jobsamp[@]}" "${SETTINGS[@]}" \
+          ${extra:+--esamp-setting "$extra"} "${BETA[@]}" \
+          --log-dir "$OUT/logs" --results "$OUT/gpu.json" --out "$OUT/gpu.md" > "$log" 2>&1 || status=1
+        echo "== $job${extra:+ + $extra} ($(( $(date +%s) - t )) s)"; tail -6 "$log"
+      done
       unset VLLM_USE_V2_MODEL_RUNNER
-      echo "== $job ($(( $(date +%s) - t )) s)"; tail -6 "$log"
       ;;
   esac
 done
