@@ -102,6 +102,7 @@ for job in "$@"; do
       jobsamp=("${SAMPLING[@]}"); [ -n "$samp" ] && jobsamp=(--sampling "$samp")
       if [ -n "$runner" ]; then export VLLM_USE_V2_MODEL_RUNNER=0; [ "$runner" = v2 ] && export VLLM_USE_V2_MODEL_RUNNER=1; fi
       for extra in "" ${AB:+"$AB"}; do  # --ab: the same job again with that ESamp setting added
+        t=$(date +%s)
         log="$OUT/$shape-$mode-$logits${runner:+-$runner}-tp$TP${BETA[1]:+-beta${BETA[1]}}${extra:+-${extra//[^A-Za-z0-9_.]/_}}.log"
         python3 -m driftcheck bench throughput --device cuda --shape "$shape" --mode "$mode" --logits "$logits" \
           ${runner:+--runner "$runner"} --rounds "$ROUNDS" --tp "$TP" $jobprof $REPLAY "${jobsamp[@]}" "${SETTINGS[@]}" \
