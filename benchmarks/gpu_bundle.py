@@ -198,12 +198,13 @@ def build(version: str, bundle_dir: Path) -> None:
 
 def merge(files_dir: Path, code: str | None = None) -> None:
     """Merge the device call's results into reports/: benchmarks (gpu.json) into benchmarks.json/.md,
-    engine checks (check-*.json) into reports/gpu/ and the GPU section of compat.md. Each benchmark row
+    engine checks (check-*.json) into reports/gpu/ and the GPU section of compat.md, host costs
+    (hostcost-HIDDEN.json/.md) into reports/gpu/ with a line naming the code that measured them. Each benchmark row
     is stamped with `code`, the commit the call ran, over any stamp the device wrote (default: the device's
     stamp, else this checkout's, for a merge right after it)."""
     from driftcheck import compat
     from driftcheck.bench.report import code_stamp, record, render_markdown
-    from driftcheck.files import write_atomic
+    from driftcheck.files import write_atomic, write_files
 
     results = ROOT / "reports" / "benchmarks.json"
     benchmarks = sorted(files_dir.rglob("gpu.json"))
@@ -223,6 +224,14 @@ def merge(files_dir: Path, code: str | None = None) -> None:
     for path in checks:
         check = json.loads(path.read_text())
         write_atomic(gpu_dir / f"check-vllm{check.get('vllm', 'unknown')}-{path.name[len('check-'):]}", path.read_text())
+    for path in sorted(files_dir.rglob("hostcost-*.json")):
+        md = path.with_suffix(".md")
+        header = (f"# ESamp's per-step host calls alone\n\nProduced on the device by `bash benchmarks/gpu_device.sh "
+                  f"{path.stem.replace('-', ':', 1)}` (driftcheck/bench/hostcost.py; code {stamp}), merged by "
+                  f"`python benchmarks/gpu_bundle.py --merge`. Do not edit by hand; the raw figures are in "
+                  f"{path.name} beside it.\n\n")
+        write_files({gpu_dir / path.name: path.read_text(), gpu_dir / md.name: header + md.read_text()})
+        print(f"merged {path.name} into {gpu_dir}")
     if checks:
         compat_md = ROOT / "reports" / "compat.md"
         write_atomic(compat_md, compat.render_markdown(json.loads((ROOT / "reports" / "compat.json").read_text()),
