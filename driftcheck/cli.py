@@ -378,8 +378,8 @@ def bench(what, device, shape, mode, logits, samplings, runner, rounds, profile,
         c = result["esamp_counters"]
         click.echo(f"{result['label']} ESamp: {c.get('train_steps')} distiller steps, {c.get('graph_steps')} of them "
                    f"captured{'; capture failed: ' + c['graph_error'] if c.get('graph_error') else ''}; "
-                   f"{c.get('kernel_steps')} kernel / {c.get('candidate_steps')} candidate / "
-                   f"{c.get('dense_steps')} dense interventions")
+                   f"{c.get('kernel_steps')} kernel (of them {c.get('spill_steps', 0)} spilling) / "
+                   f"{c.get('candidate_steps')} candidate / {c.get('dense_steps')} dense interventions")
         # the checkout that ran it, or the installed release outside one
         bench_report.record(result, json_file, bench_report.code_stamp(Path.cwd()) or f"driftcheck {__version__}")
         noise = noisy(result)

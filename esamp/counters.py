@@ -27,6 +27,7 @@ class ESampCounters:
     dense_steps: int = 0  # interventions that computed logits_dist over the whole vocabulary
     candidate_steps: int = 0  # interventions that computed it at the candidates only
     kernel_steps: int = 0  # of those, the ones the Triton kernels ran (esamp/kernels.py; CUDA)
+    spill_steps: int = 0  # of those, the ones whose widest rows past the cap went through the dense head
     rows_overflowed: int = 0  # rows the candidate path left alone (more candidates than it gathered)
     candidates_quantiles: dict = field(default_factory=dict)  # per-row candidate counts: median, p90, p99
     graph_steps: int = 0  # distiller steps that ran as captured CUDA graphs (esamp/distiller.py StepGraphs)

@@ -250,7 +250,7 @@ class OnlineDistiller:
     # state and its training graph must live outside it, so each entry point leaves it.
 
     def __init__(self, hidden: int, width: int, lr: float, *, seed: int = 0, device=None,
-                 precision: str = "auto", graphs: bool = True, side_stream: bool = False) -> None:
+                 precision: str = "auto", graphs: bool = True, side_stream: bool = True) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"distiller precision must be one of {PRECISIONS}, not {precision!r}")
         self.device = torch.device(device or "cpu")

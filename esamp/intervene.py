@@ -55,11 +55,15 @@ class FusedSampler:
     dense       logits_dist over the whole vocabulary through the model's own `compute_logits`;
     candidates  logits_dist only at the surviving candidates (k = the next power of two above twice the
                 largest recent candidate count), the LM-head rows gathered there. On CUDA a
-                `kernels.CandidatePass` per (row bucket, k): two Triton kernels, captured as one CUDA
+                `kernels.CandidatePass` per (row bucket, k, spill): Triton kernels, captured as one CUDA
                 graph once warm, that also count the candidates, the agreement and the largest count on
                 the device; elsewhere PyTorch (the top-k of the filtered logits,
                 adapters.model.candidate_logits). A row with more candidates than k this step (counted,
                 never silently wrong) is left as vLLM filtered it.
+    spill       (CUDA kernels, when recent counts pass CANDIDATE_CAP / 2) the candidate pass at k = CANDIDATE_CAP,
+                and the kernels.SPILL_ROWS widest rows past it through the dense head: a near-flat row (a
+                reasoning model's open step) costs one read of the LM head instead of the whole batch going
+                dense (an eager full-vocabulary head and fused logits over every row).
 
     The path is chosen on the host from the candidate counts of steps the device has finished,
     so no step waits for the device; the first steps, and models whose logits are not a plain
@@ -151,7 +155,12 @@ class FusedSampler:
             temperature = temperature.to(ref.device)
         c = self.counters
         k = self._path_k()  # from earlier steps' counts: this step's are not waited for
-        weight, shard = self._head(model) if k is not None else (None, None)
+        weight, shard = self._head(model) if k is not None or self.recent_max is not None else (None, None)
+        spill = k is None and weight is not None and shard is None and kernels.fits(ref, weight)
+        if spill:  # rows past the cap lately: the kernels at the cap, the widest rows through the dense head
+            k = CANDIDATE_CAP
+        elif k is None:
+            weight = shard = None  # dense
         if shard is not None:  # tensor parallel
             weight = shard[0]
         counted = (c.intervention_calls + 1) % CANDIDATES_EVERY == 1  # this step's rows are counted
@@ -165,8 +174,10 @@ class FusedSampler:
                 # CUDA: one pass collects, one kernel fuses and counts, on the device (CandidatePass)
                 c.candidate_steps += 1
                 c.kernel_steps += 1
+                c.spill_steps += spill
                 out = self._candidate_pass(ref, min(k, ref.shape[1]), weight, normed, beta_dev, temperature,
-                                           counted, pending.betas != 0 if rows is None else rows.active)
+                                           counted, pending.betas != 0 if rows is None else rows.active,
+                                           kernels.SPILL_ROWS if spill else 0)
                 c.intervention_calls += 1
                 c.rows_intervened += acting_rows
                 c.rows_counted += acting_rows  # the kernels count every step's rows
@@ -216,8 +227,8 @@ class FusedSampler:
         c.rows_intervened += acting_rows
         return out
 
-    def _candidate_pass(self, ref, k, weight, normed, beta_dev, temperature, sampled, active_host):
-        """This step through the CandidatePass of its row bucket and k (built, and captured, on first use):
+    def _candidate_pass(self, ref, k, weight, normed, beta_dev, temperature, sampled, active_host, spill):
+        """This step through the CandidatePass of its row bucket, k and spill (built, and captured, on first use):
         on the host, one parameter copy and one replay; its largest count copied to the host every
         COUNTS_EVERY interventions for the path choice, its counts kept for the distribution when `sampled`."""
         import torch
@@ -226,16 +237,17 @@ class FusedSampler:
         from esamp.distiller import bucket_of
 
         n = ref.shape[0]
-        key = (bucket_of(n), k, ref.shape[1], weight.data_ptr())
+        key = (bucket_of(n), k, ref.shape[1], weight.data_ptr(), spill)
         cp = self.passes.get(key)
         if cp is None:
             with torch.inference_mode(False):  # normal tensors: reset_counts zeroes them outside vLLM's mode
                 if self.totals is None:
                     self.totals = kernels.new_totals(ref.device)
                 cp = self.passes[key] = kernels.CandidatePass(key[0], k, ref.shape[1], weight, self.totals,
-                                                              graphs=self.graphs)
-            cp.top_host = torch.zeros(1, dtype=torch.int32, pin_memory=True)
-            cp.top_ready = torch.cuda.Event()
+                                                              graphs=self.graphs, spill=spill)
+            on_cuda = ref.device.type == "cuda"  # else Triton's interpreter (the kernel check on the CPU)
+            cp.top_host = torch.zeros(1, dtype=torch.int32, pin_memory=on_cuda)
+            cp.top_ready = torch.cuda.Event() if on_cuda else None
         # the kernels' layouts, converted only where they differ (each conversion is a call into torch)
         if temperature.dtype != torch.float32 or not temperature.is_contiguous():
             temperature = temperature.float().contiguous()
@@ -246,7 +258,8 @@ class FusedSampler:
             # one host slot and event per pass, written again by its next copy: an entry read late reads
             # that newer count, and its event answers for the newer copy
             cp.top_host.copy_(cp.top, non_blocking=True)
-            cp.top_ready.record()
+            if cp.top_ready is not None:
+                cp.top_ready.record()
             self.count_copies.append((cp.top_host, cp.top_ready))
         if sampled and len(self.count_samples) < COUNT_SAMPLES:
             self.count_samples.append((cp.counts[:n].clone(), active_host))

@@ -101,35 +101,26 @@ def _kernels():
                 tl.store(val_ptr + row * K + pos, vals, mask=keep)
 
     @triton.jit
-    def fuse(params_ptr, idx_ptr, count_ptr, w_ptr, w_stride, hidden, totals_ptr, max_ptr, dist_ptr,
-             EPS: tl.constexpr, K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr):
+    def fuse(params_ptr, idx_ptr, count_ptr, w_ptr, w_stride, hidden, dist_ptr, EPS: tl.constexpr,
+             K: tl.constexpr, CHUNK: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr):
+        # one program per (row, CHUNK of its candidates): a row of many candidates spreads over as many
+        # programs (the LM-head rows it gathers are most of its cost), and chunks past its count stop at once
         row = tl.program_id(0)
+        first = tl.program_id(1) * CHUNK
         if row < tl.load(params_ptr + 0):
-            ref_ptr = tl.load(params_ptr + 1).to(dist_ptr.dtype)  # fp32
-            ref_stride = tl.load(params_ptr + 2)
-            beta_ptr = tl.load(params_ptr + 3).to(dist_ptr.dtype)  # fp32 [rows]
-            temp_ptr = tl.load(params_ptr + 4).to(dist_ptr.dtype)  # fp32 [rows]
-            x_ptr = tl.load(params_ptr + 5).to(w_ptr.dtype)  # [rows, hidden] in the head's dtype
             n = tl.load(count_ptr + row)
-            tl.atomic_max(max_ptr, n)  # the step's largest count: the next steps' k (FusedSampler._path_k)
-            t = tl.load(temp_ptr + row)
-            raw_b = tl.load(beta_ptr + row)
-            greedy = t < EPS  # β is zeroed on greedy rows, and vLLM did not divide them (esamp/fused.py)
-            b = tl.where(greedy, 0.0, raw_b)
-            c1 = 1 + b
-            c2 = -b / tl.where(greedy, 1.0, t)
-            acting = raw_b != 0
-            if acting:
-                tl.atomic_add(totals_ptr + 0, n.to(tl.int64))  # T_CANDIDATES
-            if n > K:
-                if b != 0:
-                    tl.atomic_add(totals_ptr + 2, 1)  # T_OVERFLOW: an acting row left as vLLM filtered it
-            else:
-                best_d = tl.full([], float("-inf"), tl.float32)
-                best_r = tl.full([], float("-inf"), tl.float32)
-                at_d = tl.full([], -1, tl.int32)
-                at_r = tl.full([], -1, tl.int32)
-                for start in range(0, n, BLOCK_K):
+            if (n <= K) & (first < n):
+                ref_ptr = tl.load(params_ptr + 1).to(dist_ptr.dtype)  # fp32
+                ref_stride = tl.load(params_ptr + 2)
+                beta_ptr = tl.load(params_ptr + 3).to(dist_ptr.dtype)  # fp32 [rows]
+                temp_ptr = tl.load(params_ptr + 4).to(dist_ptr.dtype)  # fp32 [rows]
+                x_ptr = tl.load(params_ptr + 5).to(w_ptr.dtype)  # [rows, hidden] in the head's dtype
+                t = tl.load(temp_ptr + row)
+                greedy = t < EPS  # β is zeroed on greedy rows, and vLLM did not divide them (esamp/fused.py)
+                b = tl.where(greedy, 0.0, tl.load(beta_ptr + row))
+                c1 = 1 + b
+                c2 = -b / tl.where(greedy, 1.0, t)
+                for start in range(first, first + CHUNK, BLOCK_K):
                     j = start + tl.arange(0, BLOCK_K)
                     live = j < n
                     idx = tl.load(idx_ptr + row * K + j, mask=live, other=0)
@@ -146,19 +137,91 @@ def _kernels():
                     at = ref_ptr + row.to(tl.int64) * ref_stride + idx
                     ref = tl.load(at, mask=live, other=0.0)
                     tl.store(at, ref * c1 + dist * c2, mask=live)
+
+    @triton.jit
+    def tally(params_ptr, count_ptr, val_ptr, dist_ptr, totals_ptr, max_ptr, EPS: tl.constexpr, K: tl.constexpr,
+              BLOCK: tl.constexpr):
+        # one program per row, after fuse: the counts into totals (T_*), and the agreement from the row's
+        # candidates' values as collected (logits_ref before fusing) and their logits_dist
+        row = tl.program_id(0)
+        if row < tl.load(params_ptr + 0):
+            beta_ptr = tl.load(params_ptr + 3).to(dist_ptr.dtype)
+            temp_ptr = tl.load(params_ptr + 4).to(dist_ptr.dtype)
+            n = tl.load(count_ptr + row)
+            tl.atomic_max(max_ptr, n)  # the step's largest count: the next steps' k (FusedSampler._path_k)
+            raw_b = tl.load(beta_ptr + row)
+            b = tl.where(tl.load(temp_ptr + row) < EPS, 0.0, raw_b)
+            acting = raw_b != 0
+            if acting:
+                tl.atomic_add(totals_ptr + 0, n.to(tl.int64))  # T_CANDIDATES
+            if n > K:
+                if b != 0:
+                    tl.atomic_add(totals_ptr + 2, 1)  # T_OVERFLOW: an acting row left as vLLM filtered it
+            elif acting:
+                best_d = tl.full([], float("-inf"), tl.float32)
+                best_r = tl.full([], float("-inf"), tl.float32)
+                at_d = tl.full([], -1, tl.int32)
+                at_r = tl.full([], -1, tl.int32)
+                for start in range(0, n, BLOCK):
+                    j = start + tl.arange(0, BLOCK)
+                    live = j < n
                     # the best candidate of each, first position on ties (as torch's argmax)
-                    d = tl.where(live, dist, float("-inf"))
-                    r = tl.where(live, ref, float("-inf"))
+                    d = tl.load(dist_ptr + row * K + j, mask=live, other=float("-inf"))
+                    r = tl.load(val_ptr + row * K + j, mask=live, other=float("-inf"))
                     bd, br = tl.max(d, axis=0), tl.max(r, axis=0)
                     pd = start + tl.argmax(d, axis=0, tie_break_left=True)
                     pr = start + tl.argmax(r, axis=0, tie_break_left=True)
                     at_d = tl.where(bd > best_d, pd, at_d)
                     at_r = tl.where(br > best_r, pr, at_r)
                     best_d, best_r = tl.maximum(best_d, bd), tl.maximum(best_r, br)
-                if acting:
-                    tl.atomic_add(totals_ptr + 1, ((at_d == at_r) & (n > 0)).to(tl.int64))  # T_AGREE
+                tl.atomic_add(totals_ptr + 1, ((at_d == at_r) & (n > 0)).to(tl.int64))  # T_AGREE
 
-    return triton, collect, fuse
+    @triton.jit
+    def spill_in(params_ptr, count_ptr, sel_ptr, x_ptr, refs_ptr, bt_ptr, vocab, hidden, K: tl.constexpr,
+                 BLOCK: tl.constexpr):
+        # program (r, block): the r-th widest row's logits (-inf unless it has more than K candidates) and,
+        # block 0, its normed prediction (zeros unless so), β and T, into the spill buffers
+        r = tl.program_id(0)
+        row = tl.load(sel_ptr + r)
+        over = (row < tl.load(params_ptr + 0)) & (tl.load(count_ptr + row) > K)
+        row = tl.where(over, row, 0)  # a row past this step's (a padded bucket's) is read nowhere
+        ref_ptr = tl.load(params_ptr + 1).to(refs_ptr.dtype)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        inside = cols < vocab
+        vals = tl.load(ref_ptr + row * tl.load(params_ptr + 2) + cols, mask=inside, other=float("-inf"))
+        tl.store(refs_ptr + r.to(tl.int64) * vocab + cols, tl.where(over, vals, float("-inf")), mask=inside)
+        if tl.program_id(1) == 0:
+            src = tl.load(params_ptr + 5).to(x_ptr.dtype)
+            for h0 in range(0, hidden, BLOCK):
+                h = h0 + tl.arange(0, BLOCK)
+                hm = h < hidden
+                x = tl.load(src + row * hidden + h, mask=hm, other=0.0)
+                tl.store(x_ptr + r * hidden + h, tl.where(over, x, 0.0), mask=hm)
+            beta_ptr = tl.load(params_ptr + 3).to(bt_ptr.dtype)
+            temp_ptr = tl.load(params_ptr + 4).to(bt_ptr.dtype)
+            tl.store(bt_ptr + 2 * r, tl.where(over, tl.load(beta_ptr + row), 0.0))
+            tl.store(bt_ptr + 2 * r + 1, tl.where(over, tl.load(temp_ptr + row), 1.0))
+
+    @triton.jit
+    def spill_out(params_ptr, sel_ptr, refs_ptr, sdist_ptr, bt_ptr, vocab, EPS: tl.constexpr, BLOCK: tl.constexpr):
+        # program (r, block): the fused logits of the r-th widest row at its candidates, written into vLLM's
+        # logits (a row spill_in did not take has β 0 there: left alone)
+        r = tl.program_id(0)
+        raw_b = tl.load(bt_ptr + 2 * r)
+        t = tl.load(bt_ptr + 2 * r + 1)
+        greedy = t < EPS
+        b = tl.where(greedy, 0.0, raw_b)
+        if b != 0:
+            row = tl.load(sel_ptr + r)
+            ref_ptr = tl.load(params_ptr + 1).to(refs_ptr.dtype)
+            cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+            inside = cols < vocab
+            vals = tl.load(refs_ptr + r.to(tl.int64) * vocab + cols, mask=inside, other=float("-inf"))
+            live = inside & (vals > float("-inf")) & (vals < float("inf"))
+            d = tl.load(sdist_ptr + r.to(tl.int64) * vocab + cols, mask=live, other=0.0).to(tl.float32)
+            tl.store(ref_ptr + row * tl.load(params_ptr + 2) + cols, vals * (1 + b) + d * (-b / t), mask=live)
+
+    return triton, collect, fuse, tally, spill_in, spill_out
 
 
 @functools.cache
@@ -357,30 +420,38 @@ class Params:
 
 
 COLLECT_BLOCK = 4096
+FUSE_CHUNK = 64  # candidates per fuse program: a row with n of them spreads over ⌈n / FUSE_CHUNK⌉ programs
+SPILL_BLOCK = 4096
+SPILL_ROWS = 8  # rows past k a spilling pass fuses through the dense LM head (the widest of the step)
 WARM_RUNS = 2  # eager runs of a CandidatePass before it is captured (Triton compiles at the first)
 
 
 class CandidatePass:
-    """The candidate path of one step for up to `rows` rows at `k` candidates a row: collect, then fuse, on
-    buffers this object owns, with the step's logits, β, temperatures and normed prediction read through a
-    `Params` block. On CUDA (`graphs`), after WARM_RUNS eager runs, the launches are captured once as a CUDA
-    graph and a step costs one parameter copy and one replay on the host.
+    """The candidate path of one step for up to `rows` rows at `k` candidates a row: collect, fuse, tally and
+    (with `spill`) the widest rows dense, on buffers this object owns, with the step's logits, β, temperatures
+    and normed prediction read through a `Params` block. On CUDA (`graphs`), after WARM_RUNS eager runs, the
+    launches are captured once as a CUDA graph and a step costs one parameter copy and one replay on the host.
 
     collect   one pass over the filtered logits: each row's surviving candidates (finite entries), their
               indices and values into [rows, k] buffers, and the row's exact candidate count (also when it is
               larger than k). Order within a row is not fixed (blocks append with an atomic), and nothing
               depends on it: every result is written back by index. Blocks without a candidate (most of
               them, after top-p) stop after their one read.
-    fuse      per row with at most k candidates: logits_dist at its candidates only (LM-head rows gathered
-              inside the kernel, products in the head's dtype, fp32 accumulation, rounded to the head's dtype
-              as the dense head rounds its output), then ref ← c1·ref + c2·dist at those indices, in place,
-              with c1 = 1+β, c2 = −β/T per row computed in the kernel from β and T (esamp/fused.py's formula).
-              Rows with more candidates than k are left as vLLM filtered them. Into `totals` (T_*): acting
-              rows' candidates, their agreement (logits_dist's best candidate is logits_ref's), and acting rows
-              left alone; into `top` the step's largest count.
+    fuse      per row with at most k candidates, one program per FUSE_CHUNK of them: logits_dist at its
+              candidates only (LM-head rows gathered inside the kernel, products in the head's dtype, fp32
+              accumulation, rounded to the head's dtype as the dense head rounds its output), then
+              ref ← c1·ref + c2·dist at those indices, in place, with c1 = 1+β, c2 = −β/T per row computed in
+              the kernel from β and T (esamp/fused.py's formula). Rows with more candidates than k are left.
+    tally     per row, into `totals` (T_*): acting rows' candidates, their agreement (logits_dist's best
+              candidate is logits_ref's), and acting rows left alone; into `top` the step's largest count.
+    spill     (spill > 0 rows) the `spill` rows with the most candidates, where they have more than k: their
+              logits_dist through the dense LM head (one [spill, hidden] × [hidden, vocab] GEMM: reading the head
+              once, whatever their count, instead of gathering most of it row by row) and the same formula at
+              their candidates, in place; they are then no longer counted as left alone. Rows past k beyond
+              the widest `spill` stay as vLLM filtered them, counted.
     """
 
-    def __init__(self, rows: int, k: int, vocab: int, weight, totals, *, graphs: bool) -> None:
+    def __init__(self, rows: int, k: int, vocab: int, weight, totals, *, graphs: bool, spill: int = 0) -> None:
         import torch
 
         device = weight.device
@@ -391,6 +462,15 @@ class CandidatePass:
         self.dist = torch.zeros(rows, k, dtype=torch.float32, device=device)
         self._counts = torch.zeros(rows + 1, dtype=torch.int32, device=device)  # per row, then the largest
         self.counts, self.top = self._counts[:rows], self._counts[rows:]
+        self.spill = min(spill, rows)
+        if self.spill:
+            s, hidden = self.spill, weight.shape[1]
+            self.spill_rows = torch.zeros(s, dtype=torch.int64, device=device)  # the widest rows
+            self.spill_width = torch.zeros(s, dtype=torch.int32, device=device)  # their counts
+            self.spill_x = torch.zeros(s, hidden, dtype=weight.dtype, device=device)  # their normed predictions
+            self.spill_ref = torch.zeros(s, vocab, dtype=torch.float32, device=device)  # their filtered logits
+            self.spill_dist = torch.zeros(s, vocab, dtype=weight.dtype, device=device)  # their logits_dist
+            self.spill_bt = torch.zeros(s, 2, dtype=torch.float32, device=device)  # their β (0: not spilled), T
         self.graphs = graphs and device.type == "cuda"
         self.graph = None
         self.graph_error: str | None = None
@@ -412,17 +492,48 @@ class CandidatePass:
     def _launch(self) -> None:
         self._counts.zero_()
         _collect(self.params, self.vocab, self.idx, self.values, self.counts)
-        _fuse(self.params, self.idx, self.counts, self.weight, self.totals, self.top, self.dist)
+        _fuse(self.params, self.idx, self.counts, self.weight, self.dist)
+        _tally(self.params, self.counts, self.values, self.dist, self.totals, self.top)
+        if self.spill:
+            self._spill()
+
+    def _spill(self) -> None:
+        """The widest rows dense (device work only: capturable)."""
+        import torch
+
+        from driftcheck.adapters.sampler import SAMPLING_EPS
+
+        triton, _, _, _, spill_in, spill_out = _kernels()
+        torch.topk(self.counts, self.spill, out=(self.spill_width, self.spill_rows))
+        grid = (self.spill, triton.cdiv(self.vocab, SPILL_BLOCK))
+        spill_in[grid](self.params.dev, self.counts, self.spill_rows, self.spill_x, self.spill_ref, self.spill_bt,
+                       self.vocab, self.spill_x.shape[1], K=self.k, BLOCK=SPILL_BLOCK)
+        torch.mm(self.spill_x, self.weight[: self.vocab].t(), out=self.spill_dist)
+        spill_out[grid](self.params.dev, self.spill_rows, self.spill_ref, self.spill_dist, self.spill_bt,
+                        self.vocab, EPS=SAMPLING_EPS, BLOCK=SPILL_BLOCK)
+        # the totals as the tally kernel would have them had k covered these rows: agreement over their
+        # candidates (first index on ties, as the dense path), and no longer left alone where they acted
+        beta, temperature = self.spill_bt[:, 0], self.spill_bt[:, 1]
+        taken = self.spill_width > self.k
+        live = torch.isfinite(self.spill_ref)
+        best_d = self.spill_dist.float().masked_fill(~live, float("-inf")).argmax(-1)
+        agree = (best_d == self.spill_ref.argmax(-1)) & taken & (beta != 0)
+        fused = taken & (beta != 0) & (temperature >= SAMPLING_EPS)
+        self.totals[T_AGREE:T_OVERFLOW + 1] += torch.stack((agree.sum(), -fused.sum()))
 
     def _capture(self) -> None:
-        """The launches as one CUDA graph (captured on a side stream with capture_begin/end: no device sync,
-        nothing allocated); a failure is kept (`graph_error`) and the pass stays eager."""
+        """The launches as one CUDA graph (captured on a side stream with capture_begin/end: no device sync;
+        the spill's GEMM run once on that stream first, so cuBLAS is set up there before the capture); a
+        failure is kept (`graph_error`) and the pass stays eager."""
         import torch
 
         graph = torch.cuda.CUDAGraph()
         stream = torch.cuda.Stream(device=self.weight.device)
+        stream.wait_stream(torch.cuda.current_stream())
         try:
             with torch.cuda.stream(stream):
+                if self.spill:
+                    torch.mm(self.spill_x, self.weight[: self.vocab].t(), out=self.spill_dist)
                 graph.capture_begin(capture_error_mode="thread_local")
                 try:
                     self._launch()
@@ -431,25 +542,37 @@ class CandidatePass:
         except Exception as exc:  # counted and reported (stats: graph_error)
             self.graph_error = f"{type(exc).__name__}: {exc}"[:300]
             return
+        finally:
+            torch.cuda.current_stream().wait_stream(stream)
         self.graph = graph
 
 
 def _collect(params, vocab: int, idx, values, counts) -> None:
     """The collect kernel over idx's rows (programs past the block's row count stop at once)."""
-    triton, collect, _ = _kernels()
+    triton, collect, *_ = _kernels()
     rows, k = idx.shape
     collect[(rows, triton.cdiv(vocab, COLLECT_BLOCK))](params.dev, vocab, idx, values, counts, K=k,
                                                        BLOCK=COLLECT_BLOCK)
 
 
-def _fuse(params, idx, counts, weight, totals, top, dist) -> None:
-    """The fuse kernel over idx's rows."""
+def _fuse(params, idx, counts, weight, dist) -> None:
+    """The fuse kernel over idx's rows, ⌈k / FUSE_CHUNK⌉ programs a row."""
     from driftcheck.adapters.sampler import SAMPLING_EPS
 
-    _, _, fuse = _kernels()
+    triton, _, fuse, *_ = _kernels()
     rows, k = idx.shape
-    fuse[(rows,)](params.dev, idx, counts, weight, weight.stride(0), weight.shape[1], totals, top, dist,
-                  EPS=SAMPLING_EPS, K=k, BLOCK_K=16, BLOCK_H=256)
+    chunk = min(FUSE_CHUNK, k)
+    fuse[(rows, triton.cdiv(k, chunk))](params.dev, idx, counts, weight, weight.stride(0), weight.shape[1], dist,
+                                        EPS=SAMPLING_EPS, K=k, CHUNK=chunk, BLOCK_K=16, BLOCK_H=256)
+
+
+def _tally(params, counts, values, dist, totals, top) -> None:
+    """The tally kernel over the rows of values."""
+    from driftcheck.adapters.sampler import SAMPLING_EPS
+
+    _, _, _, tally, _, _ = _kernels()
+    rows, k = values.shape
+    tally[(rows,)](params.dev, counts, values, dist, totals, top, EPS=SAMPLING_EPS, K=k, BLOCK=min(128, k))
 
 
 def new_totals(device):
@@ -475,9 +598,9 @@ def collect_candidates(ref, k: int):
     return idx, val, counts
 
 
-def fuse_candidates(ref, idx, counts, weight, normed, beta, temperature, totals, top=None):
-    """CandidatePass's fuse kernel on given buffers: in place on ref (fp32 [rows, vocab], row-contiguous), at
-    each row's candidates (rows with at most k), ref ← (1+β)·ref + (−β/T)·(normed · weight[idx]), β zeroed
+def fuse_candidates(ref, idx, values, counts, weight, normed, beta, temperature, totals, top=None):
+    """CandidatePass's fuse and tally kernels on given buffers (idx, values, counts: collect_candidates'):
+    in place on ref (fp32 [rows, vocab], row-contiguous), at each row's candidates (rows with at most k), ref ← (1+β)·ref + (−β/T)·(normed · weight[idx]), β zeroed
     on greedy rows (T < vLLM's SAMPLING_EPS). Rows with more than k candidates are left alone. Into `totals`
     (int64 [3], T_*): acting (β ≠ 0) rows' candidates and their agreement, and acting rows left alone; into
     `top` (int32 [1], if given) the largest count. Returns logits_dist at the candidates [rows, k] (fp32;
@@ -492,5 +615,6 @@ def fuse_candidates(ref, idx, counts, weight, normed, beta, temperature, totals,
         params = Params(C_SIZE, ref.device)
         params.write((rows, ref.data_ptr(), ref.stride(0), beta.data_ptr(), temperature.data_ptr(),
                       normed.data_ptr()))
-        _fuse(params, idx, counts, weight, totals, top, dist)
+        _fuse(params, idx, counts, weight, dist)
+        _tally(params, counts, values, dist, totals, top)
     return dist

@@ -1,5 +1,6 @@
 """Probe: the Triton candidate kernels (esamp/kernels.py) give what the PyTorch candidate path gives,
-on random and on peaked logits, with rows that overflow k, greedy rows and β = 0 rows; the distiller
+on random and on peaked logits, with rows that overflow k, greedy rows and β = 0 rows, and with the widest rows
+past k spilled through the dense LM head; the distiller
 step's Triton element-wise kernels give what its PyTorch bf16 path gives (prediction, loss, gradients,
 zero-padded rows staying zero); and, on CUDA, the distiller steps captured in CUDA graphs
 (esamp/distiller.py StepGraphs, zero-padded row buckets) give what the same steps give eagerly.
@@ -46,7 +47,7 @@ def check(device: str = "cuda", *, cases: int = 12, seed: int = 0) -> list[str]:
             continue
         out = ref.clone()
         totals, top = kernels.new_totals(device), torch.zeros(1, dtype=torch.int32, device=device)
-        dist = kernels.fuse_candidates(out, idx, counts, weight, normed, beta, temperature, totals, top)
+        dist = kernels.fuse_candidates(out, idx, values, counts, weight, normed, beta, temperature, totals, top)
         greedy = temperature < SAMPLING_EPS
         acting = beta != 0
         want_over = int(((want_counts > k) & acting & ~greedy).sum())
@@ -111,8 +112,8 @@ def check_candidate_pass(device: str = "cuda", *, seed: int = 0) -> list[str]:
         temperature = torch.tensor([[0.7, 1.0, 0.0, 0.9][i % 4] for i in range(rows)], device=device)
         normed = torch.randn(rows, hidden, generator=gen).to(device)
         want = ref.clone()
-        idx, _, counts = kernels.collect_candidates(want, k)
-        kernels.fuse_candidates(want, idx, counts, weight, normed, beta, temperature, want_totals)
+        idx, values, counts = kernels.collect_candidates(want, k)
+        kernels.fuse_candidates(want, idx, values, counts, weight, normed, beta, temperature, want_totals)
         cp.run(ref, beta, temperature, normed)
         if device == "cuda":
             torch.cuda.synchronize()
@@ -127,6 +128,116 @@ def check_candidate_pass(device: str = "cuda", *, seed: int = 0) -> list[str]:
         problems.append(f"candidate pass totals {totals.tolist()} != {want_totals.tolist()}")
     if device == "cuda" and cp.graph is None:
         problems.append(f"candidate pass not captured: {cp.graph_error}")
+    return problems
+
+
+def check_spill(device: str = "cuda", *, seed: int = 0) -> list[str]:
+    """Problems found running a spilling CandidatePass (the widest rows past k through the dense LM head) against
+    the kernels on each step's own tensors for the rows within k and the dense formula (esamp/fused.py) for the
+    `spill` widest rows past k; the rows past k beyond those unchanged; the totals likewise."""
+    import torch
+
+    from driftcheck.adapters.sampler import SAMPLING_EPS
+    from esamp import kernels
+    from esamp.fused import fused_logits
+
+    problems = []
+    gen = torch.Generator().manual_seed(seed + 7)
+    vocab, hidden, k, bucket, spill = 3000, 64, 32, 16, 3
+    weight = (torch.randn(vocab, hidden, generator=gen) * 0.05).to(device)
+    totals, want_totals = kernels.new_totals(device), kernels.new_totals(device)
+    cp = kernels.CandidatePass(bucket, k, vocab, weight, totals, graphs=True, spill=spill)
+    for step, (rows, wide) in enumerate([(16, 5), (11, 2), (16, 0), (9, 4), (16, 3), (13, 5)]):
+        normed = torch.randn(rows, hidden, generator=gen).to(device)
+        ref = torch.randn(rows, vocab, generator=gen) * 6
+        # every other row's logits follow logits_dist's order: there the two agree on the best candidate
+        ref[::2] = (normed[::2].cpu().float() @ weight.cpu().float().t()) * 50
+        keep = torch.randint(1, k + 1, (rows,), generator=gen)
+        at = torch.randperm(rows, generator=gen)[:wide]
+        keep[at] = torch.tensor([40, 77, 150, 300, 2900][:wide], dtype=keep.dtype)[torch.randperm(wide, generator=gen)]
+        ranks = ref.argsort(-1, descending=True).argsort(-1)
+        ref = torch.where(ranks < keep.unsqueeze(1), ref, torch.full_like(ref, float("-inf"))).to(device)
+        beta = torch.tensor([[0.8, 0.5, 0.0, 1.0][i % 4] for i in range(rows)], device=device)
+        temperature = torch.tensor([[0.7, 1.0, 0.9, 0.0, 0.6][i % 5] for i in range(rows)], device=device)
+        want = ref.clone()
+        idx, values, counts = kernels.collect_candidates(want, k)
+        kernels.fuse_candidates(want, idx, values, counts, weight, normed, beta, temperature, want_totals)
+        widest = [r for r in sorted(range(rows), key=lambda r: -int(keep[r])) if int(keep[r]) > k][:spill]
+        for r in widest:
+            dist = (normed[r:r + 1] @ weight.t()).float()
+            want[r:r + 1] = fused_logits(ref[r:r + 1], dist, beta[r:r + 1], temperature[r:r + 1])
+            if float(beta[r]) != 0:
+                live = torch.isfinite(ref[r])
+                want_totals[kernels.T_AGREE] += int(int(dist[0].masked_fill(~live, float("-inf")).argmax())
+                                                    == int(ref[r].argmax()))
+                want_totals[kernels.T_OVERFLOW] -= int(float(temperature[r]) >= SAMPLING_EPS)
+        cp.run(ref, beta, temperature, normed)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        changed = [r for r in range(rows) if int(keep[r]) > k and not torch.equal(ref[r], want[r])
+                   and r not in widest]
+        if changed:
+            problems.append(f"spill step {step}: rows {changed} past k beyond the widest {spill} changed")
+        elif not torch.allclose(ref, want, rtol=1e-5, atol=1e-5, equal_nan=True) \
+                or not torch.equal(torch.isinf(ref), torch.isinf(want)):
+            bad = [r for r in range(rows) if not torch.allclose(ref[r], want[r], rtol=1e-5, atol=1e-5, equal_nan=True)]
+            problems.append(f"spill step {step} ({rows} rows, {wide} past k): fused logits differ on rows {bad}")
+    if not torch.equal(totals.cpu(), want_totals.cpu()):
+        problems.append(f"spill totals {totals.tolist()} != {want_totals.tolist()}")
+    if device == "cuda" and cp.graph is None:
+        problems.append(f"spilling candidate pass not captured: {cp.graph_error}")
+    return problems
+
+
+def check_spill_path(device: str = "cuda", *, seed: int = 0) -> list[str]:
+    """Problems found in FusedSampler's choice: after a step whose largest count passed the cap, the next step
+    takes the spilling candidate pass (not the dense path), and its fused logits are the dense path's on every
+    row within the cap and on the widest rows past it."""
+    import torch
+    from types import SimpleNamespace
+
+    from esamp import kernels
+    from esamp.counters import ESampCounters
+    from esamp.intervene import CANDIDATE_CAP, FusedSampler, Pending
+
+    gen = torch.Generator().manual_seed(seed + 11)
+    rows, vocab, hidden = 12, 4 * CANDIDATE_CAP, 32
+    model = torch.nn.Module()
+    model.lm_head = torch.nn.Linear(hidden, vocab, bias=False, device=device)
+    with torch.no_grad():
+        model.lm_head.weight.copy_(torch.randn(vocab, hidden, generator=gen) * 0.1)
+    model.logits_processor = SimpleNamespace(scale=1.0, soft_cap=None, logits_as_input=False)
+    model.compute_logits = lambda h: h @ model.lm_head.weight.T
+    view = SimpleNamespace(runner=SimpleNamespace(get_model=lambda: model))
+    ref = torch.randn(rows, vocab, generator=gen) * 4
+    keep = torch.randint(1, 40, (rows,), generator=gen)
+    keep[[1, 6]] = torch.tensor([3 * CANDIDATE_CAP, 2 * CANDIDATE_CAP])  # two near-flat rows past the cap
+    ranks = ref.argsort(-1, descending=True).argsort(-1)
+    ref = torch.where(ranks < keep.unsqueeze(1), ref, torch.full_like(ref, float("-inf"))).to(device)
+    betas = torch.full((rows,), 0.8)
+    temperature = torch.full((rows,), 0.7, device=device)
+    normed = torch.randn(rows, hidden, generator=gen).to(device)
+
+    def step(sampler, logits):
+        pending = Pending(normed.float(), betas, view, normed=normed)
+        return sampler.fuse(pending, SimpleNamespace(logits=logits, sampling=SimpleNamespace(temperature=temperature)))
+
+    dense = step(FusedSampler(ESampCounters()), ref.clone())  # the first step of a sampler: dense
+    counters = ESampCounters()
+    sampler = FusedSampler(counters)
+    sampler.recent_max = int(keep.max())  # as if the step before had counted these rows
+    got = step(sampler, ref.clone())
+    problems = []
+    if not kernels.available(ref):
+        return problems  # no kernels here: the dense path is the only one (checked where they run)
+    if (counters.spill_steps, counters.dense_steps) != (1, 0):
+        problems.append(f"spill path: {counters.spill_steps} spilling / {counters.dense_steps} dense steps, want 1 / 0")
+    elif not torch.equal(torch.isinf(got), torch.isinf(dense)) or not torch.allclose(
+            got[torch.isfinite(got)], dense[torch.isfinite(dense)], rtol=1e-4, atol=1e-4):
+        problems.append("spill path: fused logits differ from the dense path's")
+    sampler.read_candidates()
+    if counters.rows_overflowed:
+        problems.append(f"spill path: {counters.rows_overflowed} rows left alone, want none")
     return problems
 
 
@@ -282,7 +393,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args(argv)
-    problems = (check(args.device) + check_candidate_pass(args.device) + check_step_kernels(args.device)
+    problems = (check(args.device) + check_candidate_pass(args.device) + check_spill(args.device)
+                + check_spill_path(args.device) + check_step_kernels(args.device)
                 + check_distiller_graphs(args.device) + check_gathered_steps(args.device))
     if problems:
         print(f"kernel check FAILED: {len(problems)} problem(s): {'; '.join(problems[:3])}")
