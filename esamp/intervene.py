@@ -241,7 +241,8 @@ class FusedSampler:
         cp = self.passes.get(key)
         if cp is None:
             with torch.inference_mode(False):  # normal tensors: reset_counts zeroes them outside vLLM's mode
-                if self.totals is None:
+                if self.totals is None:  # the first pass: every candidate kernel compiled now, not mid-run
+                    kernels.warm_kernels(weight, ref.shape[1])
                     self.totals = kernels.new_totals(ref.device)
                 cp = self.passes[key] = kernels.CandidatePass(key[0], k, ref.shape[1], weight, self.totals,
                                                               graphs=self.graphs, spill=spill)

@@ -81,7 +81,7 @@ def _kernels():
     triton, tl = _triton()
 
     @triton.jit
-    def collect(params_ptr, vocab, idx_ptr, val_ptr, count_ptr, K: tl.constexpr, BLOCK: tl.constexpr):
+    def collect(params_ptr, vocab, idx_ptr, val_ptr, count_ptr, K, BLOCK: tl.constexpr):
         row = tl.program_id(0)
         if row < tl.load(params_ptr + 0):  # C_ROWS: programs past this step's rows (a padded bucket) stop
             ref_ptr = tl.load(params_ptr + 1).to(val_ptr.dtype)  # C_REF (fp32, as the values)
@@ -102,7 +102,7 @@ def _kernels():
 
     @triton.jit
     def fuse(params_ptr, idx_ptr, count_ptr, w_ptr, w_stride, hidden, dist_ptr, EPS: tl.constexpr,
-             K: tl.constexpr, CHUNK: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr):
+             K, CHUNK: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr):
         # one program per (row, CHUNK of its candidates): a row of many candidates spreads over as many
         # programs (the LM-head rows it gathers are most of its cost), and chunks past its count stop at once
         row = tl.program_id(0)
@@ -139,7 +139,7 @@ def _kernels():
                     tl.store(at, ref * c1 + dist * c2, mask=live)
 
     @triton.jit
-    def tally(params_ptr, count_ptr, val_ptr, dist_ptr, totals_ptr, max_ptr, EPS: tl.constexpr, K: tl.constexpr,
+    def tally(params_ptr, count_ptr, val_ptr, dist_ptr, totals_ptr, max_ptr, EPS: tl.constexpr, K,
               BLOCK: tl.constexpr):
         # one program per row, after fuse: the counts into totals (T_*), and the agreement from the row's
         # candidates' values as collected (logits_ref before fusing) and their logits_dist
@@ -177,7 +177,7 @@ def _kernels():
                 tl.atomic_add(totals_ptr + 1, ((at_d == at_r) & (n > 0)).to(tl.int64))  # T_AGREE
 
     @triton.jit
-    def spill_in(params_ptr, count_ptr, sel_ptr, x_ptr, refs_ptr, bt_ptr, vocab, hidden, K: tl.constexpr,
+    def spill_in(params_ptr, count_ptr, sel_ptr, x_ptr, refs_ptr, bt_ptr, vocab, hidden, K,
                  BLOCK: tl.constexpr):
         # program (r, block): the r-th widest row's logits (-inf unless it has more than K candidates) and,
         # block 0, its normed prediction (zeros unless so), β and T, into the spill buffers
@@ -421,6 +421,12 @@ class Params:
 
 COLLECT_BLOCK = 4096
 FUSE_CHUNK = 64  # candidates per fuse program: a row with n of them spreads over ⌈n / FUSE_CHUNK⌉ programs
+TALLY_BLOCK = 128
+# k is a run-time argument of every kernel, not a compile-time one: a step whose k (or row bucket) is new
+# launches kernels compiled already (Triton compiles per constexpr value; a compile inside a timed
+# decode loop stalls that step: at ef2c82c, where k was a compile-time value, the first benchmark half of a
+# device call had single rounds up to 15 % slow that its second half, run with Triton's cache warm, did not),
+# and `warm_kernels` compiles them all, the spill's too, when the first pass is built
 SPILL_BLOCK = 4096
 SPILL_ROWS = 8  # rows past k a spilling pass fuses through the dense LM head (the widest of the step)
 WARM_RUNS = 2  # eager runs of a CandidatePass before it is captured (Triton compiles at the first)
@@ -479,6 +485,8 @@ class CandidatePass:
     def run(self, ref, beta, temperature, normed) -> None:
         """ref: fp32 [n ≤ rows, vocab] with unit column stride, changed in place; beta, temperature: fp32 [n],
         contiguous; normed: [n, hidden] contiguous, in the head's dtype."""
+        if not ref.shape[0]:
+            return
         self.params.write((ref.shape[0], ref.data_ptr(), ref.stride(0), beta.data_ptr(), temperature.data_ptr(),
                            normed.data_ptr()))
         self.runs += 1
@@ -495,7 +503,10 @@ class CandidatePass:
         _fuse(self.params, self.idx, self.counts, self.weight, self.dist)
         _tally(self.params, self.counts, self.values, self.dist, self.totals, self.top)
         if self.spill:
-            self._spill()
+            import torch
+
+            with torch.no_grad():  # the head's weight may require grad: nothing here is differentiated
+                self._spill()
 
     def _spill(self) -> None:
         """The widest rows dense (device work only: capturable)."""
@@ -533,7 +544,8 @@ class CandidatePass:
         try:
             with torch.cuda.stream(stream):
                 if self.spill:
-                    torch.mm(self.spill_x, self.weight[: self.vocab].t(), out=self.spill_dist)
+                    with torch.no_grad():
+                        torch.mm(self.spill_x, self.weight[: self.vocab].t(), out=self.spill_dist)
                 graph.capture_begin(capture_error_mode="thread_local")
                 try:
                     self._launch()
@@ -561,9 +573,8 @@ def _fuse(params, idx, counts, weight, dist) -> None:
 
     triton, _, fuse, *_ = _kernels()
     rows, k = idx.shape
-    chunk = min(FUSE_CHUNK, k)
-    fuse[(rows, triton.cdiv(k, chunk))](params.dev, idx, counts, weight, weight.stride(0), weight.shape[1], dist,
-                                        EPS=SAMPLING_EPS, K=k, CHUNK=chunk, BLOCK_K=16, BLOCK_H=256)
+    fuse[(rows, triton.cdiv(k, FUSE_CHUNK))](params.dev, idx, counts, weight, weight.stride(0), weight.shape[1],
+                                             dist, EPS=SAMPLING_EPS, K=k, CHUNK=FUSE_CHUNK, BLOCK_K=16, BLOCK_H=256)
 
 
 def _tally(params, counts, values, dist, totals, top) -> None:
@@ -572,7 +583,22 @@ def _tally(params, counts, values, dist, totals, top) -> None:
 
     _, _, _, tally, _, _ = _kernels()
     rows, k = values.shape
-    tally[(rows,)](params.dev, counts, values, dist, totals, top, EPS=SAMPLING_EPS, K=k, BLOCK=min(128, k))
+    tally[(rows,)](params.dev, counts, values, dist, totals, top, EPS=SAMPLING_EPS, K=k, BLOCK=TALLY_BLOCK)
+
+
+def warm_kernels(weight, vocab: int) -> None:
+    """Compile the candidate kernels (collect, fuse, tally, the spill's) and set up the spill's GEMM for this
+    LM head and vocabulary, before any step needs them: one spilling pass of one row at k = 16 over scratch
+    tensors whose row has 2·16 candidates. k, the row count and the addresses are run-time arguments, so every
+    later pass of this head launches these compiled kernels."""
+    import torch
+
+    device, k = weight.device, 16
+    ref = torch.full((1, vocab), float("-inf"), device=device)
+    ref[0, : 2 * k] = 0.0
+    one = torch.ones(1, device=device)
+    normed = torch.zeros(1, weight.shape[1], dtype=weight.dtype, device=device)
+    CandidatePass(1, k, vocab, weight, new_totals(device), graphs=False, spill=1).run(ref, one, one, normed)
 
 
 def new_totals(device):

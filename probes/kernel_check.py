@@ -241,6 +241,47 @@ def check_spill_path(device: str = "cuda", *, seed: int = 0) -> list[str]:
     return problems
 
 
+def check_no_recompile(device: str = "cuda", *, seed: int = 0) -> list[str]:
+    """Problems found in compiling: once `warm_kernels` ran for a head, passes at every k the sampler picks
+    (16 … CANDIDATE_CAP), with and without the spill, and at other row buckets launch no newly compiled kernel
+    (a compile inside a decode loop stalls that step). Counted where Triton compiles (CUDA) and says what it
+    holds (`JITFunction.device_caches`); elsewhere nothing to count."""
+    import torch
+
+    from esamp import kernels
+    from esamp.intervene import CANDIDATE_CAP, MIN_CANDIDATE_K
+
+    if torch.device(device).type != "cuda":
+        return []
+    fns = kernels._kernels()[1:]
+
+    def compiled():
+        try:
+            return sum(len(cache[0]) for fn in fns for cache in fn.device_caches.values())
+        except (AttributeError, TypeError, IndexError):
+            return None
+
+    gen = torch.Generator().manual_seed(seed + 13)
+    vocab, hidden = 5000, 64
+    weight = (torch.randn(vocab, hidden, generator=gen) * 0.05).to(device, torch.bfloat16)
+    kernels.warm_kernels(weight, vocab)
+    before = compiled()
+    if before is None:
+        return []
+    k = MIN_CANDIDATE_K
+    while k <= CANDIDATE_CAP:
+        for rows, spill in ((3, 0), (16, kernels.SPILL_ROWS), (64, 0)):
+            ref = torch.randn(rows, vocab, generator=gen).to(device)
+            ref[:, 2 * k:] = float("-inf")
+            one = torch.ones(rows, device=device)
+            normed = torch.randn(rows, hidden, generator=gen).to(device, torch.bfloat16)
+            kernels.CandidatePass(rows, k, vocab, weight, kernels.new_totals(device), graphs=False,
+                                  spill=spill).run(ref, one, one, normed)
+        k *= 2
+    after = compiled()
+    return [] if after == before else [f"candidate kernels compiled {after - before} more variant(s) after warm_kernels"]
+
+
 def check_step_kernels(device: str = "cuda", *, cases: int = 8, seed: int = 0) -> list[str]:
     """Problems found comparing the distiller step with its element-wise work in Triton (`fused`) against
     its PyTorch path, both with bf16 GEMMs, on the same weights and rows (some of them zero padding)."""
@@ -394,7 +435,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args(argv)
     problems = (check(args.device) + check_candidate_pass(args.device) + check_spill(args.device)
-                + check_spill_path(args.device) + check_step_kernels(args.device)
+                + check_spill_path(args.device) + check_no_recompile(args.device) + check_step_kernels(args.device)
                 + check_distiller_graphs(args.device) + check_gathered_steps(args.device))
     if problems:
         print(f"kernel check FAILED: {len(problems)} problem(s): {'; '.join(problems[:3])}")
