@@ -22,7 +22,7 @@
 # --filter-replay (the benchmarks also time vLLM's filter alone on each variant's inputs: bench --filter-replay),
 # --require-kernels (a failed kernel check ends the call at once, instead of benchmarking the PyTorch path),
 # --ab KEY=VALUE (every benchmark job runs twice, back to back on the same machine: with the ESamp settings
-#   given, then with KEY=VALUE added; each its own row, e.g. --ab side_stream=true: in order vs beside).
+#   given, then with KEY=VALUE added; each its own row, e.g. --ab side_stream=false: beside vs in order).
 # Results under $OUT: gpu.json (benchmarks), check-ENV-MODE.json (checks), precision-HIDDEN.json, hostcost-HIDDEN.md, logs.tgz (the
 # workers' logs).
 set -u

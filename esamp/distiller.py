@@ -9,8 +9,8 @@ thread's start (`at::init_num_threads`) failed: "pool INTERNAL ASSERT FAILED ...
 thread pool!".
 
 One step = one forward on this step's rows (whose output is also the step's prediction, made
-before the step's update) and one update from it. On CUDA both run in the caller's stream order
-(or, with side_stream, on a side stream the caller waits on only for the forward: `Step.predicted`),
+before the step's update) and one update from it. On CUDA both run on a side stream the caller waits on
+only for the forward (`Step.predicted`; with side_stream=False, in the caller's stream order),
 captured per row bucket once warmed up (`StepGraphs`: one CUDA graph in order, two beside it), with the rows
 gathered from the taps inside the graph (`step_gathered`), so a step costs a parameter copy and a replay
 instead of ~20 kernels one by one.
@@ -233,15 +233,14 @@ class StepGraphs:
 class OnlineDistiller:
     """A distiller with its optimizer: `step` = predict, then train (MSE + Adam) on the same rows.
 
-    On a CUDA device the step runs on the caller's stream, in order, by default. With `side_stream=True`
-    it runs on a side stream, so the update overlaps the next forward; the caller's stream then waits only
-    for the prediction (`Step.wait`), and the next step's forward sees every earlier update (stream order:
-    no host synchronisation). In order is the default because it measured faster at 07fa488: on the H200 at
-    the 7B shape, 0.979× vanilla in order against 0.956× beside the forward. At 6c233fd (the loss copies, the
-    parameter writes and the launches' host work since trimmed) beside measured 0.994× [0.989–0.998] (t0.8
-    top_p 0.95) and 0.983× [0.975–0.992] (R1's setting), in order 0.979× [0.977–0.984] for R1's setting in
-    the same device call (reports/benchmarks.md, rows "side_stream"): not yet one job timing both, so the default
-    stays until that A/B.
+    On a CUDA device the step runs on a side stream by default (`side_stream=True`), so the update overlaps
+    the next forward; the caller's stream waits only for the prediction (`Step.wait`), and the next step's
+    forward sees every earlier update (stream order: no host synchronisation). `side_stream=False` runs it on
+    the caller's stream, in order. Measured on the H200 at the 7B shape (peaked logits, CUDA graphs), both
+    halves of one device call at ef2c82c (`gpu_device.sh --ab side_stream=false`; reports/benchmarks.md):
+    Qwen's top_k 20 setting 0.995× [0.991–0.999] beside against 0.985× [0.984–0.988] in order, R1's setting
+    0.985× [0.845–0.993] against 0.981× [0.979–0.982]. (At 07fa488, before the loss copies, the parameter
+    writes and the launches' host work were trimmed, in order had measured faster: 0.979× against 0.956×.)
     With bf16 GEMMs on CUDA the element-wise work runs in Triton kernels (`fused`; ESAMP_TRITON=0: the
     PyTorch path). On the CPU all of it is synchronous.
     """

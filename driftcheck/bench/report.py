@@ -88,9 +88,10 @@ def render_markdown(data: dict) -> str:
              "recorded), its share of a vanilla step, and where recorded its parts: prepare / sample hook (of it, the "
              "distiller step's launch) / fuse (rows before 2026-12-01's sixth session: -). Code: the commit that "
              f"measured the row (+changes: with uncommitted changes; {OLDER}: recorded before rows carried it, by 8c95e39 "
-             "or earlier). The distiller step runs in the sampler's stream order by default; rows measured by "
-             "07fa488 or earlier without a `side_stream` setting ran it on a side stream (then the default, now "
-             "`side_stream=True`), and with its element-wise work in PyTorch, not Triton.", "",
+             "or earlier). The distiller step runs on a side stream by default (`side_stream=True`); rows without a "
+             "`side_stream` setting ran it so when measured by 07fa488 or earlier (then with its element-wise work in "
+             "PyTorch, not Triton) or by ef2c82c or later, and in the sampler's stream order when measured between "
+             "(the default then, now `side_stream=False`).", "",
              "| machine | vLLM | runner | shape | logits | mode | sampling | rounds | vanilla tok/s (spread) "
              "| ESamp tok/s | ratio | candidates/row | ESamp host ms/step | code |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
