@@ -124,10 +124,18 @@ def check_candidate_pass(device: str = "cuda", *, seed: int = 0) -> list[str]:
             problems.append(f"candidate pass step {step} ({rows} of {bucket} rows): fused logits differ")
         if int(cp.top) != int(counts.max()):
             problems.append(f"candidate pass step {step}: largest count {int(cp.top)}, want {int(counts.max())}")
+    return problems + _pass_totals_and_graph("candidate pass", cp, totals, want_totals, device)
+
+
+def _pass_totals_and_graph(name: str, cp, totals, want_totals, device: str) -> list[str]:
+    """A CandidatePass's running totals against the reference's, and (CUDA) that it was captured."""
+    import torch
+
+    problems = []
     if not torch.equal(totals.cpu(), want_totals.cpu()):
-        problems.append(f"candidate pass totals {totals.tolist()} != {want_totals.tolist()}")
+        problems.append(f"{name} totals {totals.tolist()} != {want_totals.tolist()}")
     if device == "cuda" and cp.graph is None:
-        problems.append(f"candidate pass not captured: {cp.graph_error}")
+        problems.append(f"{name} not captured: {cp.graph_error}")
     return problems
 
 
@@ -182,11 +190,7 @@ def check_spill(device: str = "cuda", *, seed: int = 0) -> list[str]:
                 or not torch.equal(torch.isinf(ref), torch.isinf(want)):
             bad = [r for r in range(rows) if not torch.allclose(ref[r], want[r], rtol=1e-5, atol=1e-5, equal_nan=True)]
             problems.append(f"spill step {step} ({rows} rows, {wide} past k): fused logits differ on rows {bad}")
-    if not torch.equal(totals.cpu(), want_totals.cpu()):
-        problems.append(f"spill totals {totals.tolist()} != {want_totals.tolist()}")
-    if device == "cuda" and cp.graph is None:
-        problems.append(f"spilling candidate pass not captured: {cp.graph_error}")
-    return problems
+    return problems + _pass_totals_and_graph("spilling candidate pass", cp, totals, want_totals, device)
 
 
 def check_spill_path(device: str = "cuda", *, seed: int = 0) -> list[str]:
