@@ -466,8 +466,12 @@ class CandidatePass:
         self.idx = torch.zeros(rows, k, dtype=torch.int64, device=device)
         self.values = torch.zeros(rows, k, dtype=torch.float32, device=device)
         self.dist = torch.zeros(rows, k, dtype=torch.float32, device=device)
-        self._counts = torch.zeros(rows + 1, dtype=torch.int32, device=device)  # per row, then the largest
-        self.counts, self.top = self._counts[:rows], self._counts[rows:]
+        # per row, then the largest, in one block (one zeroing launch a step); the largest at a 16-byte
+        # boundary whatever the row count, so every pass's kernels see equally aligned pointers (Triton
+        # compiles a variant per alignment: warm_kernels' would not serve them otherwise)
+        at = -(-rows // 4) * 4
+        self._counts = torch.zeros(at + 1, dtype=torch.int32, device=device)
+        self.counts, self.top = self._counts[:rows], self._counts[at:]
         self.spill = min(spill, rows)
         if self.spill:
             s, hidden = self.spill, weight.shape[1]
