@@ -423,10 +423,11 @@ COLLECT_BLOCK = 4096
 FUSE_CHUNK = 64  # candidates per fuse program: a row with n of them spreads over ⌈n / FUSE_CHUNK⌉ programs
 TALLY_BLOCK = 128
 # k is a run-time argument of every kernel, not a compile-time one: a step whose k (or row bucket) is new
-# launches kernels compiled already (Triton compiles per constexpr value; a compile inside a timed
-# decode loop stalls that step: at ef2c82c, where k was a compile-time value, the first benchmark half of a
-# device call had single rounds up to 15 % slow that its second half, run with Triton's cache warm, did not),
-# and `warm_kernels` compiles them all, the spill's too, when the first pass is built
+# launches kernels compiled already (Triton compiles per constexpr value, and a compile inside a decode loop
+# stalls that step), and `warm_kernels` compiles them all, the spill's too, when the first pass is built.
+# The suspicion behind it, not yet measured away: at ef2c82c, where k was a compile-time value, R1's and
+# min_p's rows each had one timed round 12-15 % slow in the first job of a device call, none in the second
+# job, run with Triton's cache warm (reports/benchmarks.md).
 SPILL_BLOCK = 4096
 SPILL_ROWS = 8  # rows past k a spilling pass fuses through the dense LM head (the widest of the step)
 WARM_RUNS = 2  # eager runs of a CandidatePass before it is captured (Triton compiles at the first)
