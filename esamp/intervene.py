@@ -171,7 +171,7 @@ class FusedSampler:
             normed = model.model.norm(pending.prediction.to(weight_dtype(model)))
         with torch.no_grad():
             if weight is not None and shard is None and kernels.fits(ref, weight):
-                # CUDA: one pass collects, one kernel fuses and counts, on the device (CandidatePass)
+                # CUDA: one pass collects, fuses and counts on the device (CandidatePass)
                 c.candidate_steps += 1
                 c.kernel_steps += 1
                 c.spill_steps += spill

@@ -1,10 +1,11 @@
-"""The candidate path on CUDA in two Triton kernels, instead of ~30 PyTorch launches and a top-k
+"""The candidate path on CUDA in Triton kernels, instead of ~30 PyTorch launches and a top-k
 over the whole vocabulary (the largest cost measured on the H200: aten::topk ~0.6 ms per step
 on [256, 152k] logits).
 
-collect, fuse   `CandidatePass` (below): per step, the surviving candidates of each row, then the fused
-                logits at them, with the counts ESamp reports summed on the device; both read the step's
-                tensors' addresses from a `Params` block, so one CUDA graph of the two serves every step.
+collect, fuse,  `CandidatePass` (below): per step, the surviving candidates of each row, then the fused
+tally, spill    logits at them, with the counts ESamp reports summed on the device, and on steps with near-flat
+                rows the widest of them through the dense head; all read the step's tensors' addresses from a
+                `Params` block, so one CUDA graph of them serves every step.
 
 The distiller step's element-wise work (esamp/distiller.py, bf16 GEMMs), the same fp32 arithmetic
 as its PyTorch path in one launch each instead of 3-7:
