@@ -155,7 +155,7 @@ class FusedSampler:
             temperature = temperature.to(ref.device)
         c = self.counters
         k = self._path_k()  # from earlier steps' counts: this step's are not waited for
-        weight, shard = self._head(model) if k is not None or self.recent_max is not None else (None, None)
+        weight, shard = self._head(model) if self.recent_max is not None else (None, None)  # None: the first steps
         spill = k is None and weight is not None and shard is None and kernels.fits(ref, weight)
         if spill:  # rows past the cap lately: the kernels at the cap, the widest rows through the dense head
             k = CANDIDATE_CAP

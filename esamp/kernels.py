@@ -525,7 +525,7 @@ class CandidatePass:
         grid = (self.spill, triton.cdiv(self.vocab, SPILL_BLOCK))
         spill_in[grid](self.params.dev, self.counts, self.spill_rows, self.spill_x, self.spill_ref, self.spill_bt,
                        self.vocab, self.spill_x.shape[1], K=self.k, BLOCK=SPILL_BLOCK)
-        torch.mm(self.spill_x, self.weight[: self.vocab].t(), out=self.spill_dist)
+        self._spill_gemm()
         spill_out[grid](self.params.dev, self.spill_rows, self.spill_ref, self.spill_dist, self.spill_bt,
                         self.vocab, EPS=SAMPLING_EPS, BLOCK=SPILL_BLOCK)
         # the totals as the tally kernel would have them had k covered these rows: agreement over their
@@ -537,6 +537,12 @@ class CandidatePass:
         agree = (best_d == self.spill_ref.argmax(-1)) & taken & (beta != 0)
         fused = taken & (beta != 0) & (temperature >= SAMPLING_EPS)
         self.totals[T_AGREE:T_OVERFLOW + 1] += torch.stack((agree.sum(), -fused.sum()))
+
+    def _spill_gemm(self) -> None:
+        """logits_dist of the spilled rows: their normed predictions through the whole LM head."""
+        import torch
+
+        torch.mm(self.spill_x, self.weight[: self.vocab].t(), out=self.spill_dist)
 
     def _capture(self) -> None:
         """The launches as one CUDA graph (captured on a side stream with capture_begin/end: no device sync;
@@ -551,7 +557,7 @@ class CandidatePass:
             with torch.cuda.stream(stream):
                 if self.spill:
                     with torch.no_grad():
-                        torch.mm(self.spill_x, self.weight[: self.vocab].t(), out=self.spill_dist)
+                        self._spill_gemm()
                 graph.capture_begin(capture_error_mode="thread_local")
                 try:
                     self._launch()
