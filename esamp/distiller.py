@@ -274,6 +274,7 @@ class OnlineDistiller:
         self.graphs: dict = {}  # (bucket, post, dtypes, gathered-from sources) -> StepGraphs
         self.graph_error: str | None = None  # why capturing failed (the steps then run eagerly)
         self.trained = None  # side stream: an event after the last update queued on it (in order: None)
+        self.predicted = None  # side stream: an event after the last forward queued on it (`_predicted`)
         self.steps = self.graph_steps = 0
         # every update adds its loss to losses[0] and writes it to losses[1], on the device (in the captured
         # steps too); the host copies both every few steps (`losses_to_host`, esamp/training.py)
@@ -359,7 +360,8 @@ class OnlineDistiller:
         """On the side stream, an event after the update just queued there (`wait_trained`); in the caller's
         stream order there is nothing to mark: that order has it."""
         if self.overlap:
-            self.trained = torch.cuda.Event()
+            if self.trained is None:
+                self.trained = torch.cuda.Event()
             self.trained.record(self.stream)
 
     def losses_to_host(self):
@@ -383,12 +385,17 @@ class OnlineDistiller:
 
     def _predicted(self):
         """On the side stream: an event the caller's stream waits for before reading the prediction
-        (`Step.wait`); in order: None, the caller's stream order has it already."""
+        (`Step.wait`); in order: None, the caller's stream order has it already. One event per distiller,
+        recorded again by every step (a new event and its creation per step is host time in every step): a wait
+        enqueued waits for the record before it, and a step's prediction is waited for (`Step.wait`) before the
+        next step records; a wait enqueued later only waits longer (for a later forward of the same stream),
+        never too little. The same holds for `trained`."""
         if not self.overlap:
             return None
-        event = torch.cuda.Event()
-        event.record()
-        return event
+        if self.predicted is None:
+            self.predicted = torch.cuda.Event()
+        self.predicted.record()
+        return self.predicted
 
     def _graphs(self, rows: int, hidden: int, x_dtype, y_dtype, post, sources=None,
                 index64: bool = True) -> StepGraphs | None:
