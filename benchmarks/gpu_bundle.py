@@ -26,6 +26,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout: driftcheck's own wheel reader
@@ -129,6 +130,19 @@ def dependency_wheels(wheel: Path, wh: Path) -> list[str]:
     return failed
 
 
+def newest_per_name(wheels) -> list[Path]:
+    """One wheel per distribution, its newest version: the staging directory keeps every build's downloads,
+    and a distribution staged twice (a newer release on the index since) must not reach the device twice
+    (pip refuses the pair: ResolutionImpossible)."""
+    best: dict = {}
+    for w in wheels:
+        name, version = w.name.split("-")[:2]
+        key = canonicalize_name(name)
+        if key not in best or Version(version) > best[key][0]:
+            best[key] = (Version(version), w)
+    return sorted(w for _, w in best.values())
+
+
 def tree_size() -> int:
     """Bytes of the working tree the device call copies (tracked + untracked, not ignored)."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
@@ -170,7 +184,7 @@ def build(version: str, bundle_dir: Path) -> None:
     (bundle_dir / "wh").mkdir()
     left_out = []
     extra = {canonicalize_name(e.split(">")[0]) for e in EXTRA}
-    for w in sorted(staging.glob("*.whl")):
+    for w in newest_per_name(staging.glob("*.whl")):
         name = canonicalize_name(w.name.split("-")[0])
         if (name in SKIP and name not in extra) or name in DEVICE_HAS:
             continue  # staged by an earlier build with other rules
