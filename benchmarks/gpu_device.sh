@@ -57,7 +57,7 @@ status=0
 # (ESAMP_TRITON=0) with eager distiller steps (ESAMP_GRAPHS=0) and the call fails
 python3 -m driftcheck.probes.kernel_check --device cuda > "$OUT/kernel-check.txt" 2>&1 \
   || { status=1; export ESAMP_TRITON=0 ESAMP_GRAPHS=0; }
-tail -1 "$OUT/kernel-check.txt"
+grep -E '^(compiles|kernel check)' "$OUT/kernel-check.txt" || tail -1 "$OUT/kernel-check.txt"
 if [ "$status" != 0 ] && [ -n "$REQUIRE" ]; then tail -20 "$OUT/kernel-check.txt"; exit 1; fi
 for job in "$@"; do
   t=$(date +%s)

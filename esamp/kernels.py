@@ -426,9 +426,11 @@ TALLY_BLOCK = 128
 # k is a run-time argument of every kernel, not a compile-time one: a step whose k (or row bucket) is new
 # launches kernels compiled already (Triton compiles per constexpr value, and a compile inside a decode loop
 # stalls that step), and `warm_kernels` compiles them all, the spill's too, when the first pass is built.
-# The suspicion behind it, not yet measured away: at ef2c82c, where k was a compile-time value, R1's and
-# min_p's rows each had one timed round 12-15 % slow in the first job of a device call, none in the second
-# job, run with Triton's cache warm (reports/benchmarks.md).
+# Why: at ef2c82c, where k was a compile-time value, R1's and min_p's rows each had one timed round 12-15 %
+# slow in the first job of a device call, none in the second, run with Triton's cache warm. At 442e48b (k
+# at run time, the kernels warmed) the same first job's R1 row ran 0.983× [0.978–0.984], no slow round, and
+# min_p's [0.916–1.024] spread with vanilla's own rounds (5 %) (reports/benchmarks.md); probes/kernel_check.py
+# `check_no_recompile` counts the variants on CUDA.
 SPILL_BLOCK = 4096
 SPILL_ROWS = 8  # rows past k a spilling pass fuses through the dense LM head (the widest of the step)
 WARM_RUNS = 2  # eager runs of a CandidatePass before it is captured (Triton compiles at the first)
