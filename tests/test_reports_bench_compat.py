@@ -361,3 +361,42 @@ def test_the_clock_is_read_from_the_gpu_cuda_runs_on(monkeypatch):
     assert _nvml_index(0) == 3 and _nvml_index(1) == 1 and _nvml_index(2) is None
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f0e2c1a")
     assert _nvml_index(0) is None
+
+
+def test_a_rounds_cpu_time_is_split_by_thread_named_as_python_names_it():
+    """bench/worker.py thread_cpu / thread_cpu_delta: a thread that spins 0.4 s before the first reading and
+    0.2 s between the two shows under its Python name with the 0.2 s alone, and an idle one not at all."""
+    import threading
+    import time
+
+    from driftcheck.bench.worker import thread_cpu, thread_cpu_delta
+
+    def spin(seconds):
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    go, first, second, stop = (threading.Event() for _ in range(4))
+
+    def busy():
+        spin(0.4)
+        first.set()
+        go.wait()
+        spin(0.2)
+        second.set()
+        stop.wait()  # alive at the second reading, as the engine's threads are
+
+    threads = [threading.Thread(target=busy, name="busy-helper", daemon=True),
+               threading.Thread(target=stop.wait, name="idle-helper", daemon=True)]
+    for t in threads:
+        t.start()
+    assert first.wait(10)
+    before = thread_cpu()
+    assert before, "no /proc/self/task here"
+    go.set()
+    assert second.wait(10)
+    spent = thread_cpu_delta(before, thread_cpu())
+    stop.set()
+    busy_rows = [v for k, v in spent.items() if k.startswith("busy-helper [")]
+    assert len(busy_rows) == 1 and 0.1 <= busy_rows[0] <= 0.35, spent
+    assert not any(k.startswith("idle-helper [") for k in spent), spent

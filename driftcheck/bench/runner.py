@@ -20,9 +20,10 @@ from driftcheck.bench.shapes import BETA, DEFAULT_SAMPLINGS, SAMPLINGS, workload
 #: The vanilla rounds of a setting must agree within this (max - min) / median, or its ratio is noise.
 VANILLA_SPREAD_LIMIT = 0.10
 #: What each round records beside its tokens/s (bench/worker.py): where its time went, and whether the
-#: machine changed under it (CPU time stolen, threads switched out, the GPU's SM clock)
+#: machine changed under it (CPU time stolen, threads switched out, the GPU's SM clock), and the CPU time by
+#: thread (at 0.5B on the H200 the fast rounds ran 1.3-1.55 CPU s per s, the slow ones 1.03-1.10, in both variants)
 ROUND_DETAIL = ("seconds", "cpu_s", "steal_s", "involuntary_switches", "sm_mhz", "sm_mhz_min", "sm_mhz_max",
-                "clock_reasons")
+                "clock_reasons", "threads_cpu_s")
 
 
 class Worker:

@@ -85,10 +85,11 @@ def _worker(opts: dict) -> None:
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["op"] == "round":
-            (cpu0, switches0), steal0 = _usage(), _steal_seconds()
+            (cpu0, switches0), steal0, threads0 = _usage(), _steal_seconds(), thread_cpu()
             with clocks:
                 tokens, seconds = generate(cmd["sampling"])
             cpu1, switches1 = _usage()
+            threads = thread_cpu_delta(threads0, thread_cpu())
             # what else the round's time went to: this process's CPU time, and the time the hypervisor
             # gave this machine's cores to someone else (a round that is slow with high steal is noise)
             proto.write(json.dumps({"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds,
@@ -96,7 +97,9 @@ def _worker(opts: dict) -> None:
                                     # the engine's threads taken off a core for another (contention)
                                     "involuntary_switches": switches1 - switches0,
                                     **clocks.summary(),
-                                    "steal_s": (_steal_seconds() - steal0) if steal0 is not None else None}) + "\n")
+                                    "steal_s": (_steal_seconds() - steal0) if steal0 is not None else None,
+                                    # which of the process's threads the CPU time went to
+                                    "threads_cpu_s": threads}) + "\n")
         elif cmd["op"] == "profile":
             from driftcheck.shims import hook_points
 
@@ -261,6 +264,38 @@ def _usage() -> tuple[float, int]:
 
     use = resource.getrusage(resource.RUSAGE_SELF)
     return use.ru_utime + use.ru_stime, use.ru_nivcsw
+
+
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """{thread id: (name, CPU seconds so far)} for every thread of this process (/proc/self/task; {} where
+    there is none). The name is Python's for its threads (`threading`), else the kernel's (`comm`): vLLM's,
+    torch's and the CUDA driver's own threads. Clock ticks: 10 ms resolution."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return {}
+    python_names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}  # a thread that ends between two readings is in neither: its time is not split out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # a thread that ended meanwhile
+            continue
+        close = stat.rindex(")")  # the name is in parentheses and may hold spaces or parentheses itself
+        fields = stat[close + 2:].split()  # from field 3 (state): utime is field 14, stime 15
+        name = python_names.get(int(tid)) or stat[stat.index("(") + 1:close]
+        out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def thread_cpu_delta(before: dict, after: dict, top: int = 6) -> dict[str, float]:
+    """The CPU seconds each thread spent between two `thread_cpu` readings, the `top` largest (at least one
+    tick), as {"name [tid]": seconds}: a round's CPU time beside the engine's own thread, by thread."""
+    spent = [(cpu - before.get(tid, (name, 0.0))[1], f"{name} [{tid}]") for tid, (name, cpu) in after.items()]
+    spent = sorted((s for s in spent if s[0] > 0), reverse=True)[:top]
+    return {label: round(seconds, 3) for seconds, label in spent}
 
 
 def _steal_seconds() -> float | None:
