@@ -25,8 +25,7 @@ import zipfile
 from pathlib import Path
 
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
-from packaging.version import Version
+from packaging.utils import canonicalize_name, parse_wheel_filename
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout: driftcheck's own wheel reader
@@ -136,10 +135,9 @@ def newest_per_name(wheels) -> list[Path]:
     (pip refuses the pair: ResolutionImpossible)."""
     best: dict = {}
     for w in wheels:
-        name, version = w.name.split("-")[:2]
-        key = canonicalize_name(name)
-        if key not in best or Version(version) > best[key][0]:
-            best[key] = (Version(version), w)
+        name, version, _, _ = parse_wheel_filename(w.name)
+        if name not in best or version > best[name][0]:
+            best[name] = (version, w)
     return sorted(w for _, w in best.values())
 
 
