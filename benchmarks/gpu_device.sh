@@ -15,6 +15,8 @@
 #   precision:HIDDEN  the distiller alone (driftcheck/bench/precision.py): fp32 vs bf16 loss curves, and
 #                     the device time of a step, eager and captured, at that hidden size
 #   hostcost:HIDDEN   the host µs of each of ESamp's per-step calls alone, no engine (driftcheck/bench/hostcost.py)
+#   kernelcost:HIDDEN the device µs of the candidate kernels alone, each collect tile and warp count and the
+#                     whole pass, against a read of the same logits (driftcheck/bench/kernelcost.py)
 # Options first: --rounds N (benchmark rounds), --profile, --sampling LIST (bench settings),
 # --esamp-setting KEY=VALUE (repeatable; an ESamp setting for the benchmarks, recorded in their label),
 # --tp N (the benchmarks' tensor_parallel_size: needs N GPUs, e.g. nvidia-h200-x2; not with --profile),
@@ -23,7 +25,7 @@
 # --require-kernels (a failed kernel check ends the call at once, instead of benchmarking the PyTorch path),
 # --ab KEY=VALUE (every benchmark job runs twice, back to back on the same machine: with the ESamp settings
 #   given, then with KEY=VALUE added; each its own row, e.g. --ab side_stream=false: beside vs in order).
-# Results under $OUT: gpu.json (benchmarks), check-ENV-MODE.json (checks), precision-HIDDEN.json, hostcost-HIDDEN.md, logs.tgz (the
+# Results under $OUT: gpu.json (benchmarks), check-ENV-MODE.json (checks), precision-HIDDEN.json, hostcost-HIDDEN.md, kernelcost-HIDDEN.md, logs.tgz (the
 # workers' logs).
 set -u
 OUT=${OUT:-/tmp/out}
@@ -94,6 +96,12 @@ for job in "$@"; do
       python3 -m driftcheck.bench.hostcost --hidden "$hidden" --json "$OUT/hostcost-$hidden.json" \
         > "$OUT/hostcost-$hidden.md" 2>&1 || status=1
       echo "== $job ($(( $(date +%s) - t )) s)"; cat "$OUT/hostcost-$hidden.md" | tail -16
+      ;;
+    kernelcost:*)
+      hidden=${job#kernelcost:}
+      python3 -m driftcheck.bench.kernelcost --hidden "$hidden" --json "$OUT/kernelcost-$hidden.json" \
+        > "$OUT/kernelcost-$hidden.md" 2>&1 || status=1
+      echo "== $job ($(( $(date +%s) - t )) s)"; cat "$OUT/kernelcost-$hidden.md" | tail -30
       ;;
     *:*)
       IFS=: read -r shape mode logits runner samp prof <<< "$job"

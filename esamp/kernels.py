@@ -420,7 +420,8 @@ class Params:
             self.events[group % 2].record()
 
 
-COLLECT_BLOCK = 4096
+COLLECT_BLOCK = 4096  # the collect's tile and warps: driftcheck/bench/kernelcost.py times the choices
+COLLECT_WARPS = 4
 FUSE_CHUNK = 64  # candidates per fuse program: a row with n of them spreads over ⌈n / FUSE_CHUNK⌉ programs
 TALLY_BLOCK = 128
 # k is a run-time argument of every kernel, not a compile-time one: a step whose k (or row bucket) is new
@@ -573,12 +574,14 @@ class CandidatePass:
         self.graph = graph
 
 
-def _collect(params, vocab: int, idx, values, counts) -> None:
-    """The collect kernel over idx's rows (programs past the block's row count stop at once)."""
+def _collect(params, vocab: int, idx, values, counts, block: int = 0, warps: int = 0) -> None:
+    """The collect kernel over idx's rows (programs past the block's row count stop at once), in tiles of
+    `block` columns with `warps` warps a program (0: COLLECT_BLOCK, COLLECT_WARPS)."""
     triton, collect, *_ = _kernels()
     rows, k = idx.shape
-    collect[(rows, triton.cdiv(vocab, COLLECT_BLOCK))](params.dev, vocab, idx, values, counts, K=k,
-                                                       BLOCK=COLLECT_BLOCK)
+    block, warps = block or COLLECT_BLOCK, warps or COLLECT_WARPS
+    collect[(rows, triton.cdiv(vocab, block))](params.dev, vocab, idx, values, counts, K=k, BLOCK=block,
+                                               num_warps=warps)
 
 
 def _fuse(params, idx, counts, weight, dist) -> None:

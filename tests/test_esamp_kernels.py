@@ -45,3 +45,41 @@ def test_hostcost_times_each_call_and_refuses_cuda_where_there_is_none(tmp_path)
     cuda = subprocess.run([sys.executable, "-m", "driftcheck.bench.hostcost"], capture_output=True, text=True,
                           timeout=300, cwd=tmp_path)
     assert cuda.returncode == 2 and "no CUDA device here" in cuda.stdout
+
+
+def test_kernelcost_checks_every_collect_configuration_before_timing_it(tmp_path):
+    """The device job kernelcost:HIDDEN (driftcheck/bench/kernelcost.py), as a CPU smoke run: every collect
+    configuration is timed in both cases, and only after its result matched the logits; a result that does
+    not match is named."""
+    pytest.importorskip("triton", reason="Triton not installed")
+    import torch
+
+    from driftcheck.bench import kernelcost
+
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = tmp_path / "kernelcost.json"
+    done = subprocess.run([sys.executable, "-m", "driftcheck.bench.kernelcost", "--device", "cpu", "--hidden", "32",
+                           "--rows", "3", "--vocab", "4096", "--reps", "1", "--calls", "1", "--json", str(out)],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    import json
+
+    result = json.loads(out.read_text())
+    assert set(result["cases"]) == set(kernelcost.CASES)
+    for case in result["cases"].values():
+        collects = [name for name in case["us"] if name.startswith("collect")]
+        assert len(collects) == len(kernelcost.CONFIGS)
+        assert sum("(the default)" in name for name in collects) == 1
+        assert all(0 < t["us_min"] <= t["us_median"] <= t["us_max"] for t in case["us"].values())
+    ref, counts = kernelcost.logits_for(3, 64, (2, 5, 70), "cpu")
+    assert counts.tolist() == [2, 5, 64] and torch.isfinite(ref).sum(1).tolist() == [2, 5, 64]
+    k = 8
+    idx = torch.zeros(3, k, dtype=torch.int64)
+    values = torch.zeros(3, k)
+    for r in range(2):
+        cols = torch.isfinite(ref[r]).nonzero().flatten()
+        idx[r, : len(cols)], values[r, : len(cols)] = cols, ref[r, cols]
+    assert kernelcost.check_collect(ref, counts, idx, values, counts.clone(), k) is None
+    assert kernelcost.check_collect(ref, counts, idx, values, counts + 1, k) == "counts differ"
+    idx[1, 0] = int(torch.isinf(ref[1]).nonzero()[0])  # a column that is no candidate
+    assert kernelcost.check_collect(ref, counts, idx, values, counts.clone(), k) == "row 1: other candidates"
