@@ -210,8 +210,8 @@ def build(version: str, bundle_dir: Path) -> None:
 
 def merge(files_dir: Path, code: str | None = None) -> None:
     """Merge the device call's results into reports/: benchmarks (gpu.json) into benchmarks.json/.md,
-    engine checks (check-*.json) into reports/gpu/ and the GPU section of compat.md, host costs
-    (hostcost-HIDDEN.json/.md) into reports/gpu/ with a line naming the code that measured them. Each benchmark row
+    engine checks (check-*.json) into reports/gpu/ and the GPU section of compat.md, host and kernel costs
+    (hostcost-HIDDEN.json/.md, kernelcost-HIDDEN.json/.md) into reports/gpu/ with a line naming the code that measured them. Each benchmark row
     is stamped with `code`, the commit the call ran, over any stamp the device wrote (default: the device's
     stamp, else this checkout's, for a merge right after it)."""
     from driftcheck import compat
@@ -236,10 +236,11 @@ def merge(files_dir: Path, code: str | None = None) -> None:
     for path in checks:
         check = json.loads(path.read_text())
         write_atomic(gpu_dir / f"check-vllm{check.get('vllm', 'unknown')}-{path.name[len('check-'):]}", path.read_text())
-    for path in sorted(files_dir.rglob("hostcost-*.json")):
-        md = path.with_suffix(".md")
-        header = (f"# ESamp's per-step host calls alone\n\nProduced on the device by `bash benchmarks/gpu_device.sh "
-                  f"{path.stem.replace('-', ':', 1)}` (driftcheck/bench/hostcost.py; code {stamp}), merged by "
+    titles = {"hostcost": "ESamp's per-step host calls alone", "kernelcost": "ESamp's candidate kernels alone"}
+    for path in sorted(p for kind in titles for p in files_dir.rglob(f"{kind}-*.json")):
+        md, kind = path.with_suffix(".md"), path.stem.split("-")[0]
+        header = (f"# {titles[kind]}\n\nProduced on the device by `bash benchmarks/gpu_device.sh "
+                  f"{path.stem.replace('-', ':', 1)}` (driftcheck/bench/{kind}.py; code {stamp}), merged by "
                   f"`python benchmarks/gpu_bundle.py --merge`. Do not edit by hand; the raw figures are in "
                   f"{path.name} beside it.\n\n")
         write_files({gpu_dir / path.name: path.read_text(), gpu_dir / md.name: header + md.read_text()})

@@ -420,9 +420,13 @@ class Params:
             self.events[group % 2].record()
 
 
-COLLECT_BLOCK = 4096  # the collect's tile and warps: driftcheck/bench/kernelcost.py times the choices
+# the collect's tile and warps, and the fuse's candidate and hidden tiles and warps: driftcheck/bench/kernelcost.py
+# times the choices against a read of the same logits (on the H200, 256 rows × 151,936 fp32: tile 1024 at 4 warps
+# reads them at 0.99× a torch.amax over each row, the earlier tile 4096 at 1.78×; reports/gpu/kernelcost-3584.md)
+COLLECT_BLOCK = 1024
 COLLECT_WARPS = 4
 FUSE_CHUNK = 64  # candidates per fuse program: a row with n of them spreads over ⌈n / FUSE_CHUNK⌉ programs
+FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS = 16, 256, 4
 TALLY_BLOCK = 128
 # k is a run-time argument of every kernel, not a compile-time one: a step whose k (or row bucket) is new
 # launches kernels compiled already (Triton compiles per constexpr value, and a compile inside a decode loop
@@ -584,14 +588,17 @@ def _collect(params, vocab: int, idx, values, counts, block: int = 0, warps: int
                                                num_warps=warps)
 
 
-def _fuse(params, idx, counts, weight, dist) -> None:
-    """The fuse kernel over idx's rows, ⌈k / FUSE_CHUNK⌉ programs a row."""
+def _fuse(params, idx, counts, weight, dist, block_k: int = 0, block_h: int = 0, warps: int = 0) -> None:
+    """The fuse kernel over idx's rows, ⌈k / FUSE_CHUNK⌉ programs a row, in tiles of `block_k` candidates ×
+    `block_h` hidden columns with `warps` warps a program (0: FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS)."""
     from driftcheck.adapters.sampler import SAMPLING_EPS
 
     triton, _, fuse, *_ = _kernels()
     rows, k = idx.shape
     fuse[(rows, triton.cdiv(k, FUSE_CHUNK))](params.dev, idx, counts, weight, weight.stride(0), weight.shape[1],
-                                             dist, EPS=SAMPLING_EPS, K=k, CHUNK=FUSE_CHUNK, BLOCK_K=16, BLOCK_H=256)
+                                             dist, EPS=SAMPLING_EPS, K=k, CHUNK=FUSE_CHUNK,
+                                             BLOCK_K=block_k or FUSE_BLOCK_K, BLOCK_H=block_h or FUSE_BLOCK_H,
+                                             num_warps=warps or FUSE_WARPS)
 
 
 def _tally(params, counts, values, dist, totals, top) -> None:

@@ -59,17 +59,20 @@ def test_kernelcost_checks_every_collect_configuration_before_timing_it(tmp_path
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     out = tmp_path / "kernelcost.json"
     done = subprocess.run([sys.executable, "-m", "driftcheck.bench.kernelcost", "--device", "cpu", "--hidden", "32",
-                           "--rows", "3", "--vocab", "4096", "--reps", "1", "--calls", "1", "--json", str(out)],
+                           "--rows", "3", "--vocab", "4096", "--wide", "40", "--reps", "1", "--calls", "1",
+                           "--json", str(out)],
                           capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     import json
 
     result = json.loads(out.read_text())
-    assert set(result["cases"]) == set(kernelcost.CASES)
+    assert set(result["cases"]) == set(kernelcost.cases())
+    assert result["cases"]["wide"]["widths"] == [40] and result["cases"]["wide"]["k"] == 64
     for case in result["cases"].values():
-        collects = [name for name in case["us"] if name.startswith("collect")]
-        assert len(collects) == len(kernelcost.CONFIGS)
-        assert sum("(the default)" in name for name in collects) == 1
+        for prefix, configs in (("collect", kernelcost.CONFIGS), ("fuse", kernelcost.FUSE_CONFIGS)):
+            names = [name for name in case["us"] if name.startswith(prefix)]
+            assert len(names) == len(configs)
+            assert sum("(the default)" in name for name in names) == 1
         assert all(0 < t["us_min"] <= t["us_median"] <= t["us_max"] for t in case["us"].values())
     ref, counts = kernelcost.logits_for(3, 64, (2, 5, 70), "cpu")
     assert counts.tolist() == [2, 5, 64] and torch.isfinite(ref).sum(1).tolist() == [2, 5, 64]
@@ -83,3 +86,12 @@ def test_kernelcost_checks_every_collect_configuration_before_timing_it(tmp_path
     assert kernelcost.check_collect(ref, counts, idx, values, counts + 1, k) == "counts differ"
     idx[1, 0] = int(torch.isinf(ref[1]).nonzero()[0])  # a column that is no candidate
     assert kernelcost.check_collect(ref, counts, idx, values, counts.clone(), k) == "row 1: other candidates"
+    weight = torch.randn(64, 16).to(torch.bfloat16)
+    normed = torch.randn(3, 16).to(torch.bfloat16)
+    dist = torch.zeros(3, k)
+    for r in range(2):
+        n = int(counts[r])
+        dist[r, :n] = (weight[idx[r, :n]].float() @ normed[r].float()).to(torch.bfloat16).float()
+    assert kernelcost.check_fuse(ref, counts, idx, dist, weight, normed, k) is None
+    dist[1, 1] += 1.0
+    assert kernelcost.check_fuse(ref, counts, idx, dist, weight, normed, k).startswith("row 1: logits_dist differs")

@@ -1,12 +1,14 @@
 """The device time of ESamp's candidate kernels alone, no engine (`python -m driftcheck.bench.kernelcost`; on the
 device: gpu_device.sh job `kernelcost:HIDDEN`): the collect kernel at each tile and warp count in CONFIGS, and
-the whole candidate pass (collect, fuse, tally: CandidatePass's graph), against a read of the same logits by
+the fuse kernel at each tile and warp count in FUSE_CONFIGS (at β 0: the logits are rewritten unchanged, so
+every call sees the same ones), the whole candidate pass (collect, fuse, tally: CandidatePass's graph), against a read of the same logits by
 PyTorch (`amax` over each row: every byte read once, the floor any pass over them has), all in one run.
 
 The logits are a decode step's after vLLM's filter: [rows, vocab] fp32, -inf but at each row's candidates.
 Two cases: "peaked" (2-15 candidates a row, as the peaked benchmark rows measure at 7B: median 4, p99 15; k 16)
-and "wide" (1,000 a row, k 1024). Before timing, every configuration's counts and candidates are checked
-against PyTorch's reading of the same logits; one that disagrees fails the run.
+and "wide" (WIDE a row, 1,000, k 1024: near-flat rows). Before timing, every configuration's counts and candidates are checked
+against PyTorch's reading of the same logits, and every fuse configuration's logits_dist against the
+PyTorch product at the candidates; one that disagrees fails the run.
 
 µs per call: median [min-max] over REPS repetitions of CALLS calls each, timed by CUDA events (on the CPU: a
 smoke run in Triton's interpreter, timed on the host). A collect call includes zeroing its counts (one memset),
@@ -23,8 +25,15 @@ import time
 REPS = 5
 CALLS = 100
 #: (tile columns, warps) of the collect kernel: esamp/kernels.py COLLECT_BLOCK, COLLECT_WARPS is one of them
-CONFIGS = ((2048, 4), (4096, 4), (4096, 8), (8192, 8), (8192, 16), (16384, 16))
-CASES = {"peaked": (16, (2, 4, 4, 4, 3, 8, 11, 15)), "wide": (1024, (1000,))}  # k, candidates a row (cycled)
+CONFIGS = ((512, 4), (1024, 2), (1024, 4), (2048, 4), (4096, 4), (8192, 8))
+#: (candidate tile, hidden tile, warps) of the fuse kernel: FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS is one of them
+FUSE_CONFIGS = ((16, 256, 4), (16, 512, 4), (16, 1024, 4), (16, 1024, 8), (8, 512, 4), (32, 256, 4), (16, 128, 2))
+WIDE = 1000  # candidates a row in the wide case (--wide)
+
+
+def cases(wide: int = WIDE) -> dict:
+    """{case: (k, candidates a row, cycled over the rows)}."""
+    return {"peaked": (16, (2, 4, 4, 4, 3, 8, 11, 15)), "wide": (max(16, 1 << (wide - 1).bit_length()), (wide,))}
 
 
 def _timer(device: str):
@@ -86,8 +95,24 @@ def check_collect(ref, counts, idx, values, found, k: int) -> str | None:
     return None
 
 
+def check_fuse(ref, counts, idx, dist, weight, normed, k: int) -> str | None:
+    """Why a fuse's logits_dist disagrees with normed · weight[idx] at each row's candidates (rows with at most
+    k of them; within bf16 rounding: the kernel sums in another order), None where it agrees."""
+    import torch
+
+    for r in range(ref.shape[0]):
+        n = int(counts[r])
+        if n > k:
+            continue
+        cols = idx[r, :n]
+        want = (weight[cols].float() @ normed[r].float()).to(weight.dtype).float()
+        if not torch.allclose(dist[r, :n], want, rtol=2e-2, atol=2e-2):
+            return f"row {r}: logits_dist differs from the product (largest gap {(dist[r, :n] - want).abs().max():.3g})"
+    return None
+
+
 def measure(hidden: int, rows: int, vocab: int, device: str = "cuda", reps: int = REPS, calls: int = CALLS,
-            configs=CONFIGS) -> dict:
+            configs=CONFIGS, fuse_configs=FUSE_CONFIGS, wide: int = WIDE) -> dict:
     """{case: {name: µs}}; raises RuntimeError where a configuration's result disagrees with the logits."""
     import torch
 
@@ -100,7 +125,7 @@ def measure(hidden: int, rows: int, vocab: int, device: str = "cuda", reps: int 
     beta = torch.full((rows,), 0.8, device=device)
     temperature = torch.full((rows,), 0.8, device=device)
     out = {}
-    for case, (k, widths) in CASES.items():
+    for case, (k, widths) in cases(wide).items():
         ref, counts = logits_for(rows, vocab, widths, device)
         timed = {"read floor: torch.amax over each row": _time(lambda: ref.amax(dim=1), timer, reps, calls)}
         params = kernels.Params(kernels.C_SIZE, device)
@@ -120,6 +145,24 @@ def measure(hidden: int, rows: int, vocab: int, device: str = "cuda", reps: int 
             default = (block, warps) == (kernels.COLLECT_BLOCK, kernels.COLLECT_WARPS)
             timed[f"collect, tile {block}, {warps} warps{' (the default)' if default else ''}"] = \
                 _time(collect, timer, reps, calls)
+        found.zero_()
+        kernels._collect(params, vocab, idx, values, found)
+        zero = torch.zeros(rows, device=device)
+        fparams = kernels.Params(kernels.C_SIZE, device)
+        fparams.write((rows, ref.data_ptr(), ref.stride(0), zero.data_ptr(), temperature.data_ptr(), normed.data_ptr()))
+        dist = torch.zeros(rows, k, dtype=torch.float32, device=device)
+        for block_k, block_h, warps in fuse_configs:
+            def fuse(block_k=block_k, block_h=block_h, warps=warps):
+                kernels._fuse(fparams, idx, found, weight, dist, block_k, block_h, warps)
+
+            dist.zero_()
+            fuse()
+            why = check_fuse(ref, found, idx, dist, weight, normed, k)
+            if why:
+                raise RuntimeError(f"fuse at tiles {block_k} × {block_h}, {warps} warps: {why}")
+            default = (block_k, block_h, warps) == (kernels.FUSE_BLOCK_K, kernels.FUSE_BLOCK_H, kernels.FUSE_WARPS)
+            timed[f"fuse at β 0, tiles {block_k} × {block_h}, {warps} warps{' (the default)' if default else ''}"] = \
+                _time(fuse, timer, reps, calls)
         cp = kernels.CandidatePass(rows, k, vocab, weight, kernels.new_totals(device), graphs=True)
         work = ref.clone()
 
@@ -155,6 +198,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--reps", type=int, default=REPS)
     ap.add_argument("--calls", type=int, default=CALLS, help="calls per repetition")
+    ap.add_argument("--wide", type=int, default=WIDE, help="candidates a row in the wide case")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     import torch
@@ -163,12 +207,12 @@ def main(argv=None) -> int:
         print("driftcheck kernelcost: no CUDA device here (--device cpu: a smoke run, Triton's interpreter)")
         return 2
     try:
-        cases = measure(args.hidden, args.rows, args.vocab, args.device, args.reps, args.calls)
+        timed = measure(args.hidden, args.rows, args.vocab, args.device, args.reps, args.calls, wide=args.wide)
     except RuntimeError as exc:
         print(f"driftcheck kernelcost: {exc}")
         return 1
     result = {"hidden": args.hidden, "rows": args.rows, "vocab": args.vocab, "device": args.device,
-              "reps": args.reps, "calls": args.calls, "cases": cases}
+              "reps": args.reps, "calls": args.calls, "cases": timed}
     print(render(result))
     if args.json:
         with open(args.json, "w") as f:
