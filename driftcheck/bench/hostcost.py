@@ -10,12 +10,12 @@ is the calls themselves."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import threading
 import time
+
+from driftcheck.bench import micro
 
 REPS = 5
 CALLS = 200
@@ -121,18 +121,9 @@ class GilThread:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hidden", type=int, default=896)
-    ap.add_argument("--rows", type=int, default=256)
-    ap.add_argument("--vocab", type=int, default=151936)
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--calls", type=int, default=CALLS, help="calls per repetition")
-    ap.add_argument("--json")
+    ap = micro.parser(__doc__, 896, CALLS)
     args = ap.parse_args(argv)
-    import torch
-
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("driftcheck hostcost: no CUDA device here (--device cpu: a smoke run, Triton's interpreter)")
+    if micro.cuda_missing("hostcost", args.device):
         return 2
     run = lambda: measure(args.hidden, args.rows, args.vocab, args.device, args.calls)  # noqa: E731
     result = {"hidden": args.hidden, "rows": args.rows, "device": args.device, "alone": run()}
@@ -145,9 +136,7 @@ def main(argv=None) -> int:
         b = result["gil_thread"][name]
         print(f"| {name} | {a['us_median']:.1f} [{a['us_min']:.1f}–{a['us_max']:.1f}] | "
               f"{b['us_median']:.1f} [{b['us_min']:.1f}–{b['us_max']:.1f}] |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    micro.save(args.json, result)
     return 0
 
 

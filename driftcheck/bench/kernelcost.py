@@ -16,11 +16,11 @@ as the pass's own does."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import time
+
+from driftcheck.bench import micro
 
 REPS = 5
 CALLS = 100
@@ -191,20 +191,11 @@ def render(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hidden", type=int, default=3584)
-    ap.add_argument("--rows", type=int, default=256)
-    ap.add_argument("--vocab", type=int, default=151936)
-    ap.add_argument("--device", default="cuda")
+    ap = micro.parser(__doc__, 3584, CALLS)
     ap.add_argument("--reps", type=int, default=REPS)
-    ap.add_argument("--calls", type=int, default=CALLS, help="calls per repetition")
     ap.add_argument("--wide", type=int, default=WIDE, help="candidates a row in the wide case")
-    ap.add_argument("--json")
     args = ap.parse_args(argv)
-    import torch
-
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("driftcheck kernelcost: no CUDA device here (--device cpu: a smoke run, Triton's interpreter)")
+    if micro.cuda_missing("kernelcost", args.device):
         return 2
     try:
         timed = measure(args.hidden, args.rows, args.vocab, args.device, args.reps, args.calls, wide=args.wide)
@@ -214,9 +205,7 @@ def main(argv=None) -> int:
     result = {"hidden": args.hidden, "rows": args.rows, "vocab": args.vocab, "device": args.device,
               "reps": args.reps, "calls": args.calls, "cases": timed}
     print(render(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    micro.save(args.json, result)
     return 0
 
 

@@ -1,0 +1,40 @@
+"""What the no-engine device jobs share (hostcost.py: host µs per call; kernelcost.py: device µs per kernel):
+their command line and their refusal where CUDA is asked for and absent."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def parser(doc: str, hidden: int, calls: int) -> argparse.ArgumentParser:
+    """--hidden (default `hidden`), --rows, --vocab, --device, --calls (default `calls`), --json; the first line of
+    `doc` as the description."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--hidden", type=int, default=hidden)
+    ap.add_argument("--rows", type=int, default=256)
+    ap.add_argument("--vocab", type=int, default=151936)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--calls", type=int, default=calls, help="calls per repetition")
+    ap.add_argument("--json")
+    return ap
+
+
+def cuda_missing(tool: str, device: str) -> bool:
+    """True (after one line saying so) where `device` is CUDA and this machine has none: the tool then exits 2."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"driftcheck {tool}: no CUDA device here (--device cpu: a smoke run, Triton's interpreter)")
+        return True
+    return False
+
+
+def save(path: str | None, result: dict) -> None:
+    """The result as JSON at `path` (none: nothing), written whole or not at all."""
+    if path:
+        import json
+        from pathlib import Path
+
+        from driftcheck.files import write_atomic
+
+        write_atomic(Path(path), json.dumps(result, indent=1))
