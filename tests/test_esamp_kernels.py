@@ -95,3 +95,9 @@ def test_kernelcost_checks_every_collect_configuration_before_timing_it(tmp_path
     assert kernelcost.check_fuse(ref, counts, idx, dist, weight, normed, k) is None
     dist[1, 1] += 1.0
     assert kernelcost.check_fuse(ref, counts, idx, dist, weight, normed, k).startswith("row 1: logits_dist differs")
+    # on the CPU without Triton's interpreter the kernels cannot run: one line, exit 2, no traceback
+    bare = {key: v for key, v in os.environ.items() if key != "TRITON_INTERPRET"}
+    refused = subprocess.run([sys.executable, "-m", "driftcheck.bench.kernelcost", "--device", "cpu"],
+                             capture_output=True, text=True, env=bare, timeout=300, cwd=tmp_path)
+    assert refused.returncode == 2 and "set TRITON_INTERPRET=1" in refused.stdout, refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr

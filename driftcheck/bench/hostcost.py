@@ -123,7 +123,7 @@ class GilThread:
 def main(argv=None) -> int:
     ap = micro.parser(__doc__, 896, CALLS)
     args = ap.parse_args(argv)
-    if micro.cuda_missing("hostcost", args.device):
+    if micro.unavailable("hostcost", args.device):
         return 2
     run = lambda: measure(args.hidden, args.rows, args.vocab, args.device, args.calls)  # noqa: E731
     result = {"hidden": args.hidden, "rows": args.rows, "device": args.device, "alone": run()}

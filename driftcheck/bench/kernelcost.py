@@ -1,14 +1,16 @@
-"""The device time of ESamp's candidate kernels alone, no engine (`python -m driftcheck.bench.kernelcost`; on the
-device: gpu_device.sh job `kernelcost:HIDDEN`): the collect kernel at each tile and warp count in CONFIGS, and
-the fuse kernel at each tile and warp count in FUSE_CONFIGS (at β 0: the logits are rewritten unchanged, so
-every call sees the same ones), the whole candidate pass (collect, fuse, tally: CandidatePass's graph), against a read of the same logits by
-PyTorch (`amax` over each row: every byte read once, the floor any pass over them has), all in one run.
+"""The device time of ESamp's candidate kernels alone, no engine (`python -m driftcheck.bench.kernelcost`;
+on the device: gpu_device.sh job `kernelcost:HIDDEN`), all in one run: the collect kernel at each tile and warp
+count in CONFIGS; the fuse kernel at each tile and warp count in FUSE_CONFIGS (at β 0: the logits are rewritten
+unchanged, so every call sees the same ones); the whole candidate pass (collect, fuse, tally: CandidatePass's
+graph); and, as the baseline, a read of the same logits by PyTorch (`amax` over each row: every byte read once,
+the floor any pass over them has).
 
 The logits are a decode step's after vLLM's filter: [rows, vocab] fp32, -inf but at each row's candidates.
-Two cases: "peaked" (2-15 candidates a row, as the peaked benchmark rows measure at 7B: median 4, p99 15; k 16)
-and "wide" (WIDE a row, 1,000, k 1024: near-flat rows). Before timing, every configuration's counts and candidates are checked
-against PyTorch's reading of the same logits, and every fuse configuration's logits_dist against the
-PyTorch product at the candidates; one that disagrees fails the run.
+Two cases: "peaked" (2-15 candidates a row, as the peaked benchmark rows measure at 7B: median 4, p99 15;
+k 16) and "wide" (WIDE a row, 1,000: near-flat rows; k 1024). Before it is timed, every collect
+configuration's counts and candidates are checked against PyTorch's reading of the same logits, and every fuse
+configuration's logits_dist against the PyTorch product at the candidates; one that disagrees fails the run
+(exit 1, the configuration named).
 
 µs per call: median [min-max] over REPS repetitions of CALLS calls each, timed by CUDA events (on the CPU: a
 smoke run in Triton's interpreter, timed on the host). A collect call includes zeroing its counts (one memset),
@@ -195,7 +197,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=REPS)
     ap.add_argument("--wide", type=int, default=WIDE, help="candidates a row in the wide case")
     args = ap.parse_args(argv)
-    if micro.cuda_missing("kernelcost", args.device):
+    if micro.unavailable("kernelcost", args.device):
         return 2
     try:
         timed = measure(args.hidden, args.rows, args.vocab, args.device, args.reps, args.calls, wide=args.wide)

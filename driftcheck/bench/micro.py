@@ -1,5 +1,5 @@
 """What the no-engine device jobs share (hostcost.py: host µs per call; kernelcost.py: device µs per kernel):
-their command line and their refusal where CUDA is asked for and absent."""
+their command line, their refusal where the kernels cannot run, and their JSON output."""
 
 from __future__ import annotations
 
@@ -19,14 +19,23 @@ def parser(doc: str, hidden: int, calls: int) -> argparse.ArgumentParser:
     return ap
 
 
-def cuda_missing(tool: str, device: str) -> bool:
-    """True (after one line saying so) where `device` is CUDA and this machine has none: the tool then exits 2."""
+def unavailable(tool: str, device: str) -> bool:
+    """True (after one line saying why) where the kernels cannot run on `device`: CUDA asked for and absent, or
+    another device without Triton's interpreter (TRITON_INTERPRET=1). The tool then exits 2."""
     import torch
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if device.startswith("cuda"):
+        if torch.cuda.is_available():
+            return False
         print(f"driftcheck {tool}: no CUDA device here (--device cpu: a smoke run, Triton's interpreter)")
         return True
-    return False
+    from esamp import kernels
+
+    if kernels.available_on(device):
+        return False
+    print(f"driftcheck {tool}: on {device} the kernels run only in Triton's interpreter: set TRITON_INTERPRET=1 "
+          f"(and have Triton installed)")
+    return True
 
 
 def save(path: str | None, result: dict) -> None:
