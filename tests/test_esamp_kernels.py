@@ -47,10 +47,10 @@ def test_hostcost_times_each_call_and_refuses_cuda_where_there_is_none(tmp_path)
     assert cuda.returncode == 2 and "no CUDA device here" in cuda.stdout
 
 
-def test_kernelcost_checks_every_collect_configuration_before_timing_it(tmp_path):
-    """The device job kernelcost:HIDDEN (driftcheck/bench/kernelcost.py), as a CPU smoke run: every collect
-    configuration is timed in both cases, and only after its result matched the logits; a result that does
-    not match is named."""
+def test_kernelcost_checks_every_configuration_before_timing_it(tmp_path):
+    """The device job kernelcost:HIDDEN (driftcheck/bench/kernelcost.py), as a CPU smoke run: every collect and
+    fuse configuration is timed in both cases, and only after its result matched the logits (the run exits 0
+    only then); a wrong count, candidate or product is named; without a way to run the kernels it refuses."""
     pytest.importorskip("triton", reason="Triton not installed")
     import torch
 
