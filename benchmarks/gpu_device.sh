@@ -15,8 +15,8 @@
 #   precision:HIDDEN  the distiller alone (driftcheck/bench/precision.py): fp32 vs bf16 loss curves, and
 #                     the device time of a step, eager and captured, at that hidden size
 #   hostcost:HIDDEN   the host µs of each of ESamp's per-step calls alone, no engine (driftcheck/bench/hostcost.py)
-#   kernelcost:HIDDEN the device µs of the candidate kernels alone, each collect tile and warp count and the
-#                     whole pass, against a read of the same logits (driftcheck/bench/kernelcost.py)
+#   kernelcost:HIDDEN the device µs of the candidate kernels alone: the collect and the fuse at each tile and
+#                     warp count, the whole pass, against a read of the same logits (driftcheck/bench/kernelcost.py)
 # Options first: --rounds N (benchmark rounds), --profile, --sampling LIST (bench settings),
 # --esamp-setting KEY=VALUE (repeatable; an ESamp setting for the benchmarks, recorded in their label),
 # --tp N (the benchmarks' tensor_parallel_size: needs N GPUs, e.g. nvidia-h200-x2; not with --profile),

@@ -101,3 +101,7 @@ def test_kernelcost_checks_every_configuration_before_timing_it(tmp_path):
                              capture_output=True, text=True, env=bare, timeout=300, cwd=tmp_path)
     assert refused.returncode == 2 and "set TRITON_INTERPRET=1" in refused.stdout, refused.stdout + refused.stderr
     assert "Traceback" not in refused.stderr
+    nowhere = subprocess.run([sys.executable, "-m", "driftcheck.bench.kernelcost", "--device", "gpu0"],
+                             capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert nowhere.returncode == 2 and "names no torch device" in nowhere.stdout, nowhere.stdout + nowhere.stderr
+    assert "Traceback" not in nowhere.stderr

@@ -21,9 +21,14 @@ def parser(doc: str, hidden: int, calls: int) -> argparse.ArgumentParser:
 
 def unavailable(tool: str, device: str) -> bool:
     """True (after one line saying why) where the kernels cannot run on `device`: CUDA asked for and absent, or
-    another device without Triton's interpreter (TRITON_INTERPRET=1). The tool then exits 2."""
+    another device without Triton's interpreter (TRITON_INTERPRET=1), or no device at all. The tool then exits 2."""
     import torch
 
+    try:
+        torch.device(device)
+    except RuntimeError:
+        print(f"driftcheck {tool}: {device!r} names no torch device (e.g. cuda, cuda:1, cpu)")
+        return True
     if device.startswith("cuda"):
         if torch.cuda.is_available():
             return False
