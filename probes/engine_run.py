@@ -91,7 +91,11 @@ def main(options: dict) -> dict:
 
         return {"outcomes": outcomes, "stats": read_stats(stats_dir), "main_pid": os.getpid()}
     for _ in range(options.get("rounds", 1)):  # successive generate() calls reuse batch slots
-        outputs = llm.generate(work["prompts"], params, use_tqdm=False)
+        try:
+            outputs = llm.generate(work["prompts"], params, use_tqdm=False)
+        except Exception:
+            dog.check()  # an engine process that died under the call is the finding: one line, exit 4
+            raise
         tokens.append([[list(c.token_ids) for c in out.outputs] for out in outputs])
     gen_s = time.perf_counter() - t0
     tokens = tokens[0] if options.get("rounds", 1) == 1 else tokens

@@ -364,6 +364,7 @@ def main(options: dict) -> dict:
     try:
         one()
     except Exception as exc:  # noqa: BLE001 - an engine failure (e.g. the zero-hit alarm) is the finding
+        dog.check()  # unless an engine process died under it: then that is the finding (on_death ends the run)
         failure = f"{type(exc).__name__}: {exc}"
         if os.environ.get(env.DEBUG):
             import traceback

@@ -90,3 +90,27 @@ def test_esamp_run_whose_engine_core_is_killed_ends_at_once(tmp_path):
     assert err.strip().splitlines()[-1].startswith(f"driftcheck: error: engine process {pid} (VLLM::EngineCore")
     assert "DRIFTCHECK_RUN" not in out
     _assert_gone(others)
+
+
+def test_a_death_the_run_saw_first_is_reported_as_the_death():
+    """vLLM's client can raise EngineDeadError before the watchdog's thread looks; the run then calls
+    `check()`, which must report the death once (not the call's error), and nothing while all run."""
+    from driftcheck.probes.watchdog import Watchdog
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        seen: list[str] = []
+        dog = Watchdog(seen.append, interval=3600)  # its thread is never started: only check() looks
+        dog.processes = [p for p in dog.processes if p.pid == child.pid]  # not this test process's other children
+        assert len(dog.processes) == 1
+        dog.check(grace=0)
+        assert seen == []  # every engine process runs: the call's own error stands
+        child.kill()
+        dog.check(grace=5)
+        assert len(seen) == 1 and seen[0].startswith(f"engine process {child.pid} (")
+        assert "killed by signal 9 while the run was in progress" in seen[0]
+        dog.check(grace=0)
+        assert len(seen) == 1  # reported once, whoever looks again
+    finally:
+        child.kill()
+        child.wait()
