@@ -84,7 +84,7 @@ def main(options: dict) -> dict:
     t0 = time.perf_counter()
     tokens = []
     if options.get("admission") is not None:
-        outcomes = admission(llm, options["admission"])
+        outcomes = admission(llm, options["admission"], dog)
         dog.stop()
         del llm  # shuts the engine down: its processes must not outlive this one
         from driftcheck.shims.hook_points import read_stats
@@ -133,9 +133,11 @@ def watch_engine():
     return dog
 
 
-def admission(llm, entries: list) -> list[dict]:
+def admission(llm, entries: list, dog) -> list[dict]:
     """One generate() per entry (see the module docstring); the engine keeps serving after a
-    rejected request, or the next generate() hangs (the caller's timeout turns that into a failure)."""
+    rejected request, or the next generate() hangs (the caller's timeout turns that into a failure).
+    An error with an engine process dead under it is that death (`dog.check`: one line, exit 4), not a
+    rejection."""
     from vllm import SamplingParams
 
     outcomes = []
@@ -145,6 +147,7 @@ def admission(llm, entries: list) -> list[dict]:
             out = llm.generate(["the quick brown fox"], params, use_tqdm=False)
             outcomes.append({"tokens": [list(c.token_ids) for c in out[0].outputs]})
         except Exception as exc:  # noqa: BLE001 - the rejection is the outcome
+            dog.check(grace=0.5)
             outcomes.append({"error": f"{type(exc).__name__}: {exc}"})
     return outcomes
 

@@ -8,7 +8,7 @@ them every `interval` seconds from a daemon thread; on the first death it calls
 `on_death(message)`, which must end the run (the thread stops after the call). A run whose call
 into the engine raised calls `check()` first: vLLM may raise EngineDeadError before the thread looks,
 and a death must not be reported as the call's own failure (measured: the stress run killed mid-run
-then ended as "stress FAILED", exit 1, in one run of three).
+then ended as "stress FAILED", exit 1, in two runs of four).
 """
 
 from __future__ import annotations
