@@ -400,3 +400,49 @@ def test_a_rounds_cpu_time_is_split_by_thread_named_as_python_names_it():
     busy_rows = [v for k, v in spent.items() if k.startswith("busy-helper [")]
     assert len(busy_rows) == 1 and 0.1 <= busy_rows[0] <= 0.35, spent
     assert not any(k.startswith("idle-helper [") for k in spent), spent
+
+
+def test_the_engine_cores_siblings_are_read_from_sysfs_in_both_list_forms(tmp_path):
+    """bench/worker.py siblings: "0,8" and "2-3" both name the other hardware threads of the core, the core
+    itself left out; a machine that does not say gives none (nothing is left idle)."""
+    from driftcheck.bench.worker import siblings
+
+    for core, text in ((0, "0,8\n"), (2, "2-3\n"), (5, "5\n")):
+        d = tmp_path / f"cpu{core}" / "topology"
+        d.mkdir(parents=True)
+        (d / "thread_siblings_list").write_text(text)
+    assert siblings(0, str(tmp_path)) == {8}
+    assert siblings(2, str(tmp_path)) == {3}
+    assert siblings(5, str(tmp_path)) == set()
+    assert siblings(7, str(tmp_path)) == set()
+
+
+def test_a_rounds_engine_core_time_is_read_by_kind_from_proc_stat():
+    """bench/worker.py core_seconds / core_delta: a thread pinned to one core that spins 0.3 s shows as
+    that core's user time between two readings."""
+    import os
+    import threading
+    import time
+
+    import pytest
+
+    from driftcheck.bench.worker import core_delta, core_seconds
+
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no sched_setaffinity here")
+    core = sorted(os.sched_getaffinity(0))[-1]
+    before = core_seconds(core)
+    assert before is not None and set(before) >= {"user", "system", "irq", "softirq", "steal"}
+
+    def spin():
+        os.sched_setaffinity(0, {core})
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:
+            pass
+
+    t = threading.Thread(target=spin)
+    t.start()
+    t.join()
+    spent = core_delta(before, core_seconds(core))
+    assert spent is not None and 0.15 <= spent.get("user", 0) + spent.get("system", 0) <= 2.0, spent
+    assert core_seconds(10 ** 6) is None and core_delta(None, before) is None

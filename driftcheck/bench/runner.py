@@ -23,7 +23,7 @@ VANILLA_SPREAD_LIMIT = 0.10
 #: machine changed under it (CPU time stolen, threads switched out, the GPU's SM clock), and the CPU time by
 #: thread (at 0.5B on the H200 the fast rounds ran 1.3-1.55 CPU s per s, the slow ones 1.03-1.10, in both variants)
 ROUND_DETAIL = ("seconds", "cpu_s", "steal_s", "involuntary_switches", "sm_mhz", "sm_mhz_min", "sm_mhz_max",
-                "clock_reasons", "threads_cpu_s")
+                "clock_reasons", "threads_cpu_s", "main_core_s")
 
 
 class Worker:
@@ -94,7 +94,9 @@ def run_benchmark(device: str, shape: str, mode: str, rounds: int, *, profile: b
                   "logits": logits, "esamp_config": esamp_config or {}, "tp": tp, "shaped": vanilla.info.get("shaped"), "workload": work, "beta": beta,
                   "machine": machine(device), "vllm": vanilla.info["vllm"], "torch": vanilla.info["torch"],
                   "load_s": {"vanilla": vanilla.info["load_s"], "esamp": esamp.info["load_s"]},
-                  "main_thread_core": vanilla.info.get("main_thread_core"), "variants": {}}
+                  "main_thread_core": vanilla.info.get("main_thread_core"),
+                  "main_core_siblings": vanilla.info.get("main_core_siblings"),
+                  "rest_cores": vanilla.info.get("rest_cores"), "variants": {}}
         esamp.ask({"op": "stats", "reset": True})  # the warm-up's counts are not a setting's
         for sampling in samplings:
             runs, detail = {"vanilla": [], "esamp": []}, {"vanilla": [], "esamp": []}

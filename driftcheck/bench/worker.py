@@ -81,11 +81,14 @@ def _worker(opts: dict) -> None:
     pinned = _pin_main_thread() if opts["device"] != "cpu" else None
     clocks = GpuClocks(opts["device"] == "cuda")
     proto.write(json.dumps({"ready": True, "load_s": load_s, "vllm": _vllm_version(), "shaped": shaped,
-                            "torch": torch.__version__, "main_thread_core": pinned}) + "\n")
+                            "torch": torch.__version__, "main_thread_core": pinned,
+                            "main_core_siblings": sorted(siblings(pinned)) if pinned is not None else None,
+                            "rest_cores": sorted(REST_CORES)}) + "\n")
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["op"] == "round":
             (cpu0, switches0), steal0, threads0 = _usage(), _steal_seconds(), thread_cpu()
+            core0 = core_seconds(pinned)
             with clocks:
                 tokens, seconds = generate(cmd["sampling"])
             cpu1, switches1 = _usage()
@@ -99,7 +102,9 @@ def _worker(opts: dict) -> None:
                                     **clocks.summary(),
                                     "steal_s": (_steal_seconds() - steal0) if steal0 is not None else None,
                                     # which of the process's threads the CPU time went to
-                                    "threads_cpu_s": threads}) + "\n")
+                                    "threads_cpu_s": threads,
+                                    # the engine thread's own core, by kind of time
+                                    "main_core_s": core_delta(core0, core_seconds(pinned))}) + "\n")
         elif cmd["op"] == "profile":
             from driftcheck.shims import hook_points
 
@@ -175,15 +180,63 @@ def _pin_main_thread() -> int | None:
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 4:
         return None
-    main, rest = cores[0], cores[1:]
+    main, rest = cores[0], set(cores[1:])
+    # the other hardware threads of the engine thread's physical core are left idle where the rest can spare
+    # them: a helper thread spinning there (vLLM's output thread waits on each step's copy) shares the core's
+    # pipelines with the engine thread, so its speed would move with where the scheduler put the helper
+    idle = siblings(main) & rest
+    if len(rest - idle) >= 2:
+        rest -= idle
     REST_CORES.update(rest)
     me = threading.get_native_id()
     for tid in os.listdir("/proc/self/task"):
         try:
-            os.sched_setaffinity(int(tid), {main} if int(tid) == me else set(rest))
+            os.sched_setaffinity(int(tid), {main} if int(tid) == me else rest)
         except OSError:  # a thread that ended meanwhile
             pass
     return main
+
+
+def siblings(core: int, root: str = "/sys/devices/system/cpu") -> set[int]:
+    """The other hardware threads of `core`'s physical core (sysfs thread_siblings_list, e.g. "0,8" or "0-1");
+    empty where the machine does not say."""
+    try:
+        with open(f"{root}/cpu{core}/topology/thread_siblings_list") as f:
+            text = f.read().strip()
+        out = set()
+        for part in filter(None, text.split(",")):
+            low, _, high = part.partition("-")
+            out.update(range(int(low), int(high or low) + 1))
+    except (OSError, ValueError):
+        return set()
+    return out - {core}
+
+
+CORE_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def core_seconds(core: int | None) -> dict[str, float] | None:
+    """One core's time so far by kind (/proc/stat `cpuN`: user, system, irq, softirq, steal, ...), or None:
+    whether a slow round's engine core went to interrupts or to the hypervisor rather than to the engine."""
+    if core is None:
+        return None
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith(f"cpu{core} "):
+                    values = [int(v) for v in line.split()[1:1 + len(CORE_FIELDS)]]
+                    tick = os.sysconf("SC_CLK_TCK")
+                    return {k: v / tick for k, v in zip(CORE_FIELDS, values)}
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def core_delta(before: dict | None, after: dict | None) -> dict[str, float] | None:
+    """`core_seconds` spent between two readings, the kinds with any time (10 ms ticks)."""
+    if before is None or after is None:
+        return None
+    return {k: round(after[k] - before[k], 2) for k in CORE_FIELDS if after[k] - before[k] > 0}
 
 
 class GpuClocks:
