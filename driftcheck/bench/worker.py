@@ -183,7 +183,10 @@ def _pin_main_thread() -> int | None:
     main, rest = cores[0], set(cores[1:])
     # the other hardware threads of the engine thread's physical core are left idle where the rest can spare
     # them: a helper thread spinning there (vLLM's output thread waits on each step's copy) shares the core's
-    # pipelines with the engine thread, so its speed would move with where the scheduler put the helper
+    # pipelines with the engine thread, so its speed would move with where the scheduler put the helper.
+    # (The H200 machine shows none: one thread per core. There, at 88bb130, the slow 0.5B rounds' engine core
+    # spent all its time in user mode, with no irq, softirq or steal time: the same work ran ~1.5x slower on
+    # the host's side of the VM, in both variants.)
     idle = siblings(main) & rest
     if len(rest - idle) >= 2:
         rest -= idle
