@@ -12,8 +12,9 @@
 #                     and requires the engines to build it; left out: the release's default, unchecked;
 #                     SAMPLINGS: comma-separated settings for this job, instead of --sampling;
 #                     profile: this job also profiles a round, as --profile does for every job)
-#   precision:HIDDEN  the distiller alone (driftcheck/bench/precision.py): fp32 vs bf16 loss curves, and
-#                     the device time of a step, eager and captured, at that hidden size
+#   precision:HIDDEN  the distiller alone (driftcheck/bench/precision.py): fp32 vs bf16 loss curves,
+#                     the device time of a step, eager and captured, and the default step's time by kernel,
+#                     at that hidden size
 #   hostcost:HIDDEN   the host µs of each of ESamp's per-step calls alone, no engine (driftcheck/bench/hostcost.py)
 #   kernelcost:HIDDEN the device µs of the candidate kernels alone: the collect and the fuse at each tile and
 #                     warp count, the whole pass, against a read of the same logits (driftcheck/bench/kernelcost.py)
@@ -89,7 +90,7 @@ for job in "$@"; do
       hidden=${job#precision:}
       python3 -m driftcheck.bench.precision --device cuda --hidden "$hidden" --json "$OUT/precision-$hidden.json" \
         > "$OUT/precision-$hidden.md" 2>&1 || status=1
-      echo "== $job ($(( $(date +%s) - t )) s)"; cat "$OUT/precision-$hidden.md" | tail -16
+      echo "== $job ($(( $(date +%s) - t )) s)"; cat "$OUT/precision-$hidden.md" | tail -36
       ;;
     hostcost:*)
       hidden=${job#hostcost:}

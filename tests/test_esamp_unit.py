@@ -387,3 +387,19 @@ def test_group_sharing_under_data_parallel_and_sharded_sampling_are_refused_by_n
     with pytest.raises(ESampConfigError, match="parallel.batch_sharded_sampling"):
         ESampConfig.from_vllm_config(config(1, "shared", sharded=True))
     assert ESampConfig.from_vllm_config(config(1, "shared", sharded=False)).enable
+
+
+def test_the_distiller_steps_time_is_split_by_op_per_step():
+    """bench/precision.py kernel_breakdown (on the CPU: the ops' host time): the table is per step (10 and
+    20 profiled steps give the same calls a step), sorted by time, and names the step's GEMMs: at least
+    the backward's three matrix products a step."""
+    from driftcheck.bench.precision import kernel_breakdown
+
+    short, long = (kernel_breakdown(32, 8, 4, "cpu", steps=n, top=50) for n in (10, 20))
+    for table in (short, long):
+        assert table["unit"] == "host µs" and table["what"] == "ops"
+        times = [us for _, us, _ in table["top"]]
+        assert times == sorted(times, reverse=True) and table["per_step_us"] >= sum(times) - 0.01 * len(times)
+    calls = {name: c for name, _, c in long["top"]}
+    assert calls.get("aten::mm", 0) >= 3 and float(calls["aten::mm"]).is_integer(), long["top"]
+    assert {name: c for name, _, c in short["top"]}.get("aten::mm") == calls["aten::mm"]

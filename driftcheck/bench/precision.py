@@ -6,7 +6,11 @@
   nonlinear function of it, slowly drifting), since no trained model of the 7B shape runs here;
 - step time: the device time of one step, eager and captured (esamp/distiller.py StepGraphs), in
   each precision (bf16 also with its element-wise work in PyTorch instead of the Triton kernels), by
-  CUDA events around 50 steps after a warm-up, median of 5 repeats.
+  CUDA events around 50 steps after a warm-up, median of 5 repeats, in the caller's stream order
+  (`side_stream=False`: the events then enclose the step's work; on the side stream, ESamp's default,
+  they would time only the host's launches);
+- kernels: where the default step's time goes (bf16, captured on CUDA), by kernel, from torch.profiler
+  over 20 steps: device µs a step per kernel and the kernels a step runs (on the CPU, the ops' host time).
 
     python -m driftcheck.bench.precision --device cuda --hidden 3584 --json OUT.json
 
@@ -53,8 +57,8 @@ def loss_curves(hidden: int, width: int, rows: int, steps: int, device) -> dict:
 
 
 def step_times(hidden: int, width: int, rows: int, device) -> dict:
-    """Device ms per step in the caller's stream order (the default), eager and captured: fp32, bf16 with
-    the element-wise work in PyTorch ("bf16-torch"), bf16 with it in the Triton kernels ("bf16")."""
+    """Device ms per step in the caller's stream order, eager and captured: fp32, bf16 with the element-wise
+    work in PyTorch ("bf16-torch"), bf16 with it in the Triton kernels ("bf16")."""
     import torch
 
     from esamp.distiller import OnlineDistiller
@@ -63,7 +67,9 @@ def step_times(hidden: int, width: int, rows: int, device) -> dict:
     x, y = next(stream(hidden, rows, 1, device, seed=1))
     for precision, fused in (("fp32", False), ("bf16", False), ("bf16", True)):
         for graphs in (False, True):
-            d = OnlineDistiller(hidden, width, 1e-3, seed=0, device=device, precision=precision, graphs=graphs)
+            # in order: the events on this stream enclose the step's work (beside it, they would not)
+            d = OnlineDistiller(hidden, width, 1e-3, seed=0, device=device, precision=precision, graphs=graphs,
+                                side_stream=False)
             if fused and not d.fused:
                 continue  # Triton unavailable (or ESAMP_TRITON=0): no such row
             d.fused = fused
@@ -84,6 +90,46 @@ def step_times(hidden: int, width: int, rows: int, device) -> dict:
                 "ms_median": statistics.median(reps), "ms_min": min(reps), "ms_max": max(reps),
                 "graph_error": d.graph_error}
     return times
+
+
+def kernel_breakdown(hidden: int, width: int, rows: int, device, steps: int = 20, top: int = 12) -> dict:
+    """Where the default step's time goes (esamp/distiller.py OnlineDistiller as ESamp builds it: bf16 on
+    CUDA, captured once warm; in the caller's stream order so that the profile's steps are whole): torch.profiler
+    over `steps` steps after a warm-up. {"unit": "device µs" | "host µs", "what": "kernels" | "ops", "per_step_us",
+    "kernels_per_step",
+    "top": [(name, µs a step, calls a step)]}: on CUDA the kernels' device time (inside the captured graphs
+    too), on the CPU the ops' own host time."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    from esamp.distiller import OnlineDistiller
+
+    on_cuda = torch.device(device).type == "cuda"
+    x, y = next(stream(hidden, rows, 1, device, seed=1))
+    d = OnlineDistiller(hidden, width, 1e-3, seed=0, device=device, side_stream=False)
+    for _ in range(10):  # past the warm-up: captured where CUDA is
+        d.step(x, y)
+    if on_cuda:
+        torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])) as prof:
+        for _ in range(steps):
+            d.step(x, y)
+        if on_cuda:
+            torch.cuda.synchronize()
+    want = DeviceType.CUDA if on_cuda else DeviceType.CPU
+    spent = []
+    for e in prof.key_averages():
+        if e.device_type != want:
+            continue
+        us = e.self_device_time_total if on_cuda else e.self_cpu_time_total
+        if us > 0:
+            spent.append((e.key, us / steps, e.count / steps))
+    spent.sort(key=lambda r: -r[1])
+    return {"unit": "device µs" if on_cuda else "host µs", "what": "kernels" if on_cuda else "ops",
+            "steps": steps, "graphed_steps": d.graph_steps,
+            "per_step_us": sum(r[1] for r in spent), "kernels_per_step": sum(r[2] for r in spent),
+            "top": [(name[:80], round(us, 2), round(calls, 2)) for name, us, calls in spent[:top]]}
 
 
 def window(values, lo, hi):
@@ -118,6 +164,12 @@ def main(argv=None) -> int:
         print("\n| step | device ms median [min–max] | capture error |\n|---|---|---|")
         for name, t in result["step_ms"].items():
             print(f"| {name} | {t['ms_median']:.4f} [{t['ms_min']:.4f}–{t['ms_max']:.4f}] | {t['graph_error'] or '-'} |")
+    result["kernels"] = kernels = kernel_breakdown(args.hidden, args.width, args.rows, args.device)
+    print(f"\n### Where the default step's time goes ({kernels['unit']} a step, {kernels['steps']} steps profiled, "
+          f"{kernels['graphed_steps']} captured): {kernels['per_step_us']:.1f} in {kernels['kernels_per_step']:.1f} "
+          f"{kernels['what']}\n\n| {kernels['what'][:-1]} | µs a step | calls a step |\n|---|---|---|")
+    for name, us, calls in kernels["top"]:
+        print(f"| `{name.replace('|', '/')}` | {us:.2f} | {calls:g} |")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh)
