@@ -96,10 +96,11 @@ def step_times(hidden: int, width: int, rows: int, device) -> dict:
 def kernel_breakdown(hidden: int, width: int, rows: int, device, steps: int = 20, top: int = 12) -> dict:
     """Where the default step's time goes (esamp/distiller.py OnlineDistiller as ESamp builds it: bf16 on
     CUDA, captured once warm; in the caller's stream order so that the profile's steps are whole): torch.profiler
-    over `steps` steps after a warm-up. {"unit": "device µs" | "host µs", "what": "kernels" | "ops", "per_step_us",
-    "kernels_per_step",
-    "top": [(name, µs a step, calls a step)]}: on CUDA the kernels' device time (inside the captured graphs
-    too), on the CPU the ops' own host time."""
+    over `steps` steps after a warm-up. `step` copies the rows into the captured step's buffers (two copies
+    outside the graph); in the engine the graph gathers them from the taps itself (`step_gathered`).
+    Returns {"unit": "device µs" | "host µs", "what": "kernels" | "ops", "steps", "graphed_steps" (of the
+    profiled ones), "per_step_us", "kernels_per_step", "top": [(name, µs a step, calls a step)]}: on CUDA the
+    kernels' device time (inside the captured graphs too), on the CPU the ops' own host time."""
     import torch
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
