@@ -218,21 +218,24 @@ def siblings(core: int, root: str = "/sys/devices/system/cpu") -> set[int]:
 CORE_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
 
-def core_seconds(core: int | None) -> dict[str, float] | None:
-    """One core's time so far by kind (/proc/stat `cpuN`: user, system, irq, softirq, steal, ...), or None:
-    whether a slow round's engine core went to interrupts or to the hypervisor rather than to the engine."""
-    if core is None:
-        return None
+def cpu_seconds(label: str) -> dict[str, float] | None:
+    """The time so far by kind of one /proc/stat line (`cpu`: the whole machine, `cpuN`: core N), or None."""
     try:
         with open("/proc/stat") as f:
             for line in f:
-                if line.startswith(f"cpu{core} "):
+                if line.startswith(f"{label} "):
                     values = [int(v) for v in line.split()[1:1 + len(CORE_FIELDS)]]
                     tick = os.sysconf("SC_CLK_TCK")
                     return {k: v / tick for k, v in zip(CORE_FIELDS, values)}
     except (OSError, ValueError):
         return None
     return None
+
+
+def core_seconds(core: int | None) -> dict[str, float] | None:
+    """One core's time so far by kind (user, system, irq, softirq, steal, ...), or None: whether a slow round's
+    engine core went to interrupts or to the hypervisor rather than to the engine."""
+    return None if core is None else cpu_seconds(f"cpu{core}")
 
 
 def core_delta(before: dict | None, after: dict | None) -> dict[str, float] | None:
@@ -356,12 +359,8 @@ def thread_cpu_delta(before: dict, after: dict, top: int = 6) -> dict[str, float
 
 def _steal_seconds() -> float | None:
     """CPU time stolen by the hypervisor, summed over the machine's cores (/proc/stat), or None."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
+    times = cpu_seconds("cpu")
+    return times.get("steal") if times is not None else None
 
 
 def _vllm_version() -> str:
