@@ -34,6 +34,22 @@ def reproduction_error(model, deep_rows, logits) -> float | None:
     return float((recomputed[:, :width] - logits[:, :width].float()).abs().max())
 
 
+def final_rms_norm(model):
+    """(weight [hidden], eps) when the model's final norm (`model.model.norm`) presents itself as an RMS norm
+    over its whole width with a weight (vLLM's RMSNorm: `weight`, `variance_epsilon`, no variance size override);
+    else None. Only a claim from its attributes: ESamp's distiller computes the norm in a kernel only after the
+    kernel's result matched the module's own on a real step (esamp/distiller.py `_judge_norm`), so a norm that
+    computes something else (Gemma's 1 + weight, another cast order) is caught there and the module runs."""
+    norm = getattr(getattr(model, "model", None), "norm", None)
+    weight = getattr(norm, "weight", None)
+    eps = getattr(norm, "variance_epsilon", None)
+    if weight is None or not hasattr(weight, "dim") or weight.dim() != 1 or not isinstance(eps, float):
+        return None
+    if getattr(norm, "variance_size_override", None) is not None or not getattr(norm, "has_weight", True):
+        return None
+    return weight.detach(), eps
+
+
 def plain_lm_head(model):
     """The LM head's weight [vocab, hidden] when `compute_logits` is exactly `hidden @ weight.T`
     on one device (no bias, scale 1, no soft cap, the whole vocabulary on this rank); else None,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 
+from driftcheck.adapters.model import final_rms_norm
 from driftcheck.shims.hook_points import HOOKS, rank_info, timed
 from esamp.config import ESampConfig, validate_request
 from esamp.counters import ESampCounters
@@ -265,11 +266,14 @@ class ESampController:
 
 
 class FinalNorm:
-    """post(prediction) = the model's final norm of it, in the dtype of the model's weights."""
+    """post(prediction) = the model's final norm of it, in the dtype of the model's weights. `rms_norm`: (weight,
+    eps) where that norm presents itself as a plain RMS norm (adapters.model final_rms_norm); the distiller's
+    fused step then computes it in its last forward kernel, once that matched this module on a real step."""
 
     def __init__(self, model) -> None:
         self.model = model
         self.dtype = weight_dtype(model)
+        self.rms_norm = final_rms_norm(model)
 
     def __call__(self, pred):
         return self.model.model.norm(pred.to(self.dtype))

@@ -32,6 +32,9 @@ class ESampCounters:
     candidates_quantiles: dict = field(default_factory=dict)  # per-row candidate counts: median, p90, p99
     graph_steps: int = 0  # distiller steps that ran as captured CUDA graphs (esamp/distiller.py StepGraphs)
     graph_error: str | None = None  # why capturing failed, if it did (those steps then ran eagerly)
+    # how the distiller's step computed the model's final norm of its prediction: "kernel" (in its last forward
+    # kernel, after matching the model's own module on a real step), or "module: <why>" (esamp/distiller.py)
+    distiller_norm: str | None = None
     agreement_hits: int = 0  # counted rows where logits_dist's best candidate is logits_ref's best one
     # host seconds inside ESamp's hooks, by range (shims/hook_points.py `timed`; no profiler): the sample
     # hook "esamp.sample_hook" (gate, tap rows, and "esamp.distill", the distiller step's launch, inside

@@ -67,21 +67,11 @@ class Distiller(nn.Module):
         return self.gate_up.weight, self.down.weight
 
     @torch.no_grad()  # the gradients are written out (loss_and_grads_from): nothing for autograd to record
-    def forward_parts(self, x: torch.Tensor, low=None, fused: bool = False) -> dict:
+    def forward_parts(self, x: torch.Tensor, low=None) -> dict:
         """The forward, keeping what the gradients need: ab = x W_guᵀ = [a | b], s = silu(a),
         h = s·b, pred = x + h Wdᵀ. `low` (a dtype) runs the GEMMs in it, everything else in fp32.
-        `fused` (with `low`; CUDA, or Triton's interpreter): the element-wise work in esamp/kernels.py's
-        Triton kernels, the same arithmetic in a handful of launches instead of a dozen."""
+        The PyTorch reference of the Triton step (esamp/step_kernels.py, OnlineDistiller `fused`)."""
         w = self.width
-        if fused:
-            from esamp import kernels
-
-            xc = x.to(low)
-            wgu, wd = (p.to(low) for p in self.weights())
-            ab = xc @ wgu.t()  # [rows, 2w] in low, as the unfused path rounds it
-            h = kernels.swiglu(ab)
-            pred = kernels.residual(x, h @ wd.t())
-            return {"x": xc, "wd": wd, "ab": ab, "h": h, "pred": pred, "low": low, "fused": True}
         cast = (lambda t: t) if low is None else (lambda t: t.to(low))
         up = (lambda t: t) if low is None else (lambda t: t.float())
         wgu, wd = (cast(p) for p in self.weights())
@@ -92,7 +82,7 @@ class Distiller(nn.Module):
         s = a * sig
         h = s * b
         pred = torch.add(x, up(cast(h) @ wd.t())) if low is not None else torch.addmm(x, h, wd.t())
-        return {"x": xc, "wd": wd, "sig": sig, "s": s, "b": b, "h": h, "pred": pred, "low": low, "fused": False}
+        return {"x": xc, "wd": wd, "sig": sig, "s": s, "b": b, "h": h, "pred": pred, "low": low}
 
     @staticmethod
     @torch.no_grad()
@@ -103,14 +93,6 @@ class Distiller(nn.Module):
         dh = r Wd, dW_gu = [dh·b·silu'(a) | dh·s]ᵀx with silu'(a) = σ(a)·(1 + a·(1 − σ(a)))."""
         low = parts["low"]
         x, wd, h = parts["x"], parts["wd"], parts["h"]
-        if parts["fused"]:
-            from esamp import kernels
-
-            inv = inv_count if inv_count is not None else torch.full((), 1.0 / max(y.numel(), 1), dtype=torch.float32, device=y.device)
-            r, row_sq = kernels.scaled_error(parts["pred"], y, inv, low)
-            loss = row_sq.sum() * inv
-            dgu = kernels.swiglu_grad(parts["ab"], r @ wd)
-            return loss, ((dgu.t() @ x).float(), (r.t() @ h).float())
         cast = (lambda t: t) if low is None else (lambda t: t.to(low))
         up = (lambda t: t) if low is None else (lambda t: t.float())
         sig, s, b = parts["sig"], parts["s"], parts["b"]
@@ -126,9 +108,9 @@ class Distiller(nn.Module):
         torch.mul(dh.mul_(b), sig.addcmul_(s, 1 - sig), out=dgu[:, :w])  # ∂/∂a: sig + s·(1 − σ) = silu'(a)
         return loss, (up(dgu.t() @ x), grad_down)
 
-    def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor, low=None, fused: bool = False):
+    def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor, low=None):
         """MSE(forward(x), y) and its gradients for gate_up and down (no autograd)."""
-        return self.loss_and_grads_from(self.forward_parts(x, low, fused), y)
+        return self.loss_and_grads_from(self.forward_parts(x, low), y)
 
 
 @dataclass
@@ -177,21 +159,20 @@ class StepGraphs:
         self.sources = sources  # the graph reads their memory: kept alive as long as it
         self.params = None
         if sources is not None:
-            from esamp import kernels
+            from esamp import kernels, step_kernels
 
-            self.params = kernels.Params(kernels.G_SIZE, device, index64=index64)
+            self.params = kernels.Params(step_kernels.G_SIZE, device, index64=index64)
             with torch.cuda.stream(owner.stream):  # compiled and loaded before the capture (n = 0: zeros)
-                kernels.gather_rows(self.params, sources[0], sources[1], self.x, self.y, self.inv)
+                step_kernels.gather_rows(self.params, sources[0], sources[1], self.x, self.y, self.inv)
         self.forward = torch.cuda.CUDAGraph()
         self.update = torch.cuda.CUDAGraph() if owner.overlap else None
 
         def forward():
             if sources is not None:
-                from esamp import kernels
+                from esamp import step_kernels
 
-                kernels.gather_rows(self.params, sources[0], sources[1], self.x, self.y, self.inv)
-            parts = owner.model.forward_parts(owner.inputs(self.x), owner.low, owner.fused)
-            return parts, (post(parts["pred"]) if post is not None else None)
+                step_kernels.gather_rows(self.params, sources[0], sources[1], self.x, self.y, self.inv)
+            return owner.forward(owner.inputs(self.x), owner.inputs(self.y), self.inv, post)
 
         with torch.cuda.graph(self.forward, stream=owner.stream, capture_error_mode="thread_local"):
             parts, self.post = forward()
@@ -202,7 +183,6 @@ class StepGraphs:
             with torch.cuda.graph(self.update, pool=self.forward.pool(), stream=owner.stream,
                                   capture_error_mode="thread_local"):
                 self.loss = owner.update(parts, owner.inputs(self.y), self.inv)
-        self.grads = tuple(p.grad for p in owner.model.weights())  # the captured Adam step reads these
 
     def _replay(self, n: int, mark):
         self.forward.replay()
@@ -264,10 +244,16 @@ class OnlineDistiller:
             precision = "bf16" if on_cuda else "fp32"
         self.precision = precision
         self.low = torch.bfloat16 if precision == "bf16" else None
-        # the element-wise work in Triton (esamp/kernels.py) where the GEMMs are bf16 and Triton runs
+        # the step in Triton kernels (esamp/step_kernels.py) where the GEMMs are bf16 and Triton runs (CUDA, or
+        # Triton's interpreter on the CPU for the tests): bf16 weight copies and Adam in one kernel (`FlatAdam`),
+        # the final norm in the kernel that ends the forward where the model's is a plain RMS norm
         from esamp import kernels
 
-        self.fused = on_cuda and self.low is not None and kernels.available_on(self.device)
+        self.fused = self.low is not None and kernels.available_on(self.device)
+        self.lr = lr
+        self._flat_adam = None  # step_kernels.FlatAdam, made at the first fused step
+        self.norms: dict = {}  # post -> (weight, eps, dtype) for the kernel norm, or None: the post itself runs
+        self.norm_path: str | None = None  # how post(prediction) was computed: "kernel", or why the module ran
         self.stream = torch.cuda.Stream(device=device) if on_cuda else None  # captures on it; runs on it if `overlap`
         self.overlap = on_cuda and side_stream
         self.graphs_on = on_cuda and graphs and os.environ.get("ESAMP_GRAPHS", "1") != "0"
@@ -287,8 +273,19 @@ class OnlineDistiller:
         fp32 otherwise."""
         return x if self.low is not None else x.float()
 
+    def forward(self, x, y, inv_count, post):
+        """(parts for `update`, post(prediction) or None) for the rows x, y; inv_count as for `update`. The fused
+        step computes the loss gradient here too (one kernel ends the forward: esamp/step_kernels.py head)."""
+        if self.fused:
+            return self._fused_forward(x, y, inv_count, post)
+        parts = self.model.forward_parts(x, self.low)
+        return parts, (post(parts["pred"]) if post is not None else None)
+
     def update(self, parts: dict, y, inv_count=None):
-        """Gradients from `forward_parts` and one Adam step; returns the loss (device scalar)."""
+        """Gradients from `forward` and one Adam step; returns the loss (device scalar; for the fused step the
+        distiller's last-loss slot, valid until its next step)."""
+        if self.fused:
+            return self._fused_update(parts)
         loss, grads = self.model.loss_and_grads_from(parts, y, inv_count)
         for param, grad in zip(self.model.weights(), grads):
             param.grad = grad
@@ -297,16 +294,93 @@ class OnlineDistiller:
         self._loss_last.copy_(loss)
         return loss
 
+    def flat_adam(self):
+        """The fused step's weights, Adam state, bf16 weight copies and gradient buffer (step_kernels.FlatAdam;
+        the module's weights become views of its flat fp32 buffer)."""
+        if self._flat_adam is None:
+            from esamp.step_kernels import FlatAdam
+
+            with torch.inference_mode(False):
+                self._flat_adam = FlatAdam(self.model.weights(), self.lr, self.low)
+        return self._flat_adam
+
+    def _fused_forward(self, x, y, inv_count, post):
+        from esamp import step_kernels
+
+        adam = self.flat_adam()
+        w_gu, w_d = adam.low_views
+        x = x if x.dtype == self.low else x.to(self.low)
+        if inv_count is None:
+            inv_count = torch.full((), 1.0 / max(y.numel(), 1), dtype=torch.float32, device=y.device)
+        ab = x @ w_gu.t()
+        h = step_kernels.swiglu(ab)
+        norm = self._kernel_norm(post)
+        pred, r, sq, normed = step_kernels.head(x, h @ w_d.t(), y.contiguous(), inv_count, adam.steps, norm)
+        if post is not None and post not in self.norms and not self._capturing():
+            normed = self._judge_norm(post, pred, normed)  # the first step with this post: judge the kernel norm
+        elif post is not None and normed is None:
+            normed = post(pred)
+        return {"x": x, "ab": ab, "h": h, "r": r, "sq": sq, "inv": inv_count, "pred": pred}, normed
+
+    def _fused_update(self, parts: dict):
+        adam = self.flat_adam()
+        _, w_d = adam.low_views
+        g_gu, g_d = adam.grad_views
+        from esamp import step_kernels
+
+        dgu = step_kernels.swiglu_grad(parts["ab"], parts["r"] @ w_d)
+        torch.mm(dgu.t(), parts["x"], out=g_gu)
+        torch.mm(parts["r"].t(), parts["h"], out=g_d)
+        adam.step(parts["sq"], parts["inv"], self.losses)
+        return self._loss_last
+
+    def _kernel_norm(self, post):
+        """(weight, eps, dtype) when post(prediction) may be computed inside the head kernel: `post` names the
+        model's RMS norm (`post.rms_norm`, adapters.model final_rms_norm) and the kernel's result matched the
+        post's own on a real step (`_judge_norm`); else None."""
+        if post is None:
+            return None
+        if post in self.norms:
+            return self.norms[post]
+        rms = getattr(post, "rms_norm", None)
+        if rms is None or self._capturing():
+            return None  # not judged yet inside a capture: this graph runs the post itself
+        weight, eps = rms
+        return weight, eps, getattr(post, "dtype", weight.dtype)
+
+    def _capturing(self) -> bool:
+        return self.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+    def _judge_norm(self, post, pred, normed):
+        """The first step with this post: the kernel's norm (if it ran) against post(prediction) on the same rows
+        (a host wait, once, in an eager warm-up step). The kernel serves later steps only if they agree within two
+        units in the last place of the post's dtype; else the post runs every step, and `norm_path` says why."""
+        want = post(pred)
+        if normed is None:
+            self.norms[post] = None
+            self.norm_path = self.norm_path or "module: the model's final norm is not a plain RMS norm"
+            return want
+        ulp = torch.finfo(want.dtype).eps
+        gap = (normed.float() - want.float()).abs()
+        allowed = want.float().abs() * (2 * ulp) + 1e-6 * float(want.float().abs().max() if want.numel() else 0)
+        if want.shape == normed.shape and bool((gap <= allowed).all()):
+            self.norms[post] = self._kernel_norm(post)
+            self.norm_path = "kernel"
+            return normed
+        self.norms[post] = None
+        self.norm_path = (f"module: the kernel's RMS norm differs from the model's by up to "
+                          f"{float(gap.max()) if gap.numel() else float('nan'):.3g}")
+        return want
+
     def step(self, shallow: torch.Tensor, deep: torch.Tensor, post=None) -> Step:
         """Queue one step on these rows: the prediction (and post(prediction)), then the update."""
         with torch.inference_mode(False), torch.no_grad():
             if self.stream is None:
-                parts = self.model.forward_parts(self.inputs(shallow), self.low, self.fused)
-                out = post(parts["pred"]) if post is not None else None
+                parts, out = self.forward(self.inputs(shallow), self.inputs(deep), None, post)
                 pred = parts["pred"]  # the update works in place on other buffers, never on this one
                 loss = self.update(parts, self.inputs(deep))
                 self.steps += 1
-                return Step(pred, out, loss.detach())
+                return Step(pred, out, loss.detach().clone())
             main = torch.cuda.current_stream()
             if self.overlap:
                 self.stream.wait_stream(main)  # the rows (and the last fuse) are ready
@@ -316,8 +390,7 @@ class OnlineDistiller:
                     pred, out, loss_dev, predicted = graphs.run(shallow, deep, self._predicted)
                     self.graph_steps += 1
                 else:
-                    parts = self.model.forward_parts(self.inputs(shallow), self.low, self.fused)
-                    out = post(parts["pred"]) if post is not None else None
+                    parts, out = self.forward(self.inputs(shallow), self.inputs(deep), None, post)
                     pred = parts["pred"]
                     predicted = self._predicted()
                     loss_dev = self.update(parts, self.inputs(deep))

@@ -7,15 +7,7 @@ tally, spill    logits at them, with the counts ESamp reports summed on the devi
                 rows the widest of them through the dense head; all read the step's tensors' addresses from a
                 `Params` block, so one CUDA graph of them serves every step.
 
-The distiller step's element-wise work (esamp/distiller.py, bf16 GEMMs), the same fp32 arithmetic
-as its PyTorch path in one launch each instead of 3-7:
-swiglu        h = silu(a)·b from the gate/up GEMM's output [a | b], rounded to its dtype;
-residual      pred = x + o in fp32 (o = h Wdᵀ);
-scaled_error  r = 2·inv·(pred − y) in the GEMMs' dtype, and each row's Σ(pred − y)² in fp32
-              (one program per row: the loss is summed in a fixed order, the same on every rank);
-swiglu_grad   [dh·b·silu'(a) | dh·s] for the gate/up weight's gradient GEMM;
-gather_rows   the step's rows from the two taps' buffers, by indices read on the device (the captured step
-              then needs no copies launched from the host).
+The distiller step's kernels are in esamp/step_kernels.py.
 
 `available()` says whether they can run (CUDA tensors and Triton importable); the PyTorch path in
 esamp/intervene.py is the reference they are tested against (tests/test_esamp_kernels.py, which
@@ -69,9 +61,6 @@ def fits(ref, weight) -> bool:
 #: address vLLM's logits, β and temperatures have that step. Offsets:
 C_ROWS, C_REF, C_REF_STRIDE, C_BETA, C_TEMP, C_NORMED = range(6)
 C_SIZE = 8
-#: The gather kernel's block (the distiller step's rows from the taps: esamp/distiller.py StepGraphs).
-G_ROWS, G_INDEX_X, G_INDEX_Y = range(3)
-G_SIZE = 3
 #: `totals` (int64 [3], on the device, summed over steps): candidates of acting rows, acting rows where
 #: logits_dist's best candidate is logits_ref's best one, acting rows left alone (more candidates than k)
 T_CANDIDATES, T_AGREE, T_OVERFLOW = range(3)
@@ -223,148 +212,6 @@ def _kernels():
             tl.store(ref_ptr + row * tl.load(params_ptr + 2) + cols, vals * (1 + b) + d * (-b / t), mask=live)
 
     return triton, collect, fuse, tally, spill_in, spill_out
-
-
-@functools.cache
-def _step_kernels():
-    triton, tl = _triton()
-
-    @triton.jit
-    def swiglu_k(ab_ptr, h_ptr, width, BLOCK: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        col = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        m = col < width
-        a = tl.load(ab_ptr + row * 2 * width + col, mask=m, other=0.0).to(tl.float32)
-        b = tl.load(ab_ptr + row * 2 * width + width + col, mask=m, other=0.0).to(tl.float32)
-        s = a * tl.sigmoid(a)
-        tl.store(h_ptr + row * width + col, (s * b).to(h_ptr.dtype.element_ty), mask=m)
-
-    @triton.jit
-    def swiglu_grad_k(ab_ptr, dh_ptr, out_ptr, width, BLOCK: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        col = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        m = col < width
-        a = tl.load(ab_ptr + row * 2 * width + col, mask=m, other=0.0).to(tl.float32)
-        b = tl.load(ab_ptr + row * 2 * width + width + col, mask=m, other=0.0).to(tl.float32)
-        dh = tl.load(dh_ptr + row * width + col, mask=m, other=0.0).to(tl.float32)
-        sig = tl.sigmoid(a)
-        s = a * sig
-        tl.store(out_ptr + row * 2 * width + col, ((dh * b) * (sig + s * (1 - sig))).to(out_ptr.dtype.element_ty),
-                 mask=m)
-        tl.store(out_ptr + row * 2 * width + width + col, (dh * s).to(out_ptr.dtype.element_ty), mask=m)
-
-    @triton.jit
-    def residual_k(x_ptr, o_ptr, pred_ptr, n, BLOCK: tl.constexpr):
-        i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        m = i < n
-        x = tl.load(x_ptr + i, mask=m, other=0.0).to(tl.float32)
-        o = tl.load(o_ptr + i, mask=m, other=0.0).to(tl.float32)
-        tl.store(pred_ptr + i, x + o, mask=m)
-
-    @triton.jit
-    def scaled_error_k(pred_ptr, y_ptr, inv_ptr, r_ptr, sq_ptr, hidden, BLOCK: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        scale = 2 * tl.load(inv_ptr)
-        acc = tl.zeros([BLOCK], dtype=tl.float32)
-        for h0 in range(0, hidden, BLOCK):
-            h = h0 + tl.arange(0, BLOCK)
-            m = h < hidden
-            err = tl.load(pred_ptr + row * hidden + h, mask=m, other=0.0) \
-                - tl.load(y_ptr + row * hidden + h, mask=m, other=0.0).to(tl.float32)
-            acc += err * err
-            tl.store(r_ptr + row * hidden + h, (err * scale).to(r_ptr.dtype.element_ty), mask=m)
-        tl.store(sq_ptr + row, tl.sum(acc, axis=0))
-
-    @triton.jit
-    def gather_k(params_ptr, sx_ptr, sx_stride, sy_ptr, sy_stride, x_ptr, y_ptr, inv_ptr, hidden,
-                 IDX64: tl.constexpr, BLOCK: tl.constexpr):
-        row = tl.program_id(0)
-        n = tl.load(params_ptr + 0)  # G_ROWS
-        if row == 0:
-            tl.store(inv_ptr, 1.0 / (n * hidden).to(tl.float32))
-        live = row < n
-        at = tl.where(live, row, 0)
-        if IDX64:  # G_INDEX_X, G_INDEX_Y
-            sx = tl.load(tl.load(params_ptr + 1).to(tl.pointer_type(tl.int64)) + at, mask=live, other=0)
-            sy = tl.load(tl.load(params_ptr + 2).to(tl.pointer_type(tl.int64)) + at, mask=live, other=0)
-        else:
-            sx = tl.load(tl.load(params_ptr + 1).to(tl.pointer_type(tl.int32)) + at, mask=live, other=0).to(tl.int64)
-            sy = tl.load(tl.load(params_ptr + 2).to(tl.pointer_type(tl.int32)) + at, mask=live, other=0).to(tl.int64)
-        rows_live = (tl.zeros([BLOCK], dtype=tl.int64) + row) < n
-        for h0 in range(0, hidden, BLOCK):
-            h = h0 + tl.arange(0, BLOCK)
-            m = h < hidden
-            real = m & rows_live  # rows past n: zeros (a zero row's error and gradients are exactly zero)
-            vx = tl.load(sx_ptr + sx * sx_stride + h, mask=real, other=0.0)
-            vy = tl.load(sy_ptr + sy * sy_stride + h, mask=real, other=0.0)
-            tl.store(x_ptr + row.to(tl.int64) * hidden + h, vx.to(x_ptr.dtype.element_ty), mask=m)
-            tl.store(y_ptr + row.to(tl.int64) * hidden + h, vy.to(y_ptr.dtype.element_ty), mask=m)
-
-    return triton, swiglu_k, swiglu_grad_k, residual_k, scaled_error_k, gather_k
-
-
-STEP_BLOCK = 1024
-
-
-def swiglu(ab):
-    """h [rows, w] = silu(a)·b for ab = [a | b] ([rows, 2w], contiguous), in ab's dtype."""
-    import torch
-
-    triton, kernel, _, _, _, _ = _step_kernels()
-    rows, width = ab.shape[0], ab.shape[1] // 2
-    h = torch.empty(rows, width, dtype=ab.dtype, device=ab.device)
-    if rows:
-        kernel[(rows, triton.cdiv(width, STEP_BLOCK))](ab, h, width, BLOCK=STEP_BLOCK)
-    return h
-
-
-def swiglu_grad(ab, dh):
-    """[dh·b·silu'(a) | dh·s] ([rows, 2w], ab's dtype) for ab = [a | b] and dh [rows, w]."""
-    import torch
-
-    triton, _, kernel, _, _, _ = _step_kernels()
-    rows, width = dh.shape
-    out = torch.empty(rows, 2 * width, dtype=ab.dtype, device=ab.device)
-    if rows:
-        kernel[(rows, triton.cdiv(width, STEP_BLOCK))](ab, dh.contiguous(), out, width, BLOCK=STEP_BLOCK)
-    return out
-
-
-def residual(x, o):
-    """x + o in fp32 (x, o: [rows, hidden], contiguous, any float dtype)."""
-    import torch
-
-    triton, _, _, kernel, _, _ = _step_kernels()
-    pred = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    n = x.numel()
-    if n:
-        kernel[(triton.cdiv(n, STEP_BLOCK),)](x.contiguous(), o.contiguous(), pred, n, BLOCK=STEP_BLOCK)
-    return pred
-
-
-def scaled_error(pred, y, inv, dtype):
-    """(r = 2·inv·(pred − y) in `dtype`, [rows] Σ(pred − y)² in fp32) for fp32 pred; inv: an fp32 device
-    scalar."""
-    import torch
-
-    triton, _, _, _, kernel, _ = _step_kernels()
-    rows, hidden = pred.shape
-    r = torch.empty(rows, hidden, dtype=dtype, device=pred.device)
-    sq = torch.empty(rows, dtype=torch.float32, device=pred.device)
-    if rows:
-        kernel[(rows,)](pred, y.contiguous(), inv, r, sq, hidden, BLOCK=STEP_BLOCK)
-    return r, sq
-
-
-def gather_rows(params, src_x, src_y, x, y, inv) -> None:
-    """x[r], y[r] = src_x[index_x[r]], src_y[index_y[r]] for r < n, zeros for the rows past n, inv = 1/(n·hidden):
-    n and the indices' addresses read from `params` (G_*: a `Params` block; indices int64 or int32 by
-    `params.index64`). src_*: [tokens, hidden] with unit column stride; x, y: [rows, hidden] contiguous."""
-    triton, _, _, _, _, kernel = _step_kernels()
-    rows, hidden = x.shape
-    if rows:
-        kernel[(rows,)](params.dev, src_x, src_x.stride(0), src_y, src_y.stride(0), x, y, inv, hidden,
-                        IDX64=params.index64, BLOCK=STEP_BLOCK)
 
 
 class Params:

@@ -46,6 +46,8 @@ class LossBook:
         self.counters.graph_steps += step.graphed
         if distiller.graph_error is not None and self.counters.graph_error is None:
             self.counters.graph_error = distiller.graph_error
+        if distiller.norm_path is not None:
+            self.counters.distiller_norm = distiller.norm_path
         history = self.queued % LOSS_EVERY == 1
         counts = self.pending.pop(distiller, [0, 0])
         self.pending[distiller] = [counts[0] + 1, counts[1] + rows]  # re-inserted: the last stepped is last

@@ -1,9 +1,10 @@
 """Probe: the Triton candidate kernels (esamp/kernels.py) give what the PyTorch candidate path gives,
 on random and on peaked logits, with rows that overflow k, greedy rows and β = 0 rows, and with the widest rows
-past k spilled through the dense LM head; the distiller
-step's Triton element-wise kernels give what its PyTorch bf16 path gives (prediction, loss, gradients,
-zero-padded rows staying zero); and, on CUDA, the distiller steps captured in CUDA graphs
-(esamp/distiller.py StepGraphs, zero-padded row buckets) give what the same steps give eagerly.
+past k spilled through the dense LM head; the fused distiller step (esamp/step_kernels.py) gives what its
+PyTorch bf16 path with torch's Adam gives (prediction, the final norm of it, loss, gradients, weights after Adam,
+zero-padded rows staying zero, a norm that is not what it claims caught); and, on CUDA, the distiller steps
+captured in CUDA graphs (esamp/distiller.py StepGraphs, zero-padded row buckets) give what the same steps give
+eagerly.
 
 Runs where the kernels run (CUDA), or on the CPU in Triton's interpreter (TRITON_INTERPRET=1):
 `python -m driftcheck.probes.kernel_check [--device cuda]` prints one line and exits 0 / 1.
@@ -290,39 +291,101 @@ def check_no_recompile(device: str = "cuda", *, seed: int = 0) -> list[str]:
     return [] if after == before else [f"candidate kernels compiled {after - before} more variant(s) after warm_kernels"]
 
 
+class RMSNormPost:
+    """A distiller step's `post` shaped like ESamp's engine one (esamp/controller.py FinalNorm): the final RMS norm
+    of the prediction as vLLM's RMSNorm computes it (cast to the weight's dtype, fp32 variance, cast, times the
+    weight), with `rms_norm` set so the fused step may compute it in its head kernel (`kernel=False`: not).
+    `gemma=True` computes Gemma's norm (1 + weight) while still claiming a plain one: the fused step must catch
+    that (esamp/distiller.py `_judge_norm`) and run the module instead."""
+
+    def __init__(self, hidden: int, device, *, kernel: bool = True, gemma: bool = False, seed: int = 7) -> None:
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+        self.dtype = torch.bfloat16
+        self.weight = (1 + 0.1 * torch.randn(hidden, generator=gen)).to(device, self.dtype)
+        self.eps = 1e-6
+        self.gemma = gemma
+        self.rms_norm = (self.weight, self.eps) if kernel else None
+
+    def __call__(self, pred):
+        import torch
+
+        x = pred.to(self.dtype).float()
+        x = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return (x * (1 + self.weight.float())).to(self.dtype) if self.gemma else x.to(self.dtype) * self.weight
+
+
 def check_step_kernels(device: str = "cuda", *, cases: int = 8, seed: int = 0) -> list[str]:
-    """Problems found comparing the distiller step with its element-wise work in Triton (`fused`) against
-    its PyTorch path, both with bf16 GEMMs, on the same weights and rows (some of them zero padding)."""
+    """Problems found comparing the fused distiller step (esamp/step_kernels.py: Triton kernels, the bf16 weight
+    copies, the gradients into one buffer, Adam and the loss in one kernel, the final norm in the head kernel)
+    against the PyTorch bf16 path with torch's Adam, on the same weights and rows (some of them zero padding):
+    prediction, normed prediction, loss, gradients, and the weights after three Adam steps from the same
+    gradients; and that a norm which is not what it claims (Gemma's 1 + weight) is caught and run as the module."""
     import torch
 
-    from esamp.distiller import Distiller
+    from esamp.distiller import OnlineDistiller
 
     problems = []
     gen = torch.Generator().manual_seed(seed)
     for case in range(cases):
         rows, pad = int(torch.randint(1, 20, (1,), generator=gen)), int(torch.randint(0, 5, (1,), generator=gen))
         hidden, width = int(torch.randint(4, 600, (1,), generator=gen)), int(torch.randint(1, 1100, (1,), generator=gen))
-        model = Distiller(hidden, width, seed=case).to(device)
-        x = torch.randn(rows, hidden, generator=gen) * [0.1, 1.0, 4.0][case % 3]
-        y = x + torch.randn(rows, hidden, generator=gen)
-        x, y = (torch.cat([t, torch.zeros(pad, hidden)]).to(device, torch.bfloat16) for t in (x, y))
-        inv = torch.tensor(1.0 / (rows * hidden), device=device)
-        low = torch.bfloat16
-        want_parts, got_parts = model.forward_parts(x, low), model.forward_parts(x, low, fused=True)
-        want_pred, got_pred = want_parts["pred"].clone(), got_parts["pred"].clone()
-        want_loss, want = model.loss_and_grads_from(want_parts, y, inv)
-        got_loss, got = model.loss_and_grads_from(got_parts, y, inv)
+        ref = OnlineDistiller(hidden, width, 1e-3, seed=case, device=device, precision="bf16", graphs=False,
+                              side_stream=False)
+        got = OnlineDistiller(hidden, width, 1e-3, seed=case, device=device, precision="bf16", graphs=False,
+                              side_stream=False)
+        if not got.fused:
+            return [f"the fused distiller step cannot run on {device} (Triton missing, or the CPU without "
+                    "TRITON_INTERPRET=1)"]
+        ref.fused = False
+        post = RMSNormPost(hidden, device, kernel=case % 4 != 3)
         name = f"step case {case} ({rows}+{pad} rows, hidden {hidden}, width {width})"
-        if got_pred.dtype != torch.float32 or not torch.allclose(got_pred, want_pred, rtol=1e-2, atol=1e-2):
-            problems.append(f"{name}: prediction differs by {float((got_pred - want_pred).abs().max()):.3g}")
-        if pad and got_pred[rows:].any():
-            problems.append(f"{name}: a zero row predicts non-zero")
-        if abs(float(got_loss) - float(want_loss)) > 1e-2 * abs(float(want_loss)) + 1e-7:
-            problems.append(f"{name}: loss {float(got_loss):.6g} vs {float(want_loss):.6g}")
-        for label, g, w in zip(("gate_up", "down"), got, want):
-            if g.dtype != torch.float32 or g.shape != w.shape \
-                    or float((g - w).norm()) > 2e-2 * float(w.norm()) + 1e-6:
-                problems.append(f"{name}: {label} gradient differs ({float((g - w).norm() / w.norm()):.3g} relative)")
+        for step in range(3):
+            x = torch.randn(rows, hidden, generator=gen) * [0.1, 1.0, 4.0][case % 3]
+            y = x + torch.randn(rows, hidden, generator=gen)
+            x, y = (torch.cat([t, torch.zeros(pad, hidden)]).to(device, torch.bfloat16) for t in (x, y))
+            inv = torch.tensor(1.0 / (rows * hidden), device=device)
+            with torch.inference_mode(False), torch.no_grad():
+                want_parts, want_normed = ref.forward(x, y, inv, post)
+                want_pred = want_parts["pred"].clone()
+                want_loss, want = ref.model.loss_and_grads_from(want_parts, y, inv)
+                got_parts, got_normed = got.forward(x, y, inv, post)
+                got_pred = got_parts["pred"].clone()
+                got_loss = float(got.update(got_parts, y, inv))
+                grads = [g.float() for g in got.flat_adam().grad_views]
+                for param, grad in zip(ref.model.weights(), grads):  # torch's Adam from the fused step's gradients
+                    param.grad = grad.clone()
+                ref.optimizer.step()
+            at = f"{name} step {step}"
+            if got_pred.dtype != torch.float32 or not torch.allclose(got_pred, want_pred, rtol=1e-2, atol=1e-2):
+                problems.append(f"{at}: prediction differs by {float((got_pred - want_pred).abs().max()):.3g}")
+            if pad and got_pred[rows:].any():
+                problems.append(f"{at}: a zero row predicts non-zero")
+            if got_normed is None or got_normed.dtype != want_normed.dtype or not torch.allclose(
+                    got_normed.float(), post(got_pred).float(), rtol=2 ** -6, atol=1e-5):
+                problems.append(f"{at}: the normed prediction is not the post's")
+            if abs(got_loss - float(want_loss)) > 1e-2 * abs(float(want_loss)) + 1e-7:
+                problems.append(f"{at}: loss {got_loss:.6g} vs {float(want_loss):.6g}")
+            for label, g, w in zip(("gate_up", "down"), grads, want):
+                if g.shape != w.shape or float((g - w).norm()) > 2e-2 * float(w.norm()) + 1e-6:
+                    problems.append(f"{at}: {label} gradient differs ({float((g - w).norm() / w.norm()):.3g} relative)")
+            for label, a, b in zip(("gate_up", "down"), got.model.weights(), ref.model.weights()):
+                if not torch.allclose(a, b, rtol=1e-5, atol=1e-7):
+                    problems.append(f"{at}: {label} weights after Adam differ by {float((a - b).abs().max()):.3g}")
+            for label, low, w in zip(("gate_up", "down"), got.flat_adam().low_views, got.model.weights()):
+                if not torch.equal(low, w.to(low.dtype)):
+                    problems.append(f"{at}: the {label} weights' bf16 copy is not the weights rounded")
+        want_path = "kernel" if case % 4 != 3 else "module: the model's final norm is not a plain RMS norm"
+        if got.norm_path != want_path:
+            problems.append(f"{name}: final norm computed as {got.norm_path!r}, want {want_path!r}")
+    imposter = RMSNormPost(48, device, gemma=True)
+    d = OnlineDistiller(48, 16, 1e-3, device=device, precision="bf16", graphs=False, side_stream=False)
+    x = torch.randn(5, 48, generator=gen).to(device, torch.bfloat16)
+    step = d.step(x, x, imposter)
+    if not (d.norm_path or "").startswith("module: the kernel's RMS norm differs") \
+            or not torch.equal(step.post, imposter(step.pred)):
+        problems.append(f"a norm computing 1 + weight while claiming a plain RMS norm was not caught: {d.norm_path!r}")
     return problems
 
 
@@ -343,7 +406,7 @@ def check_distiller_graphs(device: str = "cuda", *, seed: int = 0) -> list[str]:
                                   side_stream=side)
         name = precision if side else f"{precision} in order"  # as named in the problems
         eager = OnlineDistiller(hidden, width, 1e-2, seed=seed, device=device, precision=precision, graphs=False)
-        post = (lambda p: (p * 2).to(torch.bfloat16))
+        post = RMSNormPost(hidden, device)  # the fused step computes it in its head kernel
         mix = torch.randn(hidden, hidden, generator=gen) * hidden ** -0.5
         for i, rows in enumerate([5, 8, 8, 13, 7, 16, 3, 16, 9, 30]):
             x = torch.randn(rows, hidden, generator=gen)
@@ -397,7 +460,7 @@ def check_gathered_steps(device: str = "cuda", *, seed: int = 0) -> list[str]:
     same rows selected beforehand. The gather kernel itself runs everywhere; the captured steps on CUDA."""
     import torch
 
-    from esamp import kernels
+    from esamp import kernels, step_kernels
     from esamp.distiller import WARMUP_STEPS, OnlineDistiller
 
     problems = []
@@ -409,18 +472,18 @@ def check_gathered_steps(device: str = "cuda", *, seed: int = 0) -> list[str]:
     for index64 in (True, False):
         index = torch.randperm(tokens, generator=gen)[:13].to(device, torch.int64 if index64 else torch.int32)
         other = torch.roll(index, 3)
-        params = kernels.Params(kernels.G_SIZE, device, index64=index64)
+        params = kernels.Params(step_kernels.G_SIZE, device, index64=index64)
         params.write((9, index.data_ptr(), other.data_ptr()))
         x = torch.full((16, hidden), 7.0, dtype=torch.bfloat16, device=device)
         y, inv = x.clone(), torch.zeros((), device=device)
-        kernels.gather_rows(params, src_x, src_y, x, y, inv)
+        step_kernels.gather_rows(params, src_x, src_y, x, y, inv)
         rows, rows_y = index[:9].long(), other[:9].long()
         if not (torch.equal(x[:9], src_x[rows]) and torch.equal(y[:9], src_y[rows_y]) and not x[9:].any()
                 and not y[9:].any() and abs(float(inv) - 1 / (9 * hidden)) < 1e-9):
             problems.append(f"gather_rows (index {'int64' if index64 else 'int32'}) copied the wrong rows")
     if torch.device(device).type != "cuda":
         return problems
-    post = (lambda p: (p * 2).to(torch.bfloat16))
+    post = RMSNormPost(hidden, device)
     for side in (False, True):
         graphed = OnlineDistiller(hidden, width, 1e-2, seed=seed, device=device, precision="bf16", side_stream=side)
         eager = OnlineDistiller(hidden, width, 1e-2, seed=seed, device=device, precision="bf16", graphs=False)

@@ -38,7 +38,7 @@ def measure(hidden: int, rows: int, vocab: int, device: str = "cuda", calls: int
     that exist only on CUDA (events, pinned copies, graph replays) are left out and the steps run eagerly."""
     import torch
 
-    from esamp import kernels
+    from esamp import kernels, step_kernels
     from esamp.config import ESampConfig
     from esamp.distiller import WARMUP_STEPS, OnlineDistiller
 
@@ -73,7 +73,7 @@ def measure(hidden: int, rows: int, vocab: int, device: str = "cuda", calls: int
         reused = torch.cuda.Event()
         timed("one CUDA event, recorded again (the distiller's two, from 135e14b)", reused.record)
         timed("pinned scalar + D2H copy + event (the loss copy before f842c2f)", loss_copy)
-    params = kernels.Params(kernels.G_SIZE, device)
+    params = kernels.Params(step_kernels.G_SIZE, device)
     values = iter(range(1, 10 ** 9))
     timed("Params.write, new values", lambda: params.write((rows, next(values), 0)))
     timed("Params.write, the same values (skipped)", lambda: params.write((rows, 0, 0)))

@@ -4,9 +4,11 @@
   way ESamp trains (one Adam step per engine step, 256 rows); the rows are synthetic, shaped like a
   residual stream (a few outlier dimensions ~30× the rest, the deep state = the shallow one plus a
   nonlinear function of it, slowly drifting), since no trained model of the 7B shape runs here;
-- step time: the device time of one step, eager and captured (esamp/distiller.py StepGraphs), in
-  each precision (bf16 also with its element-wise work in PyTorch instead of the Triton kernels), by
-  CUDA events around 50 steps after a warm-up, median of 5 repeats, in the caller's stream order
+- step time: the device time of one step, eager and captured (esamp/distiller.py StepGraphs), with the
+  model's final norm of the prediction as the engine's step has it (probes/kernel_check.py `RMSNormPost`), in
+  each precision (bf16 also in PyTorch instead of the fused step of esamp/step_kernels.py, and fused with the
+  norm as a module call instead of in its kernel: `STEP_VARIANTS`), by CUDA events around 50 steps after a
+  warm-up, median of 5 repeats, in the caller's stream order
   (`side_stream=False`: the events then enclose the step's work; on the side stream, ESamp's default,
   they would time only the host's launches);
 - kernels: where the default step's time goes (bf16, captured on CUDA), by kernel, from torch.profiler
@@ -23,6 +25,8 @@ import argparse
 import json
 import statistics
 import sys
+
+from driftcheck.probes.kernel_check import RMSNormPost
 
 TOLERANCE = 1.05  # bf16's final-window loss may be at most 5 % above fp32's
 
@@ -57,16 +61,25 @@ def loss_curves(hidden: int, width: int, rows: int, steps: int, device) -> dict:
     return out
 
 
+#: step_times' variants: (name, precision, fused step, the final norm in its kernel)
+STEP_VARIANTS = (("fp32", "fp32", False, False), ("bf16-torch", "bf16", False, False),
+                 ("bf16-fused-module-norm", "bf16", True, False), ("bf16", "bf16", True, True))
+
+
 def step_times(hidden: int, width: int, rows: int, device) -> dict:
-    """Device ms per step in the caller's stream order, eager and captured: fp32, bf16 with the element-wise
-    work in PyTorch ("bf16-torch"), bf16 with it in the Triton kernels ("bf16")."""
+    """Device ms per step in the caller's stream order, eager and captured, each with the model's final norm of the
+    prediction as the engine's step has it (probes/kernel_check.py `RMSNormPost`): fp32; bf16 with the PyTorch
+    path ("bf16-torch");
+    the fused step (esamp/step_kernels.py) with the norm as a module call ("bf16-fused-module-norm") and in its
+    head kernel ("bf16", the default)."""
     import torch
 
     from esamp.distiller import OnlineDistiller
 
     times = {}
     x, y = next(stream(hidden, rows, 1, device, seed=1))
-    for precision, fused in (("fp32", False), ("bf16", False), ("bf16", True)):
+    for name, precision, fused, kernel_norm in STEP_VARIANTS:
+        post = RMSNormPost(hidden, device, kernel=kernel_norm)
         for graphs in (False, True):
             # in order: the events on this stream enclose the step's work (beside it, they would not)
             d = OnlineDistiller(hidden, width, 1e-3, seed=0, device=device, precision=precision, graphs=graphs,
@@ -75,21 +88,20 @@ def step_times(hidden: int, width: int, rows: int, device) -> dict:
                 continue  # Triton unavailable (or ESAMP_TRITON=0): no such row
             d.fused = fused
             for _ in range(10):
-                d.step(x, y)
+                d.step(x, y, post)
             reps = []
             for _ in range(5):
                 torch.cuda.synchronize()
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
                 for _ in range(50):
-                    d.step(x, y)
+                    d.step(x, y, post)
                 end.record()
                 end.synchronize()
                 reps.append(start.elapsed_time(end) / 50)
-            name = precision if fused or precision == "fp32" else f"{precision}-torch"
             times[f"{name}-{'graphs' if graphs else 'eager'}"] = {
                 "ms_median": statistics.median(reps), "ms_min": min(reps), "ms_max": max(reps),
-                "graph_error": d.graph_error}
+                "graph_error": d.graph_error, "norm": d.norm_path}
     return times
 
 
@@ -110,14 +122,15 @@ def kernel_breakdown(hidden: int, width: int, rows: int, device, steps: int = 20
     on_cuda = torch.device(device).type == "cuda"
     x, y = next(stream(hidden, rows, 1, device, seed=1))
     d = OnlineDistiller(hidden, width, 1e-3, seed=0, device=device, side_stream=False)
+    post = RMSNormPost(hidden, device)
     for _ in range(10):  # past the warm-up: captured where CUDA is
-        d.step(x, y)
+        d.step(x, y, post)
     if on_cuda:
         torch.cuda.synchronize()
     graphed = d.graph_steps
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])) as prof:
         for _ in range(steps):
-            d.step(x, y)
+            d.step(x, y, post)
         if on_cuda:
             torch.cuda.synchronize()
     want = DeviceType.CUDA if on_cuda else DeviceType.CPU
@@ -130,7 +143,7 @@ def kernel_breakdown(hidden: int, width: int, rows: int, device, steps: int = 20
             spent.append((e.key, us / steps, e.count / steps))
     spent.sort(key=lambda r: -r[1])
     return {"unit": "device µs" if on_cuda else "host µs", "what": "kernels" if on_cuda else "ops",
-            "steps": steps, "graphed_steps": d.graph_steps - graphed,  # of the profiled steps
+            "steps": steps, "graphed_steps": d.graph_steps - graphed, "norm": d.norm_path,  # of the profiled steps
             "per_step_us": sum(r[1] for r in spent), "kernels_per_step": sum(r[2] for r in spent),
             "top": [(name[:80], round(us, 2), round(calls, 2)) for name, us, calls in spent[:top]]}
 
@@ -164,9 +177,10 @@ def main(argv=None) -> int:
               "windows": windows, "ratios": ratios}
     if args.device.startswith("cuda"):
         result["step_ms"] = step_times(args.hidden, args.width, args.rows, args.device)
-        print("\n| step | device ms median [min–max] | capture error |\n|---|---|---|")
+        print("\n| step | device ms median [min–max] | final norm | capture error |\n|---|---|---|---|")
         for name, t in result["step_ms"].items():
-            print(f"| {name} | {t['ms_median']:.4f} [{t['ms_min']:.4f}–{t['ms_max']:.4f}] | {t['graph_error'] or '-'} |")
+            print(f"| {name} | {t['ms_median']:.4f} [{t['ms_min']:.4f}–{t['ms_max']:.4f}] | {t['norm'] or '-'} "
+                  f"| {t['graph_error'] or '-'} |")
     try:  # the profiler over captured graphs is the device's to support: the tables above are kept either way
         result["kernels"] = kernels = kernel_breakdown(args.hidden, args.width, args.rows, args.device)
     except Exception as exc:  # noqa: BLE001 - named in the output and the JSON, never silently dropped
