@@ -92,11 +92,13 @@ def _kernels():
 
     @triton.jit
     def fuse(params_ptr, idx_ptr, count_ptr, w_ptr, w_stride, hidden, dist_ptr, EPS: tl.constexpr,
-             K, CHUNK: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr):
-        # one program per (row, CHUNK of its candidates): a row of many candidates spreads over as many
-        # programs (the LM-head rows it gathers are most of its cost), and chunks past its count stop at once
+             K, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr):
+        # one program per (row, BLOCK_K of its candidates): a row's candidates spread over as many programs,
+        # each dot product over the hidden size in as few tiles as BLOCK_H allows (the steps of a program are
+        # back to back: few programs of many tiles wait on their loads one after the other); programs past a
+        # row's count stop at once
         row = tl.program_id(0)
-        first = tl.program_id(1) * CHUNK
+        first = tl.program_id(1) * BLOCK_K
         if row < tl.load(params_ptr + 0):
             n = tl.load(count_ptr + row)
             if (n <= K) & (first < n):
@@ -110,23 +112,22 @@ def _kernels():
                 b = tl.where(greedy, 0.0, tl.load(beta_ptr + row))
                 c1 = 1 + b
                 c2 = -b / tl.where(greedy, 1.0, t)
-                for start in range(first, first + CHUNK, BLOCK_K):
-                    j = start + tl.arange(0, BLOCK_K)
-                    live = j < n
-                    idx = tl.load(idx_ptr + row * K + j, mask=live, other=0)
-                    acc = tl.zeros([BLOCK_K], dtype=tl.float32)
-                    for h0 in range(0, hidden, BLOCK_H):
-                        h = h0 + tl.arange(0, BLOCK_H)
-                        hm = h < hidden
-                        x = tl.load(x_ptr + row * hidden + h, mask=hm, other=0.0)
-                        w = tl.load(w_ptr + idx[:, None] * w_stride + h[None, :], mask=live[:, None] & hm[None, :],
-                                    other=0.0)
-                        acc += tl.sum(w.to(tl.float32) * x.to(tl.float32)[None, :], axis=1)
-                    dist = acc.to(w_ptr.dtype.element_ty).to(tl.float32)  # rounded as the dense head rounds
-                    tl.store(dist_ptr + row * K + j, dist, mask=live)
-                    at = ref_ptr + row.to(tl.int64) * ref_stride + idx
-                    ref = tl.load(at, mask=live, other=0.0)
-                    tl.store(at, ref * c1 + dist * c2, mask=live)
+                j = first + tl.arange(0, BLOCK_K)
+                live = j < n
+                idx = tl.load(idx_ptr + row * K + j, mask=live, other=0)
+                acc = tl.zeros([BLOCK_K], dtype=tl.float32)
+                for h0 in range(0, hidden, BLOCK_H):
+                    h = h0 + tl.arange(0, BLOCK_H)
+                    hm = h < hidden
+                    x = tl.load(x_ptr + row * hidden + h, mask=hm, other=0.0)
+                    w = tl.load(w_ptr + idx[:, None] * w_stride + h[None, :], mask=live[:, None] & hm[None, :],
+                                other=0.0)
+                    acc += tl.sum(w.to(tl.float32) * x.to(tl.float32)[None, :], axis=1)
+                dist = acc.to(w_ptr.dtype.element_ty).to(tl.float32)  # rounded as the dense head rounds
+                tl.store(dist_ptr + row * K + j, dist, mask=live)
+                at = ref_ptr + row.to(tl.int64) * ref_stride + idx
+                ref = tl.load(at, mask=live, other=0.0)
+                tl.store(at, ref * c1 + dist * c2, mask=live)
 
     @triton.jit
     def tally(params_ptr, count_ptr, val_ptr, dist_ptr, totals_ptr, max_ptr, EPS: tl.constexpr, K,
@@ -274,8 +275,10 @@ class Params:
 # t0.8 0.987 → 0.993×, not an A/B in one call; reports/benchmarks.md)
 COLLECT_BLOCK = 1024
 COLLECT_WARPS = 4
-FUSE_CHUNK = 64  # candidates per fuse program: a row with n of them spreads over ⌈n / FUSE_CHUNK⌉ programs
-FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS = 16, 256, 4
+# the fuse: one candidate a program (a row with n of them spreads over n programs), its dot product in one tile of
+# 4096 hidden columns (two at hidden 8192); kernelcost times the alternatives. Before (H200, 3584, peaked, k 16):
+# programs of 64 candidates in tiles of 16 × 256, 21.6 µs, fourteen tiles one after the other a program
+FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS = 1, 4096, 4
 TALLY_BLOCK = 128
 # k is a run-time argument of every kernel, not a compile-time one: a step whose k (or row bucket) is new
 # launches kernels compiled already (Triton compiles per constexpr value, and a compile inside a decode loop
@@ -301,7 +304,7 @@ class CandidatePass:
               larger than k). Order within a row is not fixed (blocks append with an atomic), and nothing
               depends on it: every result is written back by index. Blocks without a candidate (most of
               them, after top-p) stop after their one read.
-    fuse      per row with at most k candidates, one program per FUSE_CHUNK of them: logits_dist at its
+    fuse      per row with at most k candidates, one program per FUSE_BLOCK_K of them: logits_dist at its
               candidates only (LM-head rows gathered inside the kernel, products in the head's dtype, fp32
               accumulation, rounded to the head's dtype as the dense head rounds its output), then
               ref ← c1·ref + c2·dist at those indices, in place, with c1 = 1+β, c2 = −β/T per row computed in
@@ -438,16 +441,16 @@ def _collect(params, vocab: int, idx, values, counts, block: int = 0, warps: int
 
 
 def _fuse(params, idx, counts, weight, dist, block_k: int = 0, block_h: int = 0, warps: int = 0) -> None:
-    """The fuse kernel over idx's rows, ⌈k / FUSE_CHUNK⌉ programs a row, in tiles of `block_k` candidates ×
-    `block_h` hidden columns with `warps` warps a program (0: FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS)."""
+    """The fuse kernel over idx's rows, ⌈k / block_k⌉ programs a row, each `block_k` candidates in tiles of
+    `block_h` hidden columns with `warps` warps (0: FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS)."""
     from driftcheck.adapters.sampler import SAMPLING_EPS
 
     triton, _, fuse, *_ = _kernels()
     rows, k = idx.shape
-    fuse[(rows, triton.cdiv(k, FUSE_CHUNK))](params.dev, idx, counts, weight, weight.stride(0), weight.shape[1],
-                                             dist, EPS=SAMPLING_EPS, K=k, CHUNK=FUSE_CHUNK,
-                                             BLOCK_K=block_k or FUSE_BLOCK_K, BLOCK_H=block_h or FUSE_BLOCK_H,
-                                             num_warps=warps or FUSE_WARPS)
+    block_k = block_k or FUSE_BLOCK_K
+    fuse[(rows, triton.cdiv(k, block_k))](params.dev, idx, counts, weight, weight.stride(0), weight.shape[1], dist,
+                                          EPS=SAMPLING_EPS, K=k, BLOCK_K=block_k, BLOCK_H=block_h or FUSE_BLOCK_H,
+                                          num_warps=warps or FUSE_WARPS)
 
 
 def _tally(params, counts, values, dist, totals, top) -> None:

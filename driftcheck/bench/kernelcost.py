@@ -29,7 +29,7 @@ CALLS = 100
 #: (tile columns, warps) of the collect kernel: esamp/kernels.py COLLECT_BLOCK, COLLECT_WARPS is one of them
 CONFIGS = ((512, 4), (1024, 2), (1024, 4), (2048, 4), (4096, 4), (8192, 8))
 #: (candidate tile, hidden tile, warps) of the fuse kernel: FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS is one of them
-FUSE_CONFIGS = ((16, 256, 4), (16, 512, 4), (16, 1024, 4), (16, 1024, 8), (8, 512, 4), (32, 256, 4), (16, 128, 2))
+FUSE_CONFIGS = ((1, 4096, 4), (1, 4096, 8), (1, 2048, 4), (1, 1024, 4), (2, 2048, 4), (4, 1024, 4), (16, 256, 4))
 WIDE = 1000  # candidates a row in the wide case (--wide)
 
 
