@@ -80,7 +80,7 @@ def patches(ctx) -> list[Patch]:
         def forward(self, *args, **kwargs):
             hidden_states, residual = original(self, *args, **kwargs)
             if self._driftcheck_tapped:
-                torch.ops.driftcheck.tap_rows(hidden_states + residual, self._driftcheck_tap, self._driftcheck_stamp)
+                torch.ops.driftcheck.tap_rows(hidden_states, residual, self._driftcheck_tap, self._driftcheck_stamp)
             return hidden_states, residual
 
         return forward

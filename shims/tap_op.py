@@ -9,13 +9,14 @@ import torch
 
 
 @torch.library.custom_op("driftcheck::tap_rows", mutates_args=("buf", "stamp"))
-def tap_rows(x: torch.Tensor, buf: torch.Tensor, stamp: torch.Tensor) -> None:
-    """Copy this forward's rows of the residual stream into the persistent buffer; count the write."""
-    n = min(x.shape[0], buf.shape[0])
-    buf[:n].copy_(x[:n])
+def tap_rows(hidden: torch.Tensor, residual: torch.Tensor, buf: torch.Tensor, stamp: torch.Tensor) -> None:
+    """Write this forward's rows of the residual stream (hidden + residual, the layer's two outputs) into the
+    persistent buffer, summed straight into it (one kernel, no intermediate tensor); count the write."""
+    n = min(hidden.shape[0], buf.shape[0])
+    torch.add(hidden[:n], residual[:n], out=buf[:n])
     stamp.add_(1)
 
 
 @tap_rows.register_fake
-def _tap_rows_fake(x: torch.Tensor, buf: torch.Tensor, stamp: torch.Tensor) -> None:
+def _tap_rows_fake(hidden: torch.Tensor, residual: torch.Tensor, buf: torch.Tensor, stamp: torch.Tensor) -> None:
     return None
