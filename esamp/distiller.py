@@ -138,13 +138,15 @@ class Step:
 
 class StepGraphs:
     """A distiller step for up to `rows` rows captured in CUDA graphs: forward (with the caller's `post`) and
-    update (gradients + Adam), in one graph in the caller's stream order, in two beside it (`overlap`: the
-    caller's stream waits only for the forward), sharing one memory pool: the update reads what the forward
-    kept. Inputs sit in static buffers whose rows past this step's are zeros: a zero row predicts zero, so its
+    update (gradients + Adam), in one graph in the caller's stream order; beside it (`overlap`: the caller's
+    stream waits only for the forward) in one graph too, which records the distiller's `predicted` event between
+    the two and its `trained` event at the end (`marks`; where torch's events cannot be graph nodes, two graphs
+    sharing one memory pool and the events recorded between them on the host): the update reads what the
+    forward kept. Inputs sit in static buffers whose rows past this step's are zeros: a zero row predicts zero, so its
     error and its gradients are exactly zero, and the loss is scaled by the real element count (a device
     scalar), which makes a padded step equal the unpadded one.
 
-    With `sources` (the two taps' buffers) the graph also gathers the step's rows from them (esamp/kernels.py
+    With `sources` (the two taps' buffers) the graph also gathers the step's rows from them (esamp/step_kernels.py
     gather_rows), their indices and count read on the device (`run_gathered`): a step is then one parameter
     copy and one replay on the host. Without, `run` copies given rows into the buffers."""
 
@@ -165,7 +167,12 @@ class StepGraphs:
             with torch.cuda.stream(owner.stream):  # compiled and loaded before the capture (n = 0: zeros)
                 step_kernels.gather_rows(self.params, sources[0], sources[1], self.x, self.y, self.inv)
         self.forward = torch.cuda.CUDAGraph()
-        self.update = torch.cuda.CUDAGraph() if owner.overlap else None
+        # beside the caller, with events a graph can record (external): one graph that records the distiller's
+        # `predicted` event after the forward and its `trained` event after the update, so a step is one replay
+        # and no event record on the host; without such events, two graphs and the records between them
+        self.marks = owner.overlap and owner.external_events
+        self.predicted = owner.predicted if self.marks else None
+        self.update = torch.cuda.CUDAGraph() if owner.overlap and not self.marks else None
 
         def forward():
             if sources is not None:
@@ -176,8 +183,12 @@ class StepGraphs:
 
         with torch.cuda.graph(self.forward, stream=owner.stream, capture_error_mode="thread_local"):
             parts, self.post = forward()
-            if self.update is None:  # in order: the whole step is one graph
+            if self.marks:
+                owner.predicted.record(owner.stream)
+            if self.update is None:  # in order, or marked: the whole step is one graph
                 self.loss = owner.update(parts, owner.inputs(self.y), self.inv)
+            if self.marks:
+                owner.trained.record(owner.stream)
         self.pred, self.parts = parts["pred"], parts
         if self.update is not None:
             with torch.cuda.graph(self.update, pool=self.forward.pool(), stream=owner.stream,
@@ -186,7 +197,7 @@ class StepGraphs:
 
     def _replay(self, n: int, mark):
         self.forward.replay()
-        predicted = mark()
+        predicted = self.predicted if self.marks else mark()  # marked: recorded by the graph itself
         if self.update is not None:
             self.update.replay()
         return self.pred[:n], (self.post[:n] if self.post is not None else None), self.loss, predicted
@@ -261,6 +272,13 @@ class OnlineDistiller:
         self.graph_error: str | None = None  # why capturing failed (the steps then run eagerly)
         self.trained = None  # side stream: an event after the last update queued on it (in order: None)
         self.predicted = None  # side stream: an event after the last forward queued on it (`_predicted`)
+        self.external_events = False  # side stream: the two events can be recorded inside a CUDA graph
+        if self.overlap:
+            try:  # events a captured graph records as its own nodes (torch >= 2.7); else recorded on the host
+                self.predicted, self.trained = torch.cuda.Event(external=True), torch.cuda.Event(external=True)
+                self.external_events = True
+            except TypeError:
+                pass
         self.steps = self.graph_steps = 0
         # every update adds its loss to losses[0] and writes it to losses[1], on the device (in the captured
         # steps too); the host copies both every few steps (`losses_to_host`, esamp/training.py)
@@ -389,18 +407,21 @@ class OnlineDistiller:
                 if graphs is not None:
                     pred, out, loss_dev, predicted = graphs.run(shallow, deep, self._predicted)
                     self.graph_steps += 1
+                    marked = graphs.marks
                 else:
                     parts, out = self.forward(self.inputs(shallow), self.inputs(deep), None, post)
                     pred = parts["pred"]
                     predicted = self._predicted()
                     loss_dev = self.update(parts, self.inputs(deep))
+                    marked = False
             if self.overlap:
                 for t in (shallow, deep):
                     t.record_stream(self.stream)  # the caller's rows stay allocated until the step used them
                 for t in (pred, out):
                     if t is not None and graphs is None:
                         t.record_stream(main)  # the caller reads them on its stream
-            self._mark_trained()
+            if not marked:
+                self._mark_trained()
             self.steps += 1
             return Step(pred, out, loss_dev, predicted, self.trained, graphs is not None)
 
@@ -425,7 +446,8 @@ class OnlineDistiller:
                 for t in (index_x, index_y):
                     t.record_stream(self.stream)
             self.graph_steps += 1
-            self._mark_trained()
+            if not graphs.marks:
+                self._mark_trained()
             self.steps += 1
             return Step(pred, out, loss_dev, predicted, self.trained, True)
 

@@ -411,14 +411,38 @@ def check_distiller_graphs(device: str = "cuda", *, seed: int = 0) -> list[str]:
         for i, rows in enumerate([5, 8, 8, 13, 7, 16, 3, 16, 9, 30]):
             x = torch.randn(rows, hidden, generator=gen)
             x, y = x.to(device, torch.bfloat16), (x + torch.tanh(x @ mix)).to(device, torch.bfloat16)
-            got, want = graphed.step(x, y, post), eager.step(x, y, post)
-            got.wait()
+            _stall(graphed)
+            got = _read_after_wait(graphed.step(x, y, post))
+            want = eager.step(x, y, post)
             want.wait()
             torch.cuda.synchronize()
             tol = dict(rtol=1e-4, atol=1e-5) if precision == "fp32" else dict(rtol=2e-2, atol=2e-3)
             problems += _step_differs(f"{name} step {i} ({rows} rows)", got, want, tol)
         problems += _runs_differ(name, graphed, eager, 10 - WARMUP_STEPS)
     return problems
+
+
+def _stall(distiller) -> None:
+    """Keep the distiller's side stream busy for ~1 ms before its next step is queued, so that the caller's stream
+    reading the step's prediction without the right wait would read the previous step's (`_read_after_wait`)."""
+    import torch
+
+    if distiller.overlap:
+        with torch.cuda.stream(distiller.stream):
+            torch.cuda._sleep(2_000_000)
+
+
+def _read_after_wait(step):
+    """What the caller's stream reads right after `Step.wait()`: copies of the prediction and post(prediction)
+    made on it at once (the step's buffers are those of a captured graph, rewritten by its next replay), and the
+    loss once the device has finished."""
+    import torch
+    from types import SimpleNamespace
+
+    step.wait()
+    pred, post = step.pred.clone(), step.post.clone() if step.post is not None else None
+    torch.cuda.synchronize()
+    return SimpleNamespace(pred=pred, post=post, loss=step.loss.clone())
 
 
 def _step_differs(name: str, got, want, tol: dict) -> list[str]:
@@ -490,9 +514,9 @@ def check_gathered_steps(device: str = "cuda", *, seed: int = 0) -> list[str]:
         for i, n in enumerate([5, 8, 8, 13, 7, 16, 3, 16, 9, 30]):
             index = torch.randperm(tokens, generator=gen)[:32].to(device, torch.int64 if i % 2 else torch.int32)
             other = torch.roll(index, i)
-            got = graphed.step_gathered(src_x, src_y, index, other, n, post)
+            _stall(graphed)
+            got = _read_after_wait(graphed.step_gathered(src_x, src_y, index, other, n, post))
             want = eager.step(src_x[index[:n].long()], src_y[other[:n].long()], post)
-            got.wait()
             want.wait()
             torch.cuda.synchronize()
             problems += _step_differs(f"gathered step {i} ({n} rows, side stream {side})", got, want,
