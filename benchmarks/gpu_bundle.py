@@ -236,21 +236,66 @@ def merge(files_dir: Path, code: str | None = None) -> None:
     for path in checks:
         check = json.loads(path.read_text())
         write_atomic(gpu_dir / f"check-vllm{check.get('vllm', 'unknown')}-{path.name[len('check-'):]}", path.read_text())
-    titles = {"hostcost": "ESamp's per-step host calls alone", "kernelcost": "ESamp's candidate kernels alone"}
+    titles = {"hostcost": "ESamp's per-step host calls alone", "kernelcost": "ESamp's candidate kernels alone",
+              "precision": "The distiller alone: fp32 vs bf16, eager vs captured"}
+    precision = False
     for path in sorted(p for kind in titles for p in files_dir.rglob(f"{kind}-*.json")):
         md, kind = path.with_suffix(".md"), path.stem.split("-")[0]
-        header = (f"# {titles[kind]}\n\nProduced on the device by `bash benchmarks/gpu_device.sh "
+        machine = json.loads(path.read_text()).get("machine") or "the device"
+        header = (f"# {titles[kind]}\n\nProduced on {machine} by `bash benchmarks/gpu_device.sh "
                   f"{path.stem.replace('-', ':', 1)}` (driftcheck/bench/{kind}.py; code {stamp}), merged by "
                   f"`python benchmarks/gpu_bundle.py --merge`. Do not edit by hand; the raw figures are in "
                   f"{path.name} beside it.\n\n")
-        write_files({gpu_dir / path.name: path.read_text(), gpu_dir / md.name: header + md.read_text()})
+        write_files({gpu_dir / path.name: path.read_text(),
+                     gpu_dir / md.name: header + without_warnings(md.read_text())})
+        precision |= kind == "precision"
         print(f"merged {path.name} into {gpu_dir}")
+    if precision:
+        write_atomic(ROOT / "reports" / "distiller-precision.md", render_precision(gpu_dir))
+        print("rendered reports/distiller-precision.md")
     if checks:
         compat_md = ROOT / "reports" / "compat.md"
         write_atomic(compat_md, compat.render_markdown(json.loads((ROOT / "reports" / "compat.json").read_text()),
                                                        compat.read_gpu_checks(gpu_dir),
                                                        compat.read_parallel_checks(ROOT / "reports" / "parallel")))
         print(f"merged {len(checks)} engine checks into {gpu_dir} and {compat_md}")
+
+
+def without_warnings(text: str) -> str:
+    """A device job's Markdown without the Python warnings that reached it (a `file.py:N: SomeWarning: ...` line and
+    the indented source line Python prints under it)."""
+    import re
+
+    out, skip = [], False
+    for line in text.splitlines(keepends=True):
+        if re.match(r"\S+\.py:\d+: \w*Warning: ", line):
+            skip = True
+            continue
+        if skip and line.startswith(" "):
+            continue
+        skip = False
+        out.append(line)
+    return "".join(out)
+
+
+def render_precision(gpu_dir: Path) -> str:
+    """reports/distiller-precision.md: every reports/gpu/precision-HIDDEN.md, by hidden size, each with the line that
+    says where and at which code it was measured."""
+    parts = ["# The distiller alone: fp32 vs bf16, eager vs captured\n\nRendered by `python benchmarks/gpu_bundle.py "
+             "--merge` from reports/gpu/precision-*.md (driftcheck/bench/precision.py). Do not edit by hand. Loss: "
+             "mean over each window of steps, the same seed and the same stream of synthetic residual-stream rows "
+             "for both precisions. Step: device time of one distiller step (forward, the model's final norm of the "
+             "prediction, the gradients, Adam), 256 rows, width 256, median [min–max] of 5 repeats of 50 steps, in "
+             "the caller's stream order.\n"]
+    def hidden(path):
+        return int(path.stem.split("-")[1])
+
+    for path in sorted(gpu_dir.glob("precision-*.md"), key=hidden):
+        lines = path.read_text().splitlines()
+        provenance = next((line for line in lines if line.startswith("Produced on")), "")
+        body = [line for line in lines if not line.startswith("# ") and line != provenance]
+        parts.append(f"\n{provenance}\n\n" + "\n".join(body).strip("\n") + "\n")
+    return "".join(parts)
 
 
 if __name__ == "__main__":

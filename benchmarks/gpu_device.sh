@@ -89,7 +89,7 @@ for job in "$@"; do
     precision:*)
       hidden=${job#precision:}
       python3 -m driftcheck.bench.precision --device cuda --hidden "$hidden" --json "$OUT/precision-$hidden.json" \
-        > "$OUT/precision-$hidden.md" 2>&1 || status=1
+        > "$OUT/precision-$hidden.md" 2> "$OUT/precision-$hidden.err" || { status=1; tail -5 "$OUT/precision-$hidden.err"; }
       echo "== $job ($(( $(date +%s) - t )) s)"; cat "$OUT/precision-$hidden.md" | tail -36
       ;;
     hostcost:*)

@@ -276,8 +276,9 @@ class Params:
 COLLECT_BLOCK = 1024
 COLLECT_WARPS = 4
 # the fuse: one candidate a program (a row with n of them spreads over n programs), its dot product in one tile of
-# 4096 hidden columns (two at hidden 8192); kernelcost times the alternatives. Before (H200, 3584, peaked, k 16):
-# programs of 64 candidates in tiles of 16 × 256, 21.6 µs, fourteen tiles one after the other a program
+# 4096 hidden columns (two at hidden 8192). Before (H200, 3584, peaked, k 16): programs of 64 candidates in tiles
+# of 16 × 256, 21.6 µs, fourteen tiles one after the other a program. The new layout passed the kernel check on
+# CUDA (H100, e936834) but is not yet timed alone: kernelcost's FUSE_CONFIGS hold it and the alternatives
 FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS = 1, 4096, 4
 TALLY_BLOCK = 128
 # k is a run-time argument of every kernel, not a compile-time one: a step whose k (or row bucket) is new

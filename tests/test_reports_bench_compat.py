@@ -446,3 +446,26 @@ def test_a_rounds_engine_core_time_is_read_by_kind_from_proc_stat():
     spent = core_delta(before, core_seconds(core))
     assert spent is not None and 0.15 <= spent.get("user", 0) + spent.get("system", 0) <= 2.0, spent
     assert core_seconds(10 ** 6) is None and core_delta(None, before) is None
+
+
+def test_a_precision_merge_renders_every_hidden_size_without_the_warnings_that_reached_it(tmp_path):
+    """benchmarks/gpu_bundle.py --merge: a device job's Markdown loses the Python warnings printed into it, and
+    reports/distiller-precision.md is rendered from every reports/gpu/precision-HIDDEN.md, smallest first, each
+    under the line that says where and at which code it was measured."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_bundle.py"
+    spec = importlib.util.spec_from_file_location("gpu_bundle", script)
+    bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle)
+    raw = ("| a | b |\n/x/profiler.py:224: UserWarning: Warning: clears events\n  _warn_once(\n| c | d |\n"
+           "keep this line\n")
+    assert bundle.without_warnings(raw) == "| a | b |\n| c | d |\nkeep this line\n"
+    for hidden, code in ((3584, "new"), (896, "old")):
+        (tmp_path / f"precision-{hidden}.md").write_text(
+            f"# title\n\nProduced on GPU-{hidden} by precision:{hidden} (code {code}).\n\n## Section {hidden}\n\n| x |\n")
+    md = bundle.render_precision(tmp_path)
+    assert md.index("## Section 896") < md.index("## Section 3584")
+    assert "Produced on GPU-896 by precision:896 (code old).\n\n## Section 896" in md
+    assert "# title" not in md and md.startswith("# The distiller alone")

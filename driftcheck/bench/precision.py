@@ -176,6 +176,9 @@ def main(argv=None) -> int:
     result = {"hidden": args.hidden, "width": args.width, "rows": args.rows, "steps": n, "curves": curves,
               "windows": windows, "ratios": ratios}
     if args.device.startswith("cuda"):
+        import torch
+
+        result["machine"] = torch.cuda.get_device_name(torch.device(args.device))
         result["step_ms"] = step_times(args.hidden, args.width, args.rows, args.device)
         print("\n| step | device ms median [min–max] | final norm | capture error |\n|---|---|---|---|")
         for name, t in result["step_ms"].items():
