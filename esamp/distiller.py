@@ -341,11 +341,11 @@ class OnlineDistiller:
         return {"x": x, "ab": ab, "h": h, "r": r, "sq": sq, "inv": inv_count, "pred": pred}, normed
 
     def _fused_update(self, parts: dict):
+        from esamp import step_kernels
+
         adam = self.flat_adam()
         _, w_d = adam.low_views
         g_gu, g_d = adam.grad_views
-        from esamp import step_kernels
-
         dgu = step_kernels.swiglu_grad(parts["ab"], parts["r"] @ w_d)
         torch.mm(dgu.t(), parts["x"], out=g_gu)
         torch.mm(parts["r"].t(), parts["h"], out=g_d)
@@ -353,16 +353,22 @@ class OnlineDistiller:
         return self._loss_last
 
     def _kernel_norm(self, post):
-        """(weight, eps, dtype) when post(prediction) may be computed inside the head kernel: `post` names the
-        model's RMS norm (`post.rms_norm`, adapters.model final_rms_norm) and the kernel's result matched the
-        post's own on a real step (`_judge_norm`); else None."""
+        """(weight, eps, dtype) when post(prediction) is computed inside the head kernel: the verdict of the first
+        step with this post (`_judge_norm`), or before it, what the post claims (outside a capture: a graph
+        captured before the verdict runs the post itself)."""
         if post is None:
             return None
         if post in self.norms:
             return self.norms[post]
+        return None if self._capturing() else self._claimed_norm(post)
+
+    @staticmethod
+    def _claimed_norm(post):
+        """(weight, eps, dtype) where `post` says it is the model's plain RMS norm (`post.rms_norm`, adapters.model
+        final_rms_norm); else None."""
         rms = getattr(post, "rms_norm", None)
-        if rms is None or self._capturing():
-            return None  # not judged yet inside a capture: this graph runs the post itself
+        if rms is None:
+            return None
         weight, eps = rms
         return weight, eps, getattr(post, "dtype", weight.dtype)
 
@@ -376,13 +382,13 @@ class OnlineDistiller:
         want = post(pred)
         if normed is None:
             self.norms[post] = None
-            self.norm_path = self.norm_path or "module: the model's final norm is not a plain RMS norm"
+            self.norm_path = "module: the model's final norm is not a plain RMS norm"
             return want
         ulp = torch.finfo(want.dtype).eps
         gap = (normed.float() - want.float()).abs()
         allowed = want.float().abs() * (2 * ulp) + 1e-6 * float(want.float().abs().max() if want.numel() else 0)
         if want.shape == normed.shape and bool((gap <= allowed).all()):
-            self.norms[post] = self._kernel_norm(post)
+            self.norms[post] = self._claimed_norm(post)
             self.norm_path = "kernel"
             return normed
         self.norms[post] = None
