@@ -71,10 +71,10 @@ def head_k(x_ptr, o_ptr, y_ptr, pred_ptr, r_ptr, sq_ptr, inv_ptr, step_ptr, nw_p
     if NORM:
         tl.debug_barrier()  # the second pass reads pred back: every thread's stores first
         rstd = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / hidden + eps)
+        dt = normed_ptr.dtype.element_ty
         for h0 in range(0, hidden, BLOCK):
             h = h0 + tl.arange(0, BLOCK)
             m = h < hidden
-            dt = normed_ptr.dtype.element_ty
             pb = rounded(tl.load(pred_ptr + row * hidden + h, mask=m, other=0.0), dt).to(tl.float32)
             nb = rounded(pb * rstd, dt).to(tl.float32)
             w = tl.load(nw_ptr + h, mask=m, other=0.0).to(tl.float32)

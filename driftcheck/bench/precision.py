@@ -69,9 +69,8 @@ STEP_VARIANTS = (("fp32", "fp32", False, False), ("bf16-torch", "bf16", False, F
 def step_times(hidden: int, width: int, rows: int, device) -> dict:
     """Device ms per step in the caller's stream order, eager and captured, each with the model's final norm of the
     prediction as the engine's step has it (probes/kernel_check.py `RMSNormPost`): fp32; bf16 with the PyTorch
-    path ("bf16-torch");
-    the fused step (esamp/step_kernels.py) with the norm as a module call ("bf16-fused-module-norm") and in its
-    head kernel ("bf16", the default)."""
+    path ("bf16-torch"); the fused step (esamp/step_kernels.py) with the norm as a module call
+    ("bf16-fused-module-norm") and in its head kernel ("bf16", the default)."""
     import torch
 
     from esamp.distiller import OnlineDistiller
