@@ -243,7 +243,7 @@ class HookPoints:
     def publish_view(self, view) -> None:
         self.view = view
         self.counters.prepare_views += 1
-        self.counters.sampled_rows += len(view.sampled_rows)
+        self.counters.sampled_rows += view.num_sampled
         for listener in self.subscribers["prepare_view"]:
             listener(view)
 
