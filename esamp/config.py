@@ -4,7 +4,7 @@ engine process), per-request β from `SamplingParams.extra_args["esamp_beta"]`.
     LLM(..., additional_config={"esamp": {"enable": True, "width": 256, "lr": 1e-3,
                                           "sharing": "shared" | "group", "seed": 0,
                                           "precision": "auto" | "fp32" | "bf16", "cuda_graphs": True,
-                                          "side_stream": True}})
+                                          "side_stream": True, "defer_update": False}})
     SamplingParams(..., extra_args={"esamp_beta": 0.8})      # absent or 0 = off for that request
 """
 
@@ -33,6 +33,9 @@ class ESampConfig:
     precision: str = "auto"  # the distiller's GEMMs: fp32, or bf16 with fp32 master weights and Adam state
     cuda_graphs: bool = True  # on CUDA, capture the distiller step and the candidate pass in CUDA graphs
     side_stream: bool = True  # on CUDA: the update beside the next forward on its own stream (false: in order; esamp/distiller.py)
+    # beside, captured: the update queued once the sampler queued its draw (the `sampled` hook point), not beside
+    # vLLM's filter (esamp/distiller.py OnlineDistiller.flush)
+    defer_update: bool = False
 
     @classmethod
     def from_vllm_config(cls, vllm_config) -> ESampConfig:

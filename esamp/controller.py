@@ -66,6 +66,7 @@ class ESampController:
         if self.counters.enabled:
             HOOKS.subscribe("post_filter", self.post_filter)  # only then does the sampler take the fused path
             HOOKS.subscribe("post_filter_wants", self.wants)
+            HOOKS.subscribe("sampled", self.on_sampled)
 
     # -- request events: groups and β come from the engine's own data about each request
     def on_request(self, event) -> None:
@@ -183,6 +184,12 @@ class ESampController:
         if self._norm is None or self._norm.model is not model:
             self._norm = FinalNorm(model)
         return self._norm
+
+    def on_sampled(self, view) -> None:
+        """The sampler queued this step's draw: the distiller updates it deferred go after it (defer_update)."""
+        if self.losses.deferred:
+            with timed("esamp.sampled", self.counters.host_s):
+                self.losses.settle(after_draw=True)
 
     def _check_hooks_fired(self, logits, view) -> None:
         """Never a silent no-op: ESamp on, yet no prepare view reaches the sampler, or the

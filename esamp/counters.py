@@ -31,6 +31,10 @@ class ESampCounters:
     rows_overflowed: int = 0  # rows the candidate path left alone (more candidates than it gathered)
     candidates_quantiles: dict = field(default_factory=dict)  # per-row candidate counts: median, p90, p99
     graph_steps: int = 0  # distiller steps that ran as captured CUDA graphs (esamp/distiller.py StepGraphs)
+    # defer_update: updates queued once the sampler had queued its draw, and those the draw's hook (`sampled`)
+    # never came for, queued before the next step or a read instead
+    updates_after_draw: int = 0
+    updates_late: int = 0
     graph_error: str | None = None  # why capturing failed, if it did (those steps then ran eagerly)
     # how the distiller's step computed the model's final norm of its prediction: "kernel" (in its last forward
     # kernel, after matching the model's own module on a real step), or "module: <why>" (esamp/distiller.py)

@@ -172,7 +172,10 @@ class StepGraphs:
         # and no event record on the host; without such events, two graphs and the records between them
         self.marks = owner.overlap and owner.external_events
         self.predicted = owner.predicted if self.marks else None
-        self.update = torch.cuda.CUDAGraph() if owner.overlap and not self.marks else None
+        # deferred (`defer_update`): the update is a graph of its own, replayed once the sampler queued its draw
+        self.deferred = owner.overlap and owner.defer_update
+        self.defer = owner._defer
+        self.update = torch.cuda.CUDAGraph() if owner.overlap and (not self.marks or self.deferred) else None
 
         def forward():
             if sources is not None:
@@ -185,20 +188,24 @@ class StepGraphs:
             parts, self.post = forward()
             if self.marks:
                 owner.predicted.record(owner.stream)
-            if self.update is None:  # in order, or marked: the whole step is one graph
+            if self.update is None:  # in order, or marked and not deferred: the whole step is one graph
                 self.loss = owner.update(parts, owner.inputs(self.y), self.inv)
-            if self.marks:
-                owner.trained.record(owner.stream)
+                if self.marks:
+                    owner.trained.record(owner.stream)
         self.pred, self.parts = parts["pred"], parts
         if self.update is not None:
             with torch.cuda.graph(self.update, pool=self.forward.pool(), stream=owner.stream,
                                   capture_error_mode="thread_local"):
                 self.loss = owner.update(parts, owner.inputs(self.y), self.inv)
+                if self.marks:
+                    owner.trained.record(owner.stream)
 
     def _replay(self, n: int, mark):
         self.forward.replay()
         predicted = self.predicted if self.marks else mark()  # marked: recorded by the graph itself
-        if self.update is not None:
+        if self.deferred:
+            self.defer(self.update)  # the owner replays it later (OnlineDistiller.flush)
+        elif self.update is not None:
             self.update.replay()
         return self.pred[:n], (self.post[:n] if self.post is not None else None), self.loss, predicted
 
@@ -240,7 +247,8 @@ class OnlineDistiller:
     # state and its training graph must live outside it, so each entry point leaves it.
 
     def __init__(self, hidden: int, width: int, lr: float, *, seed: int = 0, device=None,
-                 precision: str = "auto", graphs: bool = True, side_stream: bool = True) -> None:
+                 precision: str = "auto", graphs: bool = True, side_stream: bool = True,
+                 defer_update: bool = False) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"distiller precision must be one of {PRECISIONS}, not {precision!r}")
         self.device = torch.device(device or "cpu")
@@ -267,6 +275,12 @@ class OnlineDistiller:
         self.norm_path: str | None = None  # how post(prediction) was computed: "kernel", or why the module ran
         self.stream = torch.cuda.Stream(device=device) if on_cuda else None  # captures on it; runs on it if `overlap`
         self.overlap = on_cuda and side_stream
+        # beside the caller and captured: the update's graph is replayed only when the caller says its stream has
+        # queued the step's draw (`flush`), so the update runs after the sampler, in the device's idle time
+        # between two steps, instead of beside vLLM's filter; a step whose flush never came is flushed by the next
+        self.defer_update = self.overlap and defer_update
+        self._pending_update = None  # the deferred update's graph, not replayed yet
+        self._caller_mark = None  # one event, recorded again on the caller's stream for every wait of the side stream
         self.graphs_on = on_cuda and graphs and os.environ.get("ESAMP_GRAPHS", "1") != "0"
         self.graphs: dict = {}  # (bucket, post, dtypes, gathered-from sources) -> StepGraphs
         self.graph_error: str | None = None  # why capturing failed (the steps then run eagerly)
@@ -407,13 +421,14 @@ class OnlineDistiller:
                 return Step(pred, out, loss.detach().clone())
             main = torch.cuda.current_stream()
             if self.overlap:
-                self.stream.wait_stream(main)  # the rows (and the last fuse) are ready
+                self._wait_caller()  # the rows (and the last fuse) are ready
+                self.flush(after_caller=False)  # a deferred update left by the last step: before this forward
             with self._on_step_stream():
                 graphs = self._graphs(shallow.shape[0], shallow.shape[1], shallow.dtype, deep.dtype, post)
                 if graphs is not None:
                     pred, out, loss_dev, predicted = graphs.run(shallow, deep, self._predicted)
                     self.graph_steps += 1
-                    marked = graphs.marks
+                    marked = graphs.marks or graphs.deferred  # deferred: `flush` marks it
                 else:
                     parts, out = self.forward(self.inputs(shallow), self.inputs(deep), None, post)
                     pred = parts["pred"]
@@ -445,17 +460,52 @@ class OnlineDistiller:
             if graphs is None:
                 return self.step(src_x.index_select(0, index_x[:n]), src_y.index_select(0, index_y[:n]), post)
             if self.overlap:
-                self.stream.wait_stream(torch.cuda.current_stream())
+                self._wait_caller()
+                self.flush(after_caller=False)
             with self._on_step_stream():
                 pred, out, loss_dev, predicted = graphs.run_gathered(index_x, index_y, n, self._predicted)
             if self.overlap:
                 for t in (index_x, index_y):
                     t.record_stream(self.stream)
             self.graph_steps += 1
-            if not graphs.marks:
+            if not graphs.marks and not graphs.deferred:
                 self._mark_trained()
             self.steps += 1
             return Step(pred, out, loss_dev, predicted, self.trained, True)
+
+    def _wait_caller(self) -> None:
+        """The side stream waits for everything the caller's stream has queued so far (`Stream.wait_stream`
+        without its new event per call: one event, recorded again; a wait enqueued holds the record before it)."""
+        if self._caller_mark is None:
+            self._caller_mark = torch.cuda.Event()
+        self._caller_mark.record(torch.cuda.current_stream())
+        self.stream.wait_event(self._caller_mark)
+
+    def _defer(self, update_graph) -> None:
+        """A captured step's update, left for `flush`."""
+        if self._pending_update is not None:  # never two: each step flushes the last one before its forward
+            self.flush(after_caller=False)
+        self._pending_update = update_graph
+
+    @property
+    def update_pending(self) -> bool:
+        return self._pending_update is not None
+
+    def flush(self, after_caller: bool = True) -> bool:
+        """Queue the update a deferred step left (`defer_update`), if any, on the side stream: with after_caller,
+        after everything the caller's stream queued so far (called once the sampler queued its draw, the update
+        then runs while the host prepares the next step); else right after the step's forward (a read of the
+        weights or the loss, or the next step, needs it now). Returns whether there was one."""
+        graph, self._pending_update = self._pending_update, None
+        if graph is None:
+            return False
+        if after_caller:
+            self._wait_caller()
+        with torch.cuda.stream(self.stream):
+            graph.replay()
+        if not self.external_events:  # else the graph recorded `trained` itself
+            self._mark_trained()
+        return True
 
     def _mark_trained(self) -> None:
         """On the side stream, an event after the update just queued there (`wait_trained`); in the caller's
@@ -472,6 +522,7 @@ class OnlineDistiller:
         CPU: a copy, and None (written already)."""
         if self.stream is None:
             return self.losses.clone(), None
+        self.flush(after_caller=False)  # its update adds its loss
         host = torch.empty(2, dtype=torch.float64, pin_memory=True)
         ready = torch.cuda.Event()
         with self._on_step_stream():
@@ -517,13 +568,15 @@ class OnlineDistiller:
 
     def wait_trained(self) -> None:
         """Make the current stream wait for every queued update (reading the weights on it; in order, they are
-        in its order already)."""
+        in its order already); a deferred one is queued first."""
+        self.flush(after_caller=False)
         if self.trained is not None:
             torch.cuda.current_stream().wait_event(self.trained)
 
     def train_step(self, shallow: torch.Tensor, deep: torch.Tensor) -> float:
         """One synchronous training step; returns the loss."""
         step = self.step(shallow, deep)
+        self.flush(after_caller=False)
         if step.trained is not None:
             step.trained.synchronize()
         return float(step.loss)

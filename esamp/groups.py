@@ -97,6 +97,7 @@ class Groups:
             c = self.config
             self.distillers[key] = OnlineDistiller(hidden, int(c.width), float(c.lr), seed=int(c.seed), device=device,
                                                    precision=c.precision, graphs=bool(c.cuda_graphs),
-                                                   side_stream=bool(c.side_stream))
+                                                   side_stream=bool(c.side_stream),
+                                                   defer_update=bool(c.defer_update))
             self.counters.groups_live = len(self.distillers)
         return self.distillers[key]

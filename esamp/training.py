@@ -25,11 +25,15 @@ class LossBook:
         self.queued = 0  # distiller steps queued, read or not
         self.pending: dict = {}  # distiller -> [steps, rows] queued since its last copy
         self.read_sums = weakref.WeakKeyDictionary()  # distiller -> the loss sum counted so far
+        self.deferred: list = []  # distillers whose last step left its update for `settle`
+        self.copy_due = False  # a history copy waits for those updates
 
     def train(self, distiller, shallow, deep, post=None):
         """Queue one distiller step on these rows: its prediction (made before this step's update,
         with post(prediction)) and the update. Returns the esamp.distiller.Step."""
         with timed("esamp.distill", self.counters.host_s):
+            if distiller in self.deferred:  # the draw's hook did not come since its last step
+                self.settle(after_draw=False)
             step = distiller.step(shallow, deep, post)
         return self._queued(distiller, step, shallow.shape[0])
 
@@ -38,6 +42,8 @@ class LossBook:
         (deep buffer, index)) (OnlineDistiller.step_gathered)."""
         (src_shallow, index_shallow), (src_deep, index_deep) = sources
         with timed("esamp.distill", self.counters.host_s):
+            if distiller in self.deferred:  # the draw's hook did not come since its last step
+                self.settle(after_draw=False)
             step = distiller.step_gathered(src_shallow, src_deep, index_shallow, index_deep, n, post)
         return self._queued(distiller, step, n)
 
@@ -51,9 +57,28 @@ class LossBook:
         history = self.queued % LOSS_EVERY == 1
         counts = self.pending.pop(distiller, [0, 0])
         self.pending[distiller] = [counts[0] + 1, counts[1] + rows]  # re-inserted: the last stepped is last
-        if history:
+        if distiller.update_pending:
+            self.deferred.append(distiller)
+        if history and self.deferred:
+            self.copy_due = True  # the loss is written by the update: copied once it is queued (`settle`)
+        elif history:
             self._copy(history=True)
         return step
+
+    def settle(self, after_draw: bool = True) -> None:
+        """Queue the updates the last steps deferred (OnlineDistiller.flush), then a loss copy that waited for
+        them. after_draw: called once the sampler queued its draw (the `sampled` hook point); else late (the next
+        step, or a read, needs them)."""
+        for distiller in self.deferred:
+            if distiller.flush(after_caller=after_draw):
+                if after_draw:
+                    self.counters.updates_after_draw += 1
+                else:
+                    self.counters.updates_late += 1
+        self.deferred.clear()
+        if self.copy_due:
+            self.copy_due = False
+            self._copy(history=True)
 
     def _copy(self, history: bool = False) -> None:
         """Queue the loss sums of every distiller with steps since its last copy, the one that stepped last
@@ -67,6 +92,8 @@ class LossBook:
     def read(self, block: bool) -> None:
         """Fold finished copies into the counters, oldest first; with block=False, stop at the first one the
         device has not finished; with block=True, copy every step not yet copied first and wait for all."""
+        if block and self.deferred:
+            self.settle(after_draw=False)
         if block and self.pending:
             self._copy()
         while self.unread:

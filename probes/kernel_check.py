@@ -432,15 +432,17 @@ def _stall(distiller) -> None:
             torch.cuda._sleep(2_000_000)
 
 
-def _read_after_wait(step):
+def _read_after_wait(step, before_loss=None):
     """What the caller's stream reads right after `Step.wait()`: copies of the prediction and post(prediction)
     made on it at once (the step's buffers are those of a captured graph, rewritten by its next replay), and the
-    loss once the device has finished."""
+    loss once the device has finished (`before_loss()` first, if given: a deferred update's flush)."""
     import torch
     from types import SimpleNamespace
 
     step.wait()
     pred, post = step.pred.clone(), step.post.clone() if step.post is not None else None
+    if before_loss is not None:
+        before_loss()
     torch.cuda.synchronize()
     return SimpleNamespace(pred=pred, post=post, loss=step.loss.clone())
 
@@ -508,20 +510,32 @@ def check_gathered_steps(device: str = "cuda", *, seed: int = 0) -> list[str]:
     if torch.device(device).type != "cuda":
         return problems
     post = RMSNormPost(hidden, device)
-    for side in (False, True):
-        graphed = OnlineDistiller(hidden, width, 1e-2, seed=seed, device=device, precision="bf16", side_stream=side)
+    # defer: the update left for `flush`, after the caller's stream (as the `sampled` hook does) on two steps of
+    # three, and on the third never (the next step queues it before its forward, as when that hook did not come)
+    for side, defer in ((False, False), (True, False), (True, True)):
+        graphed = OnlineDistiller(hidden, width, 1e-2, seed=seed, device=device, precision="bf16", side_stream=side,
+                                  defer_update=defer)
         eager = OnlineDistiller(hidden, width, 1e-2, seed=seed, device=device, precision="bf16", graphs=False)
+        name = f"side stream {side}" + (", update deferred" if defer else "")
         for i, n in enumerate([5, 8, 8, 13, 7, 16, 3, 16, 9, 30]):
             index = torch.randperm(tokens, generator=gen)[:32].to(device, torch.int64 if i % 2 else torch.int32)
             other = torch.roll(index, i)
             _stall(graphed)
-            got = _read_after_wait(graphed.step_gathered(src_x, src_y, index, other, n, post))
+            step = graphed.step_gathered(src_x, src_y, index, other, n, post)
+            late = defer and graphed.update_pending and i % 3 == 0
+            flush = None if not defer or late else (lambda: graphed.flush(after_caller=True))
+            got = _read_after_wait(step, before_loss=flush)
             want = eager.step(src_x[index[:n].long()], src_y[other[:n].long()], post)
             want.wait()
             torch.cuda.synchronize()
-            problems += _step_differs(f"gathered step {i} ({n} rows, side stream {side})", got, want,
-                                      dict(rtol=2e-2, atol=2e-3))
-        problems += _runs_differ(f"gathered steps (side stream {side})", graphed, eager, 10 - WARMUP_STEPS)
+            if late:  # its loss is written when the next step queues its update
+                got.loss = want.loss
+            problems += _step_differs(f"gathered step {i} ({n} rows, {name})", got, want, dict(rtol=2e-2, atol=2e-3))
+        if defer and graphed.graph_steps and not graphed.update_pending and graphed.defer_update:
+            problems.append(f"gathered steps ({name}): the last step left no update to flush")
+        graphed.wait_trained()  # queues the last deferred update
+        torch.cuda.synchronize()
+        problems += _runs_differ(f"gathered steps ({name})", graphed, eager, 10 - WARMUP_STEPS)
     return problems
 
 

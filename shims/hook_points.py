@@ -14,6 +14,8 @@ subscribes (`HOOKS.subscribe(name, fn)`), not left to comments:
   post_filter     fn(batch) -> logits | None
                                      the one handler in the sampler after top-k/top-p/min-p,
                                      before the draw (PostFilterBatch); logits it returns are drawn
+  sampled         fn(view)           the sampler returned: this step's draw is queued on the device (view
+                                     None as for `sample`); work queued now runs after it
   post_filter_wants  fn(view) -> bool
                                      asked before sampling: will the post-filter handler change this
                                      step's logits? (a runner whose fused sampler never materialises
@@ -70,6 +72,7 @@ class HookSpec:
 HOOK_SPECS = {
     "prepare_view": HookSpec("prepare_view", ("view",), "ignored"),
     "sample": HookSpec("sample", ("logits", "view"), "ignored"),
+    "sampled": HookSpec("sampled", ("view",), "ignored"),
     "post_filter": HookSpec("post_filter", ("batch",), "logits to draw from, or None to draw vLLM's", single=True),
     "post_filter_wants": HookSpec("post_filter_wants", ("view",), "True if post_filter will change the logits",
                                   single=True),
@@ -251,6 +254,10 @@ class HookPoints:
         self.counters.sampler_calls += 1
         for listener in self.subscribers["sample"]:
             listener(logits, view)
+
+    def publish_sampled(self, view) -> None:
+        for listener in self.subscribers["sampled"]:
+            listener(view)
 
     def wants_post_filter(self, view) -> bool:
         """Whether the post-filter handler will change this step's logits (a shim that can draw

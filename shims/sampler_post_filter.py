@@ -47,6 +47,7 @@ def patches(ctx) -> list[Patch]:
             try:
                 result = original(self, logits, sampling_metadata, *args, **kwargs)
                 HOOKS.observe_return("sampler.sample", result)
+                HOOKS.publish_sampled(view)
                 return result
             finally:
                 HOOKS.sampling = None

@@ -49,6 +49,7 @@ def patches(ctx) -> list[Patch]:
             try:
                 result = original(self, logits, input_batch, *args, **kwargs)
                 HOOKS.observe_return("sampler_v2.call", result)
+                HOOKS.publish_sampled(view)
                 return result
             finally:
                 for switch in bypass:
