@@ -95,6 +95,9 @@ def judge_probes(run: dict, vanilla: dict, expect_runner: str | None, stats: dic
         problems.append(f"taps did not write on some steps: {probe['stale_taps']}")
     if not probe.get("rows_checked") or probe.get("rows_checked") != c.get("sampled_rows"):
         problems.append(f"rows checked {probe.get('rows_checked')} != sampled rows {c.get('sampled_rows')}")
+    if c.get("sampled_calls") != c.get("sampler_calls"):  # the `sampled` hook point (deferred updates follow it)
+        problems.append(f"{c.get('sampled_calls')} of {c.get('sampler_calls')} sampler calls published `sampled` "
+                        "(surface sampler*.sample / sampler_v2.call)")
     if probe.get("deep_max_abs_err", 1.0) >= DEEP_TOLERANCE:
         problems.append(f"deep tap vs sampler logits max |Δ| {probe.get('deep_max_abs_err')}")
     # every request the caller sent was announced exactly once, under the caller's id, and sampled

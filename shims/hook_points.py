@@ -107,6 +107,7 @@ class Counters:
     sampled_rows: int = 0  # rows the prepare views said will be sampled
     port_hits: dict = field(default_factory=dict)  # layer index -> tap publications read
     sampler_calls: int = 0  # sampler entry calls (includes vLLM's warm-up dummy runs)
+    sampled_calls: int = 0  # sampler calls that returned (the `sampled` hook point)
     post_filter_calls: int = 0  # post-filter hook calls with a current prepare view
     post_filter_rows: int = 0
     interventions: int = 0  # post-filter calls whose subscriber changed the logits
@@ -256,6 +257,7 @@ class HookPoints:
             listener(logits, view)
 
     def publish_sampled(self, view) -> None:
+        self.counters.sampled_calls += 1
         for listener in self.subscribers["sampled"]:
             listener(view)
 

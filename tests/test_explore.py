@@ -68,6 +68,7 @@ def vanilla_slice(task_model):
 
 
 @pytest.mark.engine
+@pytest.mark.slow
 def test_the_effect_probe_passes_on_the_clean_tree(task_model):
     proc = subprocess.run([sys.executable, "-m", "driftcheck", "explore", "--check", "--json"], capture_output=True,
                           text=True, timeout=900, cwd=os.path.dirname(__file__))
@@ -79,6 +80,7 @@ def test_the_effect_probe_passes_on_the_clean_tree(task_model):
 
 
 @pytest.mark.engine
+@pytest.mark.slow
 @pytest.mark.parametrize("fault, lost", [
     ("ignore_fused", "the draw does not use the fused logits"),
     ("deep_from_shallow", "it is not predicting the deep state"),

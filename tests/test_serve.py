@@ -161,6 +161,7 @@ def test_esamp_through_vllm_serve(tmp_path, vanilla_server_tokens):
 DP_PROMPTS = ["the quick brown fox", "once upon a time", "hello there", "a b c d", "in the beginning", "one two"]
 
 
+@pytest.mark.slow
 def test_esamp_under_data_parallel_serve(tmp_path, vanilla_server_tokens):
     """`vllm serve --data-parallel-size 2`: two engine cores, each with its own worker, distiller and
     request events. β = 0 gives the vanilla server's tokens (seeded requests; the engines are replicas);

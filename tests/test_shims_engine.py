@@ -50,6 +50,8 @@ def test_hooks_fire_rows_attributed_tokens_identical(mode, vanilla, engine_run, 
     # tapped deep rows are the rows the sampler got: LM head(norm(tap)) == logits
     assert probe["rows_checked"] == c["sampled_rows"] > 0
     assert probe["deep_max_abs_err"] < 1e-3
+    # every sampler call that returned said so (the `sampled` hook point: deferred distiller updates follow it)
+    assert c["sampled_calls"] == c["sampler_calls"] > 0
 
     # every sampled token is attributed to its own request exactly once
     tokens = run["tokens"]

@@ -17,6 +17,7 @@ from driftcheck.engine_checks import run_checks, subprocess_runner
 pytestmark = pytest.mark.engine
 
 
+@pytest.mark.slow
 def test_every_check_passes_on_every_rank_under_tp2():
     """vanilla TP=2, the probes on every rank, β=0 tokens equal vanilla TP=2's, ESamp at β=0.8 trains and
     intervenes on both ranks with equal digests (engine_checks.judge_ranks)."""
@@ -33,6 +34,7 @@ def _stress(*args: str) -> dict:
     return {"rc": proc.returncode, **json.loads(proc.stdout)}
 
 
+@pytest.mark.slow
 def test_stress_tp2_names_a_rank_whose_esamp_state_diverged():
     """`stress --shrink --tp 2 --esamp-beta 0.8` with rank 1's distillers seeded differently (fault rank_skew):
     both ranks still run every hook and ESamp, and the stress fails naming the diverged rank. (The same

@@ -44,8 +44,13 @@ def unavailable(tool: str, device: str) -> bool:
 
 
 def save(path: str | None, result: dict) -> None:
-    """The result as JSON at `path` (none: nothing), written whole or not at all."""
+    """The result as JSON at `path` (none: nothing), written whole or not at all; on CUDA with the GPU's name
+    (`machine`: the merge names it in the report's header)."""
     if path:
+        import torch
+
+        if str(result.get("device", "")).startswith("cuda") and torch.cuda.is_available():
+            result = {**result, "machine": torch.cuda.get_device_name(torch.device(result["device"]))}
         import json
         from pathlib import Path
 
