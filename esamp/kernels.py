@@ -91,17 +91,18 @@ def _kernels():
                 tl.store(val_ptr + row * K + pos, vals, mask=keep)
 
     @triton.jit
-    def fuse(params_ptr, idx_ptr, count_ptr, w_ptr, w_stride, hidden, dist_ptr, EPS: tl.constexpr,
+    def fuse(params_ptr, idx_ptr, count_ptr, w_ptr, w_stride, hidden, dist_ptr, STRIDE, EPS: tl.constexpr,
              K, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr):
-        # one program per (row, BLOCK_K of its candidates): a row's candidates spread over as many programs,
-        # each dot product over the hidden size in as few tiles as BLOCK_H allows (the steps of a program are
-        # back to back: few programs of many tiles wait on their loads one after the other); programs past a
-        # row's count stop at once
+        # program (row, p) takes the row's candidates from p·BLOCK_K on, BLOCK_K at a time, STRIDE apart
+        # (STRIDE = the row's programs × BLOCK_K: one block each where there are ⌈K / BLOCK_K⌉ programs a row,
+        # several where fewer: `_fuse` programs), each dot product over the hidden size in as few tiles as
+        # BLOCK_H allows (the steps of a program are back to back: few programs of many tiles wait on their
+        # loads one after the other); programs past a row's count stop at once
         row = tl.program_id(0)
-        first = tl.program_id(1) * BLOCK_K
+        start = tl.program_id(1) * BLOCK_K
         if row < tl.load(params_ptr + 0):
             n = tl.load(count_ptr + row)
-            if (n <= K) & (first < n):
+            if (n <= K) & (start < n):
                 ref_ptr = tl.load(params_ptr + 1).to(dist_ptr.dtype)  # fp32
                 ref_stride = tl.load(params_ptr + 2)
                 beta_ptr = tl.load(params_ptr + 3).to(dist_ptr.dtype)  # fp32 [rows]
@@ -112,22 +113,23 @@ def _kernels():
                 b = tl.where(greedy, 0.0, tl.load(beta_ptr + row))
                 c1 = 1 + b
                 c2 = -b / tl.where(greedy, 1.0, t)
-                j = first + tl.arange(0, BLOCK_K)
-                live = j < n
-                idx = tl.load(idx_ptr + row * K + j, mask=live, other=0)
-                acc = tl.zeros([BLOCK_K], dtype=tl.float32)
-                for h0 in range(0, hidden, BLOCK_H):
-                    h = h0 + tl.arange(0, BLOCK_H)
-                    hm = h < hidden
-                    x = tl.load(x_ptr + row * hidden + h, mask=hm, other=0.0)
-                    w = tl.load(w_ptr + idx[:, None] * w_stride + h[None, :], mask=live[:, None] & hm[None, :],
-                                other=0.0)
-                    acc += tl.sum(w.to(tl.float32) * x.to(tl.float32)[None, :], axis=1)
-                dist = acc.to(w_ptr.dtype.element_ty).to(tl.float32)  # rounded as the dense head rounds
-                tl.store(dist_ptr + row * K + j, dist, mask=live)
-                at = ref_ptr + row.to(tl.int64) * ref_stride + idx
-                ref = tl.load(at, mask=live, other=0.0)
-                tl.store(at, ref * c1 + dist * c2, mask=live)
+                for first in range(start, n, STRIDE):
+                    j = first + tl.arange(0, BLOCK_K)
+                    live = j < n
+                    idx = tl.load(idx_ptr + row * K + j, mask=live, other=0)
+                    acc = tl.zeros([BLOCK_K], dtype=tl.float32)
+                    for h0 in range(0, hidden, BLOCK_H):
+                        h = h0 + tl.arange(0, BLOCK_H)
+                        hm = h < hidden
+                        x = tl.load(x_ptr + row * hidden + h, mask=hm, other=0.0)
+                        w = tl.load(w_ptr + idx[:, None] * w_stride + h[None, :], mask=live[:, None] & hm[None, :],
+                                    other=0.0)
+                        acc += tl.sum(w.to(tl.float32) * x.to(tl.float32)[None, :], axis=1)
+                    dist = acc.to(w_ptr.dtype.element_ty).to(tl.float32)  # rounded as the dense head rounds
+                    tl.store(dist_ptr + row * K + j, dist, mask=live)
+                    at = ref_ptr + row.to(tl.int64) * ref_stride + idx
+                    ref = tl.load(at, mask=live, other=0.0)
+                    tl.store(at, ref * c1 + dist * c2, mask=live)
 
     @triton.jit
     def tally(params_ptr, count_ptr, val_ptr, dist_ptr, totals_ptr, max_ptr, EPS: tl.constexpr, K,
@@ -280,6 +282,10 @@ COLLECT_WARPS = 4
 # of 16 × 256, 21.6 µs, fourteen tiles one after the other a program. The new layout passed the kernel check on
 # CUDA (H100, e936834) but is not yet timed alone: kernelcost's FUSE_CONFIGS hold it and the alternatives
 FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS = 1, 4096, 4
+# programs a row (0: ⌈k / FUSE_BLOCK_K⌉, one block of candidates each). At R1's k (1,024, set by a few wide rows)
+# that is 1,024 programs a row, nearly all of them finding no candidate; P > 0 caps them at P, each striding over
+# the row's candidates. Not yet timed on a GPU: kernelcost's "mixed" case and FUSE_CONFIGS will say
+FUSE_PROGRAMS = 0
 TALLY_BLOCK = 128
 # k is a run-time argument of every kernel, not a compile-time one: a step whose k (or row bucket) is new
 # launches kernels compiled already (Triton compiles per constexpr value, and a compile inside a decode loop
@@ -441,17 +447,23 @@ def _collect(params, vocab: int, idx, values, counts, block: int = 0, warps: int
                                                num_warps=warps)
 
 
-def _fuse(params, idx, counts, weight, dist, block_k: int = 0, block_h: int = 0, warps: int = 0) -> None:
-    """The fuse kernel over idx's rows, ⌈k / block_k⌉ programs a row, each `block_k` candidates in tiles of
-    `block_h` hidden columns with `warps` warps (0: FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS)."""
+def _fuse(params, idx, counts, weight, dist, block_k: int = 0, block_h: int = 0, warps: int = 0,
+          programs: int = -1) -> None:
+    """The fuse kernel over idx's rows, `block_k` candidates at a time in tiles of `block_h` hidden columns with
+    `warps` warps, over ⌈k / block_k⌉ programs a row, or at most `programs` striding over the row's candidates
+    (0, -1 and 0: FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS, FUSE_PROGRAMS)."""
     from driftcheck.adapters.sampler import SAMPLING_EPS
 
     triton, _, fuse, *_ = _kernels()
     rows, k = idx.shape
     block_k = block_k or FUSE_BLOCK_K
-    fuse[(rows, triton.cdiv(k, block_k))](params.dev, idx, counts, weight, weight.stride(0), weight.shape[1], dist,
-                                          EPS=SAMPLING_EPS, K=k, BLOCK_K=block_k, BLOCK_H=block_h or FUSE_BLOCK_H,
-                                          num_warps=warps or FUSE_WARPS)
+    per_row = triton.cdiv(k, block_k)
+    programs = FUSE_PROGRAMS if programs < 0 else programs
+    if programs:
+        per_row = min(per_row, programs)
+    fuse[(rows, per_row)](params.dev, idx, counts, weight, weight.stride(0), weight.shape[1], dist, per_row * block_k,
+                          EPS=SAMPLING_EPS, K=k, BLOCK_K=block_k, BLOCK_H=block_h or FUSE_BLOCK_H,
+                          num_warps=warps or FUSE_WARPS)
 
 
 def _tally(params, counts, values, dist, totals, top) -> None:

@@ -68,6 +68,7 @@ def test_kernelcost_checks_every_configuration_before_timing_it(tmp_path):
     result = json.loads(out.read_text())
     assert set(result["cases"]) == set(kernelcost.cases())
     assert result["cases"]["wide"]["widths"] == [40] and result["cases"]["wide"]["k"] == 64
+    assert result["cases"]["mixed"]["widths"][0] == 40 and result["cases"]["mixed"]["k"] == 64
     for case in result["cases"].values():
         for prefix, configs in (("collect", kernelcost.CONFIGS), ("fuse", kernelcost.FUSE_CONFIGS)):
             names = [name for name in case["us"] if name.startswith(prefix)]

@@ -6,8 +6,9 @@ graph); and, as the baseline, a read of the same logits by PyTorch (`amax` over 
 the floor any pass over them has).
 
 The logits are a decode step's after vLLM's filter: [rows, vocab] fp32, -inf but at each row's candidates.
-Two cases: "peaked" (2-15 candidates a row, as the peaked benchmark rows measure at 7B: median 4, p99 15;
-k 16) and "wide" (WIDE a row, 1,000: near-flat rows; k 1024). Before it is timed, every collect
+Three cases: "peaked" (2-15 candidates a row, as the peaked benchmark rows measure at 7B: median 4, p99 15;
+k 16), "wide" (WIDE a row, 1,000: near-flat rows; k 1024) and "mixed" (R1's pattern: one row in 16 that wide,
+the rest narrow, k 1024: `cases`). Before it is timed, every collect
 configuration's counts and candidates are checked against PyTorch's reading of the same logits, and every fuse
 configuration's logits_dist against the PyTorch product at the candidates; one that disagrees fails the run
 (exit 1, the configuration named).
@@ -28,14 +29,20 @@ REPS = 5
 CALLS = 100
 #: (tile columns, warps) of the collect kernel: esamp/kernels.py COLLECT_BLOCK, COLLECT_WARPS is one of them
 CONFIGS = ((512, 4), (1024, 2), (1024, 4), (2048, 4), (4096, 4), (8192, 8))
-#: (candidate tile, hidden tile, warps) of the fuse kernel: FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS is one of them
-FUSE_CONFIGS = ((1, 4096, 4), (1, 4096, 8), (1, 2048, 4), (1, 1024, 4), (2, 2048, 4), (4, 1024, 4), (16, 256, 4))
+#: (candidate tile, hidden tile, warps, programs a row: 0 = one per tile of k) of the fuse kernel: FUSE_BLOCK_K,
+#: FUSE_BLOCK_H, FUSE_WARPS, FUSE_PROGRAMS is one of them
+FUSE_CONFIGS = ((1, 4096, 4, 0), (1, 4096, 8, 0), (1, 2048, 4, 0), (1, 1024, 4, 0), (2, 2048, 4, 0), (4, 1024, 4, 0),
+                (16, 256, 4, 0), (1, 4096, 4, 16), (1, 4096, 4, 64))
 WIDE = 1000  # candidates a row in the wide case (--wide)
 
 
 def cases(wide: int = WIDE) -> dict:
-    """{case: (k, candidates a row, cycled over the rows)}."""
-    return {"peaked": (16, (2, 4, 4, 4, 3, 8, 11, 15)), "wide": (max(16, 1 << (wide - 1).bit_length()), (wide,))}
+    """{case: (k, candidates a row, cycled over the rows)}. "mixed" is R1's pattern at 7B (median 2 candidates a row,
+    mean 40-47): one row in 16 as wide as the wide case, the others narrow, and k set by the wide rows, as the
+    sampler sets it from the largest recent count; most of the fuse's rows × k programs then find no candidate."""
+    k_wide = max(16, 1 << (wide - 1).bit_length())
+    return {"peaked": (16, (2, 4, 4, 4, 3, 8, 11, 15)), "wide": (k_wide, (wide,)),
+            "mixed": (k_wide, (wide, 2, 4, 2, 3, 2, 2, 11, 2, 4, 2, 3, 2, 12, 2, 5))}
 
 
 def _timer(device: str):
@@ -153,18 +160,19 @@ def measure(hidden: int, rows: int, vocab: int, device: str = "cuda", reps: int 
         fparams = kernels.Params(kernels.C_SIZE, device)
         fparams.write((rows, ref.data_ptr(), ref.stride(0), zero.data_ptr(), temperature.data_ptr(), normed.data_ptr()))
         dist = torch.zeros(rows, k, dtype=torch.float32, device=device)
-        for block_k, block_h, warps in fuse_configs:
-            def fuse(block_k=block_k, block_h=block_h, warps=warps):
-                kernels._fuse(fparams, idx, found, weight, dist, block_k, block_h, warps)
+        for block_k, block_h, warps, programs in fuse_configs:
+            def fuse(block_k=block_k, block_h=block_h, warps=warps, programs=programs):
+                kernels._fuse(fparams, idx, found, weight, dist, block_k, block_h, warps, programs)
 
+            name = f"tiles {block_k} × {block_h}, {warps} warps" + (f", {programs} programs a row" if programs else "")
             dist.zero_()
             fuse()
             why = check_fuse(ref, found, idx, dist, weight, normed, k)
             if why:
-                raise RuntimeError(f"fuse at tiles {block_k} × {block_h}, {warps} warps: {why}")
-            default = (block_k, block_h, warps) == (kernels.FUSE_BLOCK_K, kernels.FUSE_BLOCK_H, kernels.FUSE_WARPS)
-            timed[f"fuse at β 0, tiles {block_k} × {block_h}, {warps} warps{' (the default)' if default else ''}"] = \
-                _time(fuse, timer, reps, calls)
+                raise RuntimeError(f"fuse at {name}: {why}")
+            default = (block_k, block_h, warps, programs) == (kernels.FUSE_BLOCK_K, kernels.FUSE_BLOCK_H,
+                                                              kernels.FUSE_WARPS, kernels.FUSE_PROGRAMS)
+            timed[f"fuse at β 0, {name}{' (the default)' if default else ''}"] = _time(fuse, timer, reps, calls)
         cp = kernels.CandidatePass(rows, k, vocab, weight, kernels.new_totals(device), graphs=True)
         work = ref.clone()
 
