@@ -13,8 +13,8 @@ class PrepareView:
     is request `req_ids[i]`, whose sampled token's hidden state sits at packed
     token index `logits_indices[i]`.
 
-    Built in the host time between two forwards (the device waits for it where the runner prepares a step only
-    after the last one's tokens came back), so building it copies three small integer arrays and nothing else;
+    Built before the forward is launched (host time the device waits for wherever the runner prepares a step only
+    after the last one's tokens came back), so building it copies a few small integer arrays and nothing else;
     the per-row lists (`sampled_rows`, `decode_rows`, `positions`, `num_scheduled_tokens`) are derived from those
     copies when first read, in the sampling hook, while the forward runs. The copies keep the view exact even if
     the runner advances its own arrays before then.
