@@ -37,9 +37,9 @@ class PrepareView:
     def __repr__(self) -> str:
         return f"PrepareView({len(self.req_ids)} rows, spec_decode={self.spec_decode})"
 
-    @property
+    @cached_property
     def num_sampled(self) -> int:
-        """How many rows sample this step (cheap: no list)."""
+        """How many rows sample this step (cheap: no list; a plain decode step has them all)."""
         import numpy as np
 
         return int(np.count_nonzero(self._computed + self._scheduled >= self._prefill))

@@ -106,13 +106,13 @@ class ESampController:
             raise ESampGateFailed("ESamp: a tap stopped writing (surface model.*.decoder_layer); "
                                   "the distiller would train on stale rows")
         self.losses.read(block=False)
-        keep = view.sampled_rows
-        if not keep:
+        sampling = view.num_sampled  # a count: the list of rows is built only where some row does not sample
+        if not sampling:
             return
         n = len(view.req_ids)
         rows = self.groups.rows(view.req_ids)
         sources = self._sources(view, shallow_layer, deep_layer)
-        if len(keep) == n and rows.one_key is not None:
+        if sampling == n and rows.one_key is not None:
             # plain decode, one distiller: the captured step gathers the rows from the taps itself
             hidden, device = sources[0][0].shape[1], sources[0][0].device
             distiller = self.groups.distiller(rows.one_key, hidden, device)
@@ -120,7 +120,7 @@ class ESampController:
             self._pend(ready.pred, ready.post, rows.betas, rows.acting, view, ready, rows)
             return
         (src_s, index_s), (src_d, index_d) = sources
-        self._step(view, keep, rows, src_s.index_select(0, index_s), src_d.index_select(0, index_d))
+        self._step(view, view.sampled_rows, rows, src_s.index_select(0, index_s), src_d.index_select(0, index_d))
 
     def _sources(self, view, shallow_layer: int, deep_layer: int):
         """Where this step's training rows come from: ((shallow tap's buffer, row indices), (deep tap's

@@ -450,8 +450,8 @@ def _collect(params, vocab: int, idx, values, counts, block: int = 0, warps: int
 def _fuse(params, idx, counts, weight, dist, block_k: int = 0, block_h: int = 0, warps: int = 0,
           programs: int = -1) -> None:
     """The fuse kernel over idx's rows, `block_k` candidates at a time in tiles of `block_h` hidden columns with
-    `warps` warps, over ⌈k / block_k⌉ programs a row, or at most `programs` striding over the row's candidates
-    (0, -1 and 0: FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS, FUSE_PROGRAMS)."""
+    `warps` warps, over ⌈k / block_k⌉ programs a row (`programs` 0), or at most `programs` a row, each striding
+    over the row's candidates. Left out (0; programs -1): FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS, FUSE_PROGRAMS."""
     from driftcheck.adapters.sampler import SAMPLING_EPS
 
     triton, _, fuse, *_ = _kernels()

@@ -55,6 +55,7 @@ def test_build_view_reads_each_contracts_slots(names, kwargs):
     assert torch.equal(view.logits_indices, torch.tensor([0, 3, 5]))
     assert view.num_scheduled_tokens == [1, 3, 2]
     assert view.sampled_rows == [0, 2] and view.decode_rows == [0]  # b is mid-prompt (3 of 6)
+    assert view.num_sampled == 2
     assert view.positions == [9, 2, 3]
     assert view.spec_decode is False
 
@@ -146,4 +147,5 @@ def test_v2_view_rows_and_positions_follow_the_request_states():
     view = build_view_v2(types.SimpleNamespace(req_states=states), batch)
     assert view.req_ids == ["a", "b"] and view.num_scheduled_tokens == [1, 3]
     assert view.sampled_rows == [0, 1] and view.decode_rows == [0]
+    assert view.num_sampled == 2
     assert view.positions == [7, 4]
