@@ -80,7 +80,21 @@ def measure(hidden: int, rows: int, vocab: int, device: str = "cuda", calls: int
     if cuda:
         (graphs,) = distiller.graphs.values()
         timed("distiller step graph replay alone", graphs.forward.replay)
+        timed("side stream waits for the caller: Stream.wait_stream (a new event)",
+              lambda: distiller.stream.wait_stream(torch.cuda.current_stream()))
+        timed("side stream waits for the caller: one event recorded again (_wait_caller)", distiller._wait_caller)
     timed("distiller step (step_gathered)", lambda: distiller.step_gathered(taps[0], taps[1], index, index, rows))
+    if cuda:  # defer_update: the update's graph replayed by a second call, once the sampler queued its draw
+        deferred = OnlineDistiller(hidden, int(c.width), float(c.lr), device=device, precision="bf16",
+                                   defer_update=True)
+
+        def deferred_step():
+            deferred.step_gathered(taps[0], taps[1], index, index, rows)
+            deferred.flush()
+
+        for _ in range(WARMUP_STEPS + 2):
+            deferred_step()
+        timed("distiller step, update deferred (step_gathered, then flush)", deferred_step)
     weight = torch.randn(vocab, hidden, generator=gen).to(device, torch.bfloat16)
     logits = torch.full((rows, vocab), float("-inf"), device=device)
     logits[:, :4] = torch.randn(rows, 4, generator=gen).to(device)
