@@ -86,7 +86,8 @@ def render_markdown(data: dict) -> str:
              "time inside the hooks per step of the timed rounds (perf_counter where they run, no profiler; the device "
              "work they queue is not in it; ESamp's sample and post-filter hooks, and the shims' prepare view where "
              "recorded), its share of a vanilla step, and where recorded its parts: prepare / sample hook (of it, the "
-             "distiller step's launch) / fuse (rows before 2026-12-01's sixth session: -). Code: the commit that "
+             "distiller step's launch) / fuse, and / the deferred update's queueing where defer_update ran (rows before "
+             "2026-12-01's sixth session: -). Code: the commit that "
              f"measured the row (+changes: with uncommitted changes; {OLDER}: recorded before rows carried it, by 8c95e39 "
              "or earlier). The distiller step runs on a side stream by default (`side_stream=True`); rows without a "
              "`side_stream` setting ran it so when measured by 07fa488 or earlier (then with its element-wise work in "
@@ -242,7 +243,7 @@ def filter_share(entry: dict, variant: dict | None) -> str:
 
 #: The hooks' host ranges that do not nest (bench host time = their sum; esamp.distill is inside
 #: esamp.sample_hook), and the names that rows measured before 334b868 (2026-12-01) gave ESamp's two.
-HOST_RANGES = ("hooks.prepare", "esamp.sample_hook", "esamp.fuse")
+HOST_RANGES = ("hooks.prepare", "esamp.sample_hook", "esamp.fuse", "esamp.sampled")  # sampled: defer_update's flush
 LEGACY_HOST = {"sample_hook": "esamp.sample_hook", "fuse": "esamp.fuse"}
 
 
@@ -250,7 +251,8 @@ def host_per_step(v: dict) -> str:
     """The hooks' host time per step in a setting's timed rounds (perf_counter sums where they run, no
     profiler: the shims' prepare view where recorded, ESamp's sample and post-filter hooks), its share of
     a vanilla step (the vanilla rounds' median seconds over the same steps), and where recorded its parts
-    in ms: prepare / sample hook (of it, the distiller step's launch) / fuse."""
+    in ms: prepare / sample hook (of it, the distiller step's launch) / fuse (/ the deferred update's queueing,
+    where defer_update ran)."""
     c = v.get("esamp_counters") or {}
     steps = c.get("host_steps")
     host = {LEGACY_HOST.get(k, k): x for k, x in {**(c.get("hooks_host_s") or {}), **(c.get("host_s") or {})}.items()}
@@ -265,7 +267,7 @@ def host_per_step(v: dict) -> str:
     if "hooks.prepare" in host and "esamp.distill" in host:
         part = {name: host.get(name, 0.0) / steps * 1e3 for name in (*HOST_RANGES, "esamp.distill")}
         text += (f": {part['hooks.prepare']:.3f} / {part['esamp.sample_hook']:.3f} ({part['esamp.distill']:.3f}) / "
-                 f"{part['esamp.fuse']:.3f}")
+                 f"{part['esamp.fuse']:.3f}" + (f" / {part['esamp.sampled']:.3f}" if "esamp.sampled" in host else ""))
     return text
 
 
