@@ -174,7 +174,7 @@ class StepGraphs:
         self.predicted = owner.predicted if self.marks else None
         # deferred (`defer_update`): the update is a graph of its own, replayed once the sampler queued its draw
         self.deferred = owner.overlap and owner.defer_update
-        self.defer = owner._defer
+        self.defer, self.mark_trained = owner._defer, owner._mark_trained
         self.update = torch.cuda.CUDAGraph() if owner.overlap and (not self.marks or self.deferred) else None
 
         def forward():
@@ -201,12 +201,15 @@ class StepGraphs:
                     owner.trained.record(owner.stream)
 
     def _replay(self, n: int, mark):
+        """Replay the forward and (unless deferred) the update; the events `predicted` (`mark()` where the graph
+        does not record it) and `trained` (the owner's, where the graph does not record it) after them."""
         self.forward.replay()
         predicted = self.predicted if self.marks else mark()  # marked: recorded by the graph itself
         if self.deferred:
-            self.defer(self.update)  # the owner replays it later (OnlineDistiller.flush)
+            self.defer(self)  # the owner replays its update later (OnlineDistiller.flush)
         elif self.update is not None:
             self.update.replay()
+            self.mark_trained()  # two graphs, unmarked (marked and not deferred: one graph)
         return self.pred[:n], (self.post[:n] if self.post is not None else None), self.loss, predicted
 
     def run(self, shallow, deep, mark):
@@ -279,7 +282,7 @@ class OnlineDistiller:
         # queued the step's draw (`flush`), so the update runs after the sampler, in the device's idle time
         # between two steps, instead of beside vLLM's filter; a step whose flush never came is flushed by the next
         self.defer_update = self.overlap and defer_update
-        self._pending_update = None  # the deferred update's graph, not replayed yet
+        self._pending_update = None  # the StepGraphs whose update graph was deferred and not replayed yet
         self._caller_mark = None  # one event, recorded again on the caller's stream for every wait of the side stream
         self.graphs_on = on_cuda and graphs and os.environ.get("ESAMP_GRAPHS", "1") != "0"
         self.graphs: dict = {}  # (bucket, post, dtypes, gathered-from sources) -> StepGraphs
@@ -425,24 +428,21 @@ class OnlineDistiller:
                 self.flush(after_caller=False)  # a deferred update left by the last step: before this forward
             with self._on_step_stream():
                 graphs = self._graphs(shallow.shape[0], shallow.shape[1], shallow.dtype, deep.dtype, post)
-                if graphs is not None:
+                if graphs is not None:  # the replay marks `trained` (StepGraphs._replay)
                     pred, out, loss_dev, predicted = graphs.run(shallow, deep, self._predicted)
                     self.graph_steps += 1
-                    marked = graphs.marks or graphs.deferred  # deferred: `flush` marks it
                 else:
                     parts, out = self.forward(self.inputs(shallow), self.inputs(deep), None, post)
                     pred = parts["pred"]
                     predicted = self._predicted()
                     loss_dev = self.update(parts, self.inputs(deep))
-                    marked = False
+                    self._mark_trained()
             if self.overlap:
                 for t in (shallow, deep):
                     t.record_stream(self.stream)  # the caller's rows stay allocated until the step used them
                 for t in (pred, out):
                     if t is not None and graphs is None:
                         t.record_stream(main)  # the caller reads them on its stream
-            if not marked:
-                self._mark_trained()
             self.steps += 1
             return Step(pred, out, loss_dev, predicted, self.trained, graphs is not None)
 
@@ -467,9 +467,7 @@ class OnlineDistiller:
             if self.overlap:
                 for t in (index_x, index_y):
                     t.record_stream(self.stream)
-            self.graph_steps += 1
-            if not graphs.marks and not graphs.deferred:
-                self._mark_trained()
+            self.graph_steps += 1  # the replay marks `trained` (StepGraphs._replay)
             self.steps += 1
             return Step(pred, out, loss_dev, predicted, self.trained, True)
 
@@ -481,11 +479,11 @@ class OnlineDistiller:
         self._caller_mark.record(torch.cuda.current_stream())
         self.stream.wait_event(self._caller_mark)
 
-    def _defer(self, update_graph) -> None:
+    def _defer(self, graphs: StepGraphs) -> None:
         """A captured step's update, left for `flush`."""
         if self._pending_update is not None:  # never two: each step flushes the last one before its forward
             self.flush(after_caller=False)
-        self._pending_update = update_graph
+        self._pending_update = graphs
 
     @property
     def update_pending(self) -> bool:
@@ -496,14 +494,14 @@ class OnlineDistiller:
         after everything the caller's stream queued so far (called once the sampler queued its draw, the update
         then runs while the host prepares the next step); else right after the step's forward (a read of the
         weights or the loss, or the next step, needs it now). Returns whether there was one."""
-        graph, self._pending_update = self._pending_update, None
-        if graph is None:
+        graphs, self._pending_update = self._pending_update, None
+        if graphs is None:
             return False
         if after_caller:
             self._wait_caller()
         with torch.cuda.stream(self.stream):
-            graph.replay()
-        if not self.external_events:  # else the graph recorded `trained` itself
+            graphs.update.replay()
+        if not graphs.marks:  # else the graph recorded `trained` itself
             self._mark_trained()
         return True
 

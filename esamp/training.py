@@ -32,8 +32,7 @@ class LossBook:
         """Queue one distiller step on these rows: its prediction (made before this step's update,
         with post(prediction)) and the update. Returns the esamp.distiller.Step."""
         with timed("esamp.distill", self.counters.host_s):
-            if distiller in self.deferred:  # the draw's hook did not come since its last step
-                self.settle(after_draw=False)
+            self._settle_before(distiller)
             step = distiller.step(shallow, deep, post)
         return self._queued(distiller, step, shallow.shape[0])
 
@@ -42,10 +41,15 @@ class LossBook:
         (deep buffer, index)) (OnlineDistiller.step_gathered)."""
         (src_shallow, index_shallow), (src_deep, index_deep) = sources
         with timed("esamp.distill", self.counters.host_s):
-            if distiller in self.deferred:  # the draw's hook did not come since its last step
-                self.settle(after_draw=False)
+            self._settle_before(distiller)
             step = distiller.step_gathered(src_shallow, src_deep, index_shallow, index_deep, n, post)
         return self._queued(distiller, step, n)
+
+    def _settle_before(self, distiller) -> None:
+        """Before a distiller's step: its last update still deferred means the draw's hook did not come since;
+        queue it (and any other deferred one) now, counted late."""
+        if distiller in self.deferred:
+            self.settle(after_draw=False)
 
     def _queued(self, distiller, step, rows: int):
         self.queued += 1
