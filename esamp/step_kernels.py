@@ -119,22 +119,21 @@ class FlatAdam:
         sizes = [p.numel() for p in params]
         self.n = sum(sizes)
         self.flat = torch.empty(self.n, dtype=torch.float32, device=device)
-        at = 0
-        for p, size in zip(params, sizes):
-            self.flat[at:at + size].copy_(p.detach().reshape(-1))
-            p.data = self.flat[at:at + size].view(p.shape)  # the module's weights are the flat buffer's views
-            at += size
-        self.exp_avg = torch.zeros_like(self.flat)
-        self.exp_avg_sq = torch.zeros_like(self.flat)
-        self.low = self.flat.to(low)
+        self.low = torch.empty(self.n, dtype=low, device=device)
         self.grad = torch.zeros(self.n, dtype=low, device=device)
-        self.steps = torch.zeros((), dtype=torch.float32, device=device)  # counted by `head`, read by `step`
-        self.lr, self.betas, self.eps = float(lr), tuple(float(b) for b in betas), float(eps)
         self.low_views, self.grad_views, at = [], [], 0
         for p, size in zip(params, sizes):
-            self.low_views.append(self.low[at:at + size].view(p.shape))
-            self.grad_views.append(self.grad[at:at + size].view(p.shape))
+            part = slice(at, at + size)
+            self.flat[part].copy_(p.detach().reshape(-1))
+            p.data = self.flat[part].view(p.shape)  # the module's weights are the flat buffer's views
+            self.low_views.append(self.low[part].view(p.shape))
+            self.grad_views.append(self.grad[part].view(p.shape))
             at += size
+        self.low.copy_(self.flat)
+        self.exp_avg = torch.zeros_like(self.flat)
+        self.exp_avg_sq = torch.zeros_like(self.flat)
+        self.steps = torch.zeros((), dtype=torch.float32, device=device)  # counted by `head`, read by `step`
+        self.lr, self.betas, self.eps = float(lr), tuple(float(b) for b in betas), float(eps)
 
     def step(self, row_sq, inv, losses) -> None:
         """One Adam step from `grad` (the step count already advanced by `head`), and the step's loss Σrow_sq·inv
