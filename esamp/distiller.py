@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from esamp.capture import no_collection
 from esamp.config import PRECISIONS  # fp32, bf16
 
 WARMUP_STEPS = 3  # eager steps before the first capture (Adam state, cuBLAS workspaces)
@@ -173,8 +174,9 @@ class StepGraphs:
         self.marks = owner.overlap and owner.external_events
         self.predicted = owner.predicted if self.marks else None
         # deferred (`defer_update`): the update is a graph of its own, replayed once the sampler queued its draw
+        # (no reference to the owner is kept: a StepGraphs → owner → graphs cycle is freed only by Python's cyclic
+        # collector, which may run inside a later capture, and freeing a CUDA graph there invalidates that capture)
         self.deferred = owner.overlap and owner.defer_update
-        self.defer, self.mark_trained = owner._defer, owner._mark_trained
         self.update = torch.cuda.CUDAGraph() if owner.overlap and (not self.marks or self.deferred) else None
 
         def forward():
@@ -184,7 +186,7 @@ class StepGraphs:
                 step_kernels.gather_rows(self.params, sources[0], sources[1], self.x, self.y, self.inv)
             return owner.forward(owner.inputs(self.x), owner.inputs(self.y), self.inv, post)
 
-        with torch.cuda.graph(self.forward, stream=owner.stream, capture_error_mode="thread_local"):
+        with no_collection(), torch.cuda.graph(self.forward, stream=owner.stream, capture_error_mode="thread_local"):
             parts, self.post = forward()
             if self.marks:
                 owner.predicted.record(owner.stream)
@@ -194,26 +196,26 @@ class StepGraphs:
                     owner.trained.record(owner.stream)
         self.pred, self.parts = parts["pred"], parts
         if self.update is not None:
-            with torch.cuda.graph(self.update, pool=self.forward.pool(), stream=owner.stream,
-                                  capture_error_mode="thread_local"):
+            with no_collection(), torch.cuda.graph(self.update, pool=self.forward.pool(), stream=owner.stream,
+                                                    capture_error_mode="thread_local"):
                 self.loss = owner.update(parts, owner.inputs(self.y), self.inv)
                 if self.marks:
                     owner.trained.record(owner.stream)
 
-    def _replay(self, n: int, mark):
-        """Replay the forward and (unless deferred) the update; the events `predicted` (`mark()` where the graph
-        does not record it) and `trained` (the owner's, where the graph does not record it) after them."""
+    def _replay(self, n: int, owner: OnlineDistiller):
+        """Replay the forward and (unless deferred) the update; the owner's events `predicted` and `trained` after
+        them, recorded on the host where the graph does not record them."""
         self.forward.replay()
-        predicted = self.predicted if self.marks else mark()  # marked: recorded by the graph itself
+        predicted = self.predicted if self.marks else owner._predicted()  # marked: recorded by the graph itself
         if self.deferred:
-            self.defer(self)  # the owner replays its update later (OnlineDistiller.flush)
+            owner._defer(self)  # the owner replays its update later (OnlineDistiller.flush)
         elif self.update is not None:
             self.update.replay()
-            self.mark_trained()  # two graphs, unmarked (marked and not deferred: one graph)
+            owner._mark_trained()  # two graphs, unmarked (marked and not deferred: one graph)
         return self.pred[:n], (self.post[:n] if self.post is not None else None), self.loss, predicted
 
-    def run(self, shallow, deep, mark):
-        """Replay the step on these rows; `mark()` after the forward (the caller's event, or None)."""
+    def run(self, shallow, deep, owner: OnlineDistiller):
+        """Replay the step on these rows for `owner` (the distiller that captured it)."""
         n = shallow.shape[0]
         self.x[:n].copy_(shallow)
         self.y[:n].copy_(deep)
@@ -222,13 +224,13 @@ class StepGraphs:
             self.y[n:self.filled].zero_()
         self.filled = n
         self.inv.fill_(1.0 / (n * shallow.shape[1]))
-        return self._replay(n, mark)
+        return self._replay(n, owner)
 
-    def run_gathered(self, index_x, index_y, n: int, mark):
+    def run_gathered(self, index_x, index_y, n: int, owner: OnlineDistiller):
         """Replay the step on the sources' rows index_x[:n], index_y[:n] (device tensors; the graph gathers
         them)."""
         self.params.write((n, index_x.data_ptr(), index_y.data_ptr()))
-        return self._replay(n, mark)
+        return self._replay(n, owner)
 
 
 class OnlineDistiller:
@@ -429,7 +431,7 @@ class OnlineDistiller:
             with self._on_step_stream():
                 graphs = self._graphs(shallow.shape[0], shallow.shape[1], shallow.dtype, deep.dtype, post)
                 if graphs is not None:  # the replay marks `trained` (StepGraphs._replay)
-                    pred, out, loss_dev, predicted = graphs.run(shallow, deep, self._predicted)
+                    pred, out, loss_dev, predicted = graphs.run(shallow, deep, self)
                     self.graph_steps += 1
                 else:
                     parts, out = self.forward(self.inputs(shallow), self.inputs(deep), None, post)
@@ -463,7 +465,7 @@ class OnlineDistiller:
                 self._wait_caller()
                 self.flush(after_caller=False)
             with self._on_step_stream():
-                pred, out, loss_dev, predicted = graphs.run_gathered(index_x, index_y, n, self._predicted)
+                pred, out, loss_dev, predicted = graphs.run_gathered(index_x, index_y, n, self)
             if self.overlap:
                 for t in (index_x, index_y):
                     t.record_stream(self.stream)

@@ -277,14 +277,16 @@ class Params:
 # t0.8 0.987 → 0.993×, not an A/B in one call; reports/benchmarks.md)
 COLLECT_BLOCK = 1024
 COLLECT_WARPS = 4
-# the fuse: one candidate a program (a row with n of them spreads over n programs), its dot product in one tile of
-# 4096 hidden columns (two at hidden 8192). Before (H200, 3584, peaked, k 16): programs of 64 candidates in tiles
-# of 16 × 256, 21.6 µs, fourteen tiles one after the other a program. The new layout passed the kernel check on
-# CUDA (H100, e936834) but is not yet timed alone: kernelcost's FUSE_CONFIGS hold it and the alternatives
-FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS = 1, 4096, 4
-# programs a row (0: ⌈k / FUSE_BLOCK_K⌉, one block of candidates each). At R1's k (1,024, set by a few wide rows)
-# that is 1,024 programs a row, nearly all of them finding no candidate; P > 0 caps them at P, each striding over
-# the row's candidates. Not yet timed on a GPU: kernelcost's "mixed" case and FUSE_CONFIGS will say
+# the fuse: programs of 4 candidates, each dot product in tiles of 1024 hidden columns. Timed alone by kernelcost
+# on the H100 (hidden 3584, 256 rows, one call at 16fe23b; reports/gpu/kernelcost-3584.md), µs median of 5×100:
+#   layout (candidates × hidden, warps)    peaked k 16   wide k 1024   mixed k 1024
+#   4 × 1024, 4 (now)                            19.3          432.5          50.1
+#   1 × 4096, 4 (e936834)                        27.3          678.8         163.7
+#   16 × 256, 4 (before e936834)                 32.6          402.3          50.7
+#   1 × 4096, 4, 64 programs a row               31.3          689.6          61.5
+FUSE_BLOCK_K, FUSE_BLOCK_H, FUSE_WARPS = 4, 1024, 4
+# programs a row (0: ⌈k / FUSE_BLOCK_K⌉, one block of candidates each); P > 0 caps them at P, each striding over
+# the row's candidates. Capping did not pay at 1 × 4096 (table above), so it stays off
 FUSE_PROGRAMS = 0
 TALLY_BLOCK = 128
 # k is a run-time argument of every kernel, not a compile-time one: a step whose k (or row bucket) is new
@@ -416,11 +418,13 @@ class CandidatePass:
         failure is kept (`graph_error`) and the pass stays eager."""
         import torch
 
+        from esamp.capture import no_collection
+
         graph = torch.cuda.CUDAGraph()
         stream = torch.cuda.Stream(device=self.weight.device)
         stream.wait_stream(torch.cuda.current_stream())
         try:
-            with torch.cuda.stream(stream):
+            with torch.cuda.stream(stream), no_collection():
                 if self.spill:
                     with torch.no_grad():
                         self._spill_gemm()

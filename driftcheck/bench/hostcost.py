@@ -53,7 +53,8 @@ def measure(hidden: int, rows: int, vocab: int, device: str = "cuda", calls: int
     for _ in range(WARMUP_STEPS + 2):  # eager steps, then (CUDA) the capture
         distiller.step_gathered(taps[0], taps[1], index, index, rows)
     if cuda and (distiller.graph_error is not None or len(distiller.graphs) != 1):
-        raise RuntimeError(f"the distiller step was not captured: {distiller.graph_error}")
+        why = distiller.graph_error or ("ESAMP_GRAPHS=0" if not distiller.graphs_on else "no graph for the step")
+        raise RuntimeError(f"the distiller step was not captured: {why}")
     out = {}
 
     def timed(name, fn):
@@ -140,9 +141,13 @@ def main(argv=None) -> int:
     if micro.unavailable("hostcost", args.device):
         return 2
     run = lambda: measure(args.hidden, args.rows, args.vocab, args.device, args.calls)  # noqa: E731
-    result = {"hidden": args.hidden, "rows": args.rows, "device": args.device, "alone": run()}
-    with GilThread():
-        result["gil_thread"] = run()
+    try:
+        result = {"hidden": args.hidden, "rows": args.rows, "device": args.device, "alone": run()}
+        with GilThread():
+            result["gil_thread"] = run()
+    except RuntimeError as exc:  # the step was not captured: nothing to time
+        print(f"hostcost: {exc}", file=sys.stderr)
+        return 1
     print(f"## Host µs per call ({args.device}, hidden {args.hidden}, {args.rows} rows; median [min–max] of "
           f"{REPS}×{args.calls})\n")
     print("| call | alone | with a GIL-holding thread |\n|---|---|---|")
