@@ -20,3 +20,14 @@ def no_collection():
     finally:
         if was:
             gc.enable()
+
+
+def freed_only_by_collector(alive) -> bool:
+    """`alive`: a weakref.ref to an object whose last reference was just dropped. True where the object outlived
+    that (something still held it) and Python's cyclic collector then freed it: it was held in a reference cycle
+    only, and would have been freed at some later collection, wherever that runs. An object something else still
+    holds (e.g. the first caller of a lazy import, whose frames an imported module may keep) is not this."""
+    if alive() is None:
+        return False
+    gc.collect()
+    return alive() is None

@@ -396,6 +396,7 @@ def check_distiller_graphs(device: str = "cuda", *, seed: int = 0) -> list[str]:
 
     import torch
 
+    from esamp.capture import freed_only_by_collector
     from esamp.distiller import WARMUP_STEPS, OnlineDistiller
 
     if torch.device(device).type != "cuda":
@@ -421,13 +422,13 @@ def check_distiller_graphs(device: str = "cuda", *, seed: int = 0) -> list[str]:
             tol = dict(rtol=1e-4, atol=1e-5) if precision == "fp32" else dict(rtol=2e-2, atol=2e-3)
             problems += _step_differs(f"{name} step {i} ({rows} rows)", got, want, tol)
         problems += _runs_differ(name, graphed, eager, 10 - WARMUP_STEPS)
-        # dropped, it must be freed at once: held in a reference cycle, it is freed by Python's cyclic collector
-        # at some later allocation, perhaps inside another capture, which freeing a CUDA graph invalidates (seen
-        # at 16fe23b: StepGraphs held its owner's bound methods; the next distiller's capture failed)
+        # dropped, it must not wait for Python's cyclic collector: held in a reference cycle, it is freed at some
+        # later collection, perhaps inside another capture, which freeing a CUDA graph invalidates (seen at
+        # 16fe23b: StepGraphs held its owner's bound methods; the next distiller's capture failed)
         alive = weakref.ref(graphed)
         del graphed
-        if alive() is not None:
-            problems.append(f"{name}: a distiller with captured steps outlives its last reference (a reference cycle)")
+        if freed_only_by_collector(alive):
+            problems.append(f"{name}: a distiller with captured steps is held in a reference cycle")
     return problems
 
 

@@ -183,6 +183,56 @@ def test_bf16_gemms_stay_close_to_fp32_and_keep_fp32_weights():
         ESampConfig.from_dict({"precision": "fp16"})
 
 
+def test_captures_pause_the_cyclic_collector_and_restore_it():
+    import gc
+
+    from esamp.capture import no_collection
+
+    assert gc.isenabled()
+    with no_collection():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), no_collection():
+        raise RuntimeError("a failed capture")
+    assert gc.isenabled()  # restored on the way out of a failure too
+    gc.disable()
+    try:
+        with no_collection():
+            pass
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_dropped_distiller_is_not_held_in_a_reference_cycle(precision):
+    """Held in a cycle, a distiller is freed by the cyclic collector at some later collection; on CUDA one ran
+    inside the next distiller's capture and destroyed the old one's graphs there, which failed that capture (16fe23b:
+    StepGraphs held its owner's bound methods). The CPU builds no graphs; the distiller's own references are
+    judged here, the captured ones by probes/kernel_check.py on CUDA."""
+    import weakref
+
+    from esamp.capture import freed_only_by_collector
+
+    class Cyclic:
+        def __init__(self):
+            self.me = self
+
+    control = Cyclic()
+    alive = weakref.ref(control)
+    del control
+    assert freed_only_by_collector(alive)  # the judge sees a cycle where there is one
+
+    d = OnlineDistiller(48, 16, 1e-3, precision=precision)
+    x = torch.randn(6, 48, generator=torch.Generator().manual_seed(0))
+    for _ in range(4):
+        d.step(x, x + 1)
+    d.losses_to_host()
+    alive = weakref.ref(d)
+    del d
+    assert not freed_only_by_collector(alive)
+
+
 def test_on_off_settings_must_be_booleans_and_reach_the_distiller(monkeypatch):
     """A string "false" would read as true: the on/off settings take booleans only."""
     from esamp.config import ESampConfig, ESampConfigError
