@@ -271,10 +271,11 @@ class Params:
 
 
 # the collect's tile and warps, and the fuse's candidate and hidden tiles and warps: driftcheck/bench/kernelcost.py
-# times the choices against a read of the same logits (on the H200, 256 rows × 151,936 fp32: tile 1024 at 4 warps
-# reads them at 0.97-0.99× a torch.amax over each row, the earlier tile 4096 at 1.72-1.78×, in two calls;
-# reports/gpu/kernelcost-3584.md. At 7B, V1, graphs, two device calls before and after: top_k 20 0.987 → 0.990×,
-# t0.8 0.987 → 0.993×, not an A/B in one call; reports/benchmarks.md)
+# times the choices against a read of the same logits (256 rows × 151,936 fp32: tile 1024 at 4 warps reads them at
+# 0.97-0.99× a torch.amax over each row on the H200, in two calls, and at 0.91-0.94× on the H100 at 16fe23b, on
+# the peaked and mixed cases (reports/gpu/kernelcost-3584.md, the latter); the earlier tile 4096 at 1.44-1.78×. At 7B,
+# V1, graphs, two device calls before and after: top_k 20 0.987 → 0.990×, t0.8 0.987 → 0.993×, not an A/B in one
+# call; reports/benchmarks.md)
 COLLECT_BLOCK = 1024
 COLLECT_WARPS = 4
 # the fuse: programs of 4 candidates, each dot product in tiles of 1024 hidden columns. Timed alone by kernelcost
