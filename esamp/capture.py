@@ -10,9 +10,10 @@ import gc
 def no_collection():
     """Python's cyclic garbage collector paused for the capture. A collection inside a capture that frees an
     unreachable object holding a CUDA graph destroys that graph there, an operation a capturing thread may not do,
-    and the capture fails (`cudaErrorStreamCaptureInvalidated`); torch.cuda.graph no longer collects before it
-    captures (`torch.compiler.config.force_cudagraph_gc`, off by default). Seen on the H100 at 16fe23b: a distiller
-    dropped by the kernel check, freed inside the next one's capture."""
+    and the capture fails (`cudaErrorStreamCaptureInvalidated`). torch.cuda.graph stopped collecting before each
+    capture in pytorch/pytorch#158193 (`torch.compiler.config.force_cudagraph_gc`, off by default), which opened this
+    (NVIDIA/TransformerEngine#2092 pauses the collector for the same reason). Seen on the H100 at 16fe23b: a
+    distiller dropped by the kernel check, freed inside the next one's capture."""
     was = gc.isenabled()
     gc.disable()
     try:
