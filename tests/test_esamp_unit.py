@@ -212,16 +212,17 @@ def test_a_dropped_distiller_is_not_held_in_a_reference_cycle(precision):
     judged here, the captured ones by probes/kernel_check.py on CUDA."""
     import weakref
 
-    from esamp.capture import freed_only_by_collector
+    from esamp.capture import freed_only_by_collector, no_collection
 
     class Cyclic:
         def __init__(self):
             self.me = self
 
-    control = Cyclic()
-    alive = weakref.ref(control)
-    del control
-    assert freed_only_by_collector(alive)  # the judge sees a cycle where there is one
+    with no_collection():  # no automatic collection between the drop and the judge
+        control = Cyclic()
+        alive = weakref.ref(control)
+        del control
+        assert freed_only_by_collector(alive)  # the judge sees a cycle where there is one
 
     # torch imports torch._dynamo in the process's first optimizer and a module imported then keeps the caller's
     # frames: done here, so the distiller below is not the one kept, and its being freed says something
