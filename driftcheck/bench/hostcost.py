@@ -33,6 +33,10 @@ def _time(fn, sync, calls: int = CALLS) -> dict:
     return {"us_median": statistics.median(reps), "us_min": min(reps), "us_max": max(reps)}
 
 
+class NotCaptured(RuntimeError):
+    """A step or pass that should have been captured on CUDA was not: the job has nothing to time."""
+
+
 def measure(hidden: int, rows: int, vocab: int, device: str = "cuda", calls: int = CALLS) -> dict:
     """{call: µs} for each call. On the CPU (a smoke run: Triton's interpreter for the kernels) the calls
     that exist only on CUDA (events, pinned copies, graph replays) are left out and the steps run eagerly."""
@@ -54,7 +58,7 @@ def measure(hidden: int, rows: int, vocab: int, device: str = "cuda", calls: int
         distiller.step_gathered(taps[0], taps[1], index, index, rows)
     if cuda and (distiller.graph_error is not None or len(distiller.graphs) != 1):
         why = distiller.graph_error or ("ESAMP_GRAPHS=0" if not distiller.graphs_on else "no graph for the step")
-        raise RuntimeError(f"the distiller step was not captured: {why}")
+        raise NotCaptured(f"the distiller step was not captured: {why}")
     out = {}
 
     def timed(name, fn):
@@ -107,7 +111,7 @@ def measure(hidden: int, rows: int, vocab: int, device: str = "cuda", calls: int
         cp.run(logits, beta, temperature, normed)
     if cuda:
         if cp.graph is None:
-            raise RuntimeError(f"the candidate pass was not captured: {cp.graph_error}")
+            raise NotCaptured(f"the candidate pass was not captured: {cp.graph_error}")
         timed("candidate pass graph replay alone", cp.graph.replay)
     timed("candidate pass (CandidatePass.run)", lambda: cp.run(logits, beta, temperature, normed))
     return out
@@ -145,7 +149,7 @@ def main(argv=None) -> int:
         result = {"hidden": args.hidden, "rows": args.rows, "device": args.device, "alone": run()}
         with GilThread():
             result["gil_thread"] = run()
-    except RuntimeError as exc:  # the step was not captured: nothing to time
+    except NotCaptured as exc:  # nothing captured to time (any other error keeps its traceback)
         print(f"hostcost: {exc}", file=sys.stderr)
         return 1
     print(f"## Host µs per call ({args.device}, hidden {args.hidden}, {args.rows} rows; median [min–max] of "
